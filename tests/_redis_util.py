@@ -1,0 +1,70 @@
+"""Shared helpers for the Redis store tests: a real Redis, unique prefixes, clean-up.
+
+Tests use db 11 and 12 on 127.0.0.1:6379 and a fresh key prefix each, and
+delete only their own keys (never FLUSHALL, never db 0).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterator
+from uuid import uuid4
+
+import pytest
+import redis
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+DB_MAIN = 11
+DB_SECOND = 12
+
+
+def redis_url(db: int = DB_MAIN) -> str:
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def unique_prefix() -> str:
+    return f"t{uuid4().hex[:8]}:"
+
+
+def redis_up() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+requires_redis = pytest.mark.skipif(not redis_up(), reason="no Redis at 127.0.0.1:6379")
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix`` (SCAN + UNLINK, never FLUSHALL)."""
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    from abstractruntime_celery.stores.redis_conn import connect
+
+    yield connect(redis_url(DB_MAIN))
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> Iterator[str]:
+    p = unique_prefix()
+    yield p
+    delete_prefix(redis_client, p)
