@@ -68,3 +68,27 @@ def prefix(redis_client: redis.Redis) -> Iterator[str]:
     p = unique_prefix()
     yield p
     delete_prefix(redis_client, p)
+
+
+def cas_increment_worker(url: str, prefix: str, run_id: str, increments: int) -> tuple[int, int]:
+    """Child process body for the CAS contention test: load, +1, save(expected_version), retry.
+
+    Returns (successful increments, conflicts seen).
+    """
+    from abstractruntime_celery.errors import VersionConflictError
+    from abstractruntime_celery.stores.redis_conn import connect
+    from abstractruntime_celery.stores.redis_runs import RedisRunStore
+
+    store = RedisRunStore(connect(url), prefix=prefix)
+    done = conflicts = 0
+    while done < increments:
+        run, version = store.load_with_version(run_id)
+        assert run is not None and version is not None
+        run.vars["counter"] = int(run.vars["counter"]) + 1
+        try:
+            store.save(run, expected_version=version)
+        except VersionConflictError:
+            conflicts += 1
+            continue
+        done += 1
+    return done, conflicts
