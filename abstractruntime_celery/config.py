@@ -1,0 +1,112 @@
+"""Settings: one prefix (``abstractruntime_``) on the Celery conf, read in one place.
+
+Precedence, highest first: the environment (``ABSTRACTRUNTIME_CELERY_<NAME>``),
+the Celery conf (``app.conf.abstractruntime_<name>``, which ``celeryconfig.py``
+fills), then the defaults below. Every default is safe on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+ENV_PREFIX = "ABSTRACTRUNTIME_CELERY_"
+CONF_PREFIX = "abstractruntime_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the driver reads; see the README's settings table."""
+
+    #: Where runs and ledgers live: ``memory://``, ``file:///dir``, ``sqlite:///path``, ``redis://...``.
+    store_url: str = "memory://"
+    #: Where leases, inboxes, timers and stats live. Empty: the store URL if it is
+    #: Redis, else the broker URL if it is Redis, else in-process (embedded mode only).
+    coord_url: str = ""
+    #: ``pkg.mod:attr`` naming a WorkflowRegistry, a list of WorkflowSpecs, or a callable returning either.
+    registry: str = ""
+    #: Redis key prefix for everything this package writes.
+    key_prefix: str = "arc:"
+    #: Waits due within this many seconds get a broker ETA; later ones are left to the sweep.
+    timer_horizon_s: float = 300.0
+    #: How often beat runs the sweep.
+    sweep_interval_s: float = 15.0
+    #: At most this many runs per sweep pass (due timers, orphans, parents each).
+    sweep_batch: int = 1000
+    #: Per-run lease time to live; renewed every third of it while a tick runs.
+    lease_ttl_s: float = 30.0
+    #: A RUNNING run untouched this long with no live lease is an orphan: the sweep re-ticks it.
+    orphan_grace_s: float = 60.0
+    #: An inbox event not applied this long after acceptance gets its message sent again.
+    event_redeliver_s: float = 30.0
+    #: Largest accepted event payload or start vars, in bytes of JSON.
+    max_payload_bytes: int = 256 * 1024
+    #: Node executions per tick before the run is re-enqueued (fairness).
+    tick_max_steps: int = 100
+    #: Consecutive failing ticks before the run is marked FAILED.
+    tick_max_attempts: int = 5
+    #: Seconds a run may name an unregistered workflow before it is marked FAILED.
+    unknown_workflow_grace_s: float = 86400.0
+    #: Queue for tick/resume/start tasks.
+    queue: str = "abstractruntime"
+
+    def __post_init__(self) -> None:
+        if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
+            raise ConfigError("timer_horizon_s, sweep_interval_s and lease_ttl_s must be > 0")
+        if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:
+            raise ConfigError("max_payload_bytes, tick_max_steps and sweep_batch must be > 0")
+
+    def resolved_coord_url(self, broker_url: str | None = None) -> str:
+        """The URL of the coordination Redis, or ``memory://`` for the embedded mode."""
+        for url in (self.coord_url, self.store_url, broker_url or ""):
+            if url.startswith(("redis://", "rediss://", "unix://")):
+                return url
+            if url == self.coord_url and url:
+                raise ConfigError(f"abstractruntime_coord_url must be a Redis URL, got {url!r}")
+        return "memory://"
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    if isinstance(raw, type(default)) and not isinstance(raw, bool):
+        return raw
+    try:
+        if isinstance(default, bool):
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Setting {name} expects {type(default).__name__}, got {raw!r}") from exc
+
+
+def load_settings(conf: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Build Settings from a Celery conf mapping, the environment and keyword overrides.
+
+    Raises:
+        ConfigError: a value cannot be converted, or is out of range.
+    """
+    env = os.environ if env is None else env
+    base = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        default = getattr(base, f.name)
+        raw: Any = None
+        if conf is not None:
+            try:
+                raw = conf.get(CONF_PREFIX + f.name)
+            except Exception:  # Celery conf raises on some unknown keys in strict mode
+                raw = None
+        env_raw = env.get(ENV_PREFIX + f.name.upper())
+        if env_raw not in (None, ""):
+            raw = env_raw
+        if f.name in overrides and overrides[f.name] is not None:
+            raw = overrides[f.name]
+        if raw is not None:
+            values[f.name] = _coerce(f.name, raw, default)
+    return replace(base, **values)

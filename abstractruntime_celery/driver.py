@@ -1,0 +1,265 @@
+"""The driver: one object per process that wires the Runtime, the stores, the
+coordination state and a dispatcher together, and offers the caller-side
+operations (start a run, accept an event, wait for a run to settle).
+
+The tick path itself lives in ``tick.py`` and the sweep in ``sweep.py``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+from abstractruntime import EffectType, Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
+from abstractruntime.scheduler.registry import WorkflowRegistry
+
+from .config import Settings
+from .coordination import Coordination, open_coordination
+from .dispatch import Dispatcher
+from .errors import (
+    RunNotWaitingError,
+    RunWaitTimeout,
+    UnknownRunError,
+    UnknownWorkflowError,
+    WaitKeyMismatchError,
+)
+from .inbox import Event, new_event_id
+from .lease import LeaseKeeper, current_fence
+from .marks import RunMarks
+from .payloads import check_object, check_run_id
+from .registry import require_workflow
+from .signals import Notices
+from .stores import open_stores, require_queryable
+from .tick import TERMINAL, TickOutcome, tick_run
+
+log = logging.getLogger(__name__)
+
+#: Runs that EMIT_EVENT resumed during this tick; the tick path sends them ticks.
+_listeners: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "abstractruntime_celery_listeners", default=None
+)
+#: Wait reasons an event is addressed to; for others, an early event waits in the inbox.
+EVENT_WAITS = (WaitReason.EVENT, WaitReason.USER, WaitReason.JOB)
+
+
+class Driver:
+    """Everything one process needs to drive runs. Cheap to build; holds no threads
+    until a lease is first held (the lease keeper)."""
+
+    def __init__(self, settings: Settings, registry: WorkflowRegistry, dispatcher: Dispatcher | None = None,
+                 *, coordination: Coordination | None = None, run_store: Any = None, ledger_store: Any = None,
+                 runtime: Runtime | None = None, broker_url: str | None = None,
+                 runtime_kwargs: dict[str, Any] | None = None) -> None:
+        """Raises:
+            ConfigError: a store or coordination URL is malformed.
+            TypeError: the run store is not a QueryableRunStore.
+        """
+        self.settings = settings
+        self.registry = registry
+        self.coord = coordination or open_coordination(
+            settings.resolved_coord_url(broker_url), settings.key_prefix, settings.lease_ttl_s
+        )
+        self.keeper = LeaseKeeper(self.coord.leases)
+        self.marks = RunMarks(self.coord.client, settings.key_prefix)
+        self.notices = Notices(self.coord.client, settings.key_prefix)
+        if runtime is not None:
+            self.runtime = runtime
+        else:
+            if run_store is None:
+                run_store, default_ledger = open_stores(
+                    settings.store_url, prefix=settings.key_prefix, fence=current_fence,
+                    still_ours=self._still_ours, client=None,
+                )
+                ledger_store = ledger_store or default_ledger
+            elif not hasattr(run_store, "inner") and not _is_fenced_natively(run_store):
+                from .stores import FencedRunStore
+
+                run_store = FencedRunStore(run_store, current_fence, self._still_ours)
+            if ledger_store is None:
+                from abstractruntime import InMemoryLedgerStore
+
+                ledger_store = InMemoryLedgerStore()
+            self.runtime = Runtime(run_store=run_store, ledger_store=ledger_store,
+                                   workflow_registry=registry, **(runtime_kwargs or {}))
+        require_queryable(self.runtime.run_store)
+        self.run_store: Any = self.runtime.run_store
+        self._watch_emit_event()
+        self.dispatcher: Dispatcher = dispatcher if dispatcher is not None else _NullDispatcher()
+
+    # --- wiring ----------------------------------------------------------------------
+
+    def _still_ours(self, key: str, token: str) -> bool:
+        from .lease import Lease
+
+        return self.coord.leases.still_ours(Lease(key.rsplit(":", 1)[-1], key, token))
+
+    def _watch_emit_event(self) -> None:
+        """Learn which listener runs EMIT_EVENT resumed, so the tick path can tick them.
+
+        AbstractRuntime resumes listeners with ``max_steps=0`` and leaves them
+        RUNNING; it exposes the list only in the effect's result. Without this
+        hook (a Runtime lacking ``_handlers``) the sweep's orphan pass still
+        ticks them, later.
+        """
+        handlers = getattr(self.runtime, "_handlers", None)
+        if not isinstance(handlers, dict) or EffectType.EMIT_EVENT not in handlers:
+            return
+        builtin = handlers[EffectType.EMIT_EVENT]
+
+        def emit_event(run: RunState, effect: Any, default_next_node: Any) -> Any:
+            outcome = builtin(run, effect, default_next_node)
+            delivered = (getattr(outcome, "result", None) or {}).get("delivered_to") or []
+            bucket = _listeners.get()
+            if bucket is not None:
+                bucket.extend(str(r) for r in delivered)
+            return outcome
+
+        handlers[EffectType.EMIT_EVENT] = emit_event
+
+    def take_listeners(self) -> list[str]:
+        bucket = _listeners.get()
+        if not bucket:
+            return []
+        out = list(dict.fromkeys(bucket))
+        bucket.clear()
+        return out
+
+    def workflow_for(self, run: RunState) -> WorkflowSpec:
+        """Raises UnknownWorkflowError naming the run when this process lacks its workflow."""
+        return require_workflow(self.registry, run.workflow_id, run.run_id)
+
+    # --- the tick path -------------------------------------------------------------------
+
+    def tick(self, run_id: str, reason: str = "tick", max_steps: int | None = None) -> TickOutcome:
+        """Advance ``run_id`` under its lease (see tick.py).
+
+        Raises:
+            UnknownRunError: no such run.
+            Exception: a node handler's error (counted; the run stays RUNNING and is retried).
+        """
+        reset = _listeners.set([])
+        try:
+            return tick_run(self, run_id, reason=reason, max_steps=max_steps)
+        finally:
+            _listeners.reset(reset)
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a run FAILED (fenced when called under its lease) and wake its parent."""
+        run = self.run_store.load(run_id)
+        if run is None or run.status in TERMINAL:
+            return
+        run.status = RunStatus.FAILED
+        run.error = error
+        run.waiting = None
+        from datetime import datetime, timezone
+
+        run.updated_at = datetime.now(timezone.utc).isoformat()
+        self.run_store.save(run)
+        if run.parent_run_id:
+            self.dispatcher.tick(run.parent_run_id, reason="child")
+
+    # --- caller side -----------------------------------------------------------------------
+
+    def start_run(self, workflow: WorkflowSpec | str, *, vars: dict[str, Any] | None = None,
+                  run_id: str | None = None, actor_id: str | None = None, session_id: str | None = None,
+                  dispatch: bool = True) -> str:
+        """Create a RUNNING run and (by default) send its first tick.
+
+        Raises:
+            UnknownWorkflowError: ``workflow`` is an id this process does not know.
+            PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or ``run_id`` is malformed.
+        """
+        spec = workflow if isinstance(workflow, WorkflowSpec) else require_workflow(self.registry, workflow)
+        check_object(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
+                     limit=self.settings.max_payload_bytes)
+        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        kwargs: dict[str, Any] = {"workflow": spec, "vars": vars, "actor_id": actor_id, "run_id": run_id}
+        if session_id is not None:
+            kwargs["session_id"] = session_id
+        run_id = self.runtime.start(**kwargs)
+        self.coord.stats.incr("runs_started")
+        if dispatch:
+            self.dispatcher.tick(run_id, reason="start")
+        return run_id
+
+    def load(self, run_id: str) -> RunState:
+        """Raises UnknownRunError if the run does not exist; CorruptRunError if its record is garbage."""
+        run = self.run_store.load(check_run_id(run_id))
+        if run is None:
+            raise UnknownRunError(run_id)
+        return run
+
+    def accept_event(self, run_id: str, wait_key: str | None, payload: dict[str, Any], *,
+                     dispatch: bool = True) -> Event:
+        """Validate an event, store it durably in the run's inbox, and send a resume message.
+
+        An event for a run that has not reached its wait yet stays in the inbox
+        until it does. Returns the stored event (its ``event_id`` names it).
+
+        Raises:
+            PayloadError: the run id or payload is malformed, not JSON, or too large.
+            UnknownRunError: no such run.
+            UnknownWorkflowError: this process's registry lacks the run's workflow.
+            RunNotWaitingError: the run has ended.
+            WaitKeyMismatchError: the run waits on an event under another key.
+        """
+        check_object(payload, what=f"payload for run '{run_id}'", limit=self.settings.max_payload_bytes)
+        if wait_key is not None and not isinstance(wait_key, str):
+            raise WaitKeyMismatchError(run_id, None, repr(wait_key))
+        run = self.load(run_id)
+        if run.status in TERMINAL:
+            raise RunNotWaitingError(run_id, run.status.value)
+        if self.registry.get(run.workflow_id) is None:
+            raise UnknownWorkflowError(run.workflow_id, run_id)
+        waiting = run.waiting
+        if (run.status == RunStatus.WAITING and waiting is not None and waiting.reason in EVENT_WAITS
+                and wait_key is not None and waiting.wait_key != wait_key):
+            raise WaitKeyMismatchError(run_id, waiting.wait_key, wait_key)
+        event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key,
+                      payload=payload, accepted_at=time.time())
+        self.coord.inbox.put(event)
+        self.coord.stats.incr("events_accepted")
+        if dispatch:
+            self.dispatcher.tick(run_id, reason="event", event_id=event.event_id)
+        return event
+
+    def event_applied(self, event: Event) -> bool:
+        return not self.coord.inbox.has(event.run_id, event.event_id)
+
+    def settled(self, run: RunState) -> bool:
+        """A run is settled when it waits or has ended and no tick holds it."""
+        return run.status != RunStatus.RUNNING and not self.coord.leases.is_held(run.run_id)
+
+    def wait_for(self, run_id: str, *, timeout: float = 30.0,
+                 until: Callable[[RunState], bool] | None = None, event: Event | None = None) -> RunState:
+        """Poll the store until ``until(run)`` holds (default: settled) and ``event`` is applied.
+
+        Raises:
+            RunWaitTimeout: the condition did not hold within ``timeout`` seconds.
+            UnknownRunError: the run does not exist.
+        """
+        check = until or self.settled
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            run = self.load(run_id)
+            if (event is None or self.event_applied(event)) and check(run):
+                return run
+            if time.monotonic() >= deadline:
+                raise RunWaitTimeout(run_id, timeout, run.status.value)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+
+def _is_fenced_natively(store: Any) -> bool:
+    return getattr(store, "fence", None) is not None
+
+
+class _NullDispatcher:
+    """Until a dispatcher is wired in, ticks are left to the sweep (the store is the truth)."""
+
+    def tick(self, run_id: str, *, reason: str = "tick", eta: Any = None, event_id: str | None = None) -> None:
+        log.debug("no dispatcher: tick of %s (%s) left to the sweep", run_id, reason)

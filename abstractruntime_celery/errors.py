@@ -1,0 +1,110 @@
+"""One small error hierarchy: every error names the run, workflow or key it is about.
+
+Each class also subclasses the builtin a caller would naturally catch
+(``KeyError`` for unknown things, ``ValueError`` for bad input, ...), so code
+written against the seed's ``Scheduler`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class AbstractRuntimeCeleryError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(AbstractRuntimeCeleryError, ValueError):
+    """A setting is missing or malformed (names the setting)."""
+
+
+class UnknownRunError(AbstractRuntimeCeleryError, KeyError):
+    """No run with this id exists in the run store."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Run '{run_id}' not found")
+        self.run_id = run_id
+
+    def __str__(self) -> str:  # KeyError would quote the message again
+        return str(self.args[0])
+
+
+class UnknownWorkflowError(AbstractRuntimeCeleryError, KeyError):
+    """The workflow registry of this process does not know ``workflow_id``."""
+
+    def __init__(self, workflow_id: str, run_id: str | None = None) -> None:
+        where = f" (run '{run_id}')" if run_id else ""
+        super().__init__(f"Workflow '{workflow_id}' is not registered in this process{where}")
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RunNotWaitingError(AbstractRuntimeCeleryError, ValueError):
+    """An event was sent to a run that has ended and can never wait again."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"Run '{run_id}' is not waiting (status={status})")
+        self.run_id = run_id
+        self.status = status
+
+
+class WaitKeyMismatchError(AbstractRuntimeCeleryError, ValueError):
+    """The run waits on another key than the one the caller named."""
+
+    def __init__(self, run_id: str, expected: str | None, got: str | None) -> None:
+        super().__init__(f"Run '{run_id}' waits on wait_key '{expected}', not '{got}'")
+        self.run_id = run_id
+        self.expected = expected
+        self.got = got
+
+
+class PayloadError(AbstractRuntimeCeleryError, ValueError):
+    """A payload or vars dict is not JSON, not a dict, or too large."""
+
+
+class StoreError(AbstractRuntimeCeleryError):
+    """Base class of run/ledger store failures."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store's server cannot be reached (names host and port)."""
+
+
+class CorruptRunError(StoreError, ValueError):
+    """The stored record of one run cannot be decoded."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(f"Run '{run_id}' has a corrupt record: {detail}")
+        self.run_id = run_id
+
+
+class VersionConflictError(StoreError):
+    """A compare-and-set save expected an older version than the stored one."""
+
+    def __init__(self, run_id: str, expected: int | None, actual: int | None) -> None:
+        super().__init__(
+            f"Run '{run_id}' version conflict: expected {expected}, stored {actual}"
+        )
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+
+
+class LeaseLostError(StoreError):
+    """This process no longer holds the run's lease; its write was refused (fencing)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Lease on run '{run_id}' was lost; stale write refused")
+        self.run_id = run_id
+
+
+class RunWaitTimeout(AbstractRuntimeCeleryError, TimeoutError):
+    """A caller waited for a run to reach a state and the timeout passed first."""
+
+    def __init__(self, run_id: str, timeout: float, status: str) -> None:
+        super().__init__(
+            f"Run '{run_id}' did not settle within {timeout:.1f}s (status={status})"
+        )
+        self.run_id = run_id
+        self.status = status

@@ -1,0 +1,230 @@
+"""Per-run leases: at most one process mutates a run at a time, cluster-wide.
+
+A lease is a Redis key holding a random token with a time to live. The holder
+renews it while its tick runs (``LeaseKeeper``), gives it back when done, and
+every save it makes is fenced: the store refuses the write unless the lease key
+still holds the holder's token. A tick asked for while the lease is held is not
+dropped: it leaves a *pending* word that the holder finds on release.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+
+from . import _scripts
+
+log = logging.getLogger(__name__)
+
+#: Leases held by the current thread of execution: run_id -> (lease key, token).
+_held: contextvars.ContextVar[dict[str, tuple[str, str]] | None] = contextvars.ContextVar(
+    "abstractruntime_celery_held_leases", default=None
+)
+
+
+def current_fence(run_id: str) -> tuple[str, str] | None:
+    """The (lease key, token) this context holds for ``run_id``, for fenced saves."""
+    held = _held.get()
+    return None if held is None else held.get(run_id)
+
+
+@contextmanager
+def fenced(run_id: str, key: str, token: str) -> Iterator[None]:
+    """Mark ``run_id`` as leased by this context while the block runs."""
+    held = dict(_held.get() or {})
+    held[run_id] = (key, token)
+    reset = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(reset)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease we hold on one run."""
+
+    run_id: str
+    key: str
+    token: str
+
+
+class Leases(Protocol):
+    """What the tick path needs from a lease backend."""
+
+    ttl_s: float
+
+    def acquire(self, run_id: str) -> Lease | None: ...
+    def renew(self, lease: Lease) -> bool: ...
+    def release(self, lease: Lease) -> bool: ...
+    def is_held(self, run_id: str) -> bool: ...
+    def still_ours(self, lease: Lease) -> bool: ...
+
+
+class RedisLeases:
+    """Leases in Redis: ``<prefix>lease:<run_id>`` (token) and ``<prefix>pending:<run_id>``."""
+
+    def __init__(self, client: Any, prefix: str, ttl_s: float) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._acquire = _scripts.register(client, "lease_acquire")
+        self._release = _scripts.register(client, "lease_release")
+        self._renew = _scripts.register(client, "lease_renew")
+
+    def key(self, run_id: str) -> str:
+        return f"{self.prefix}lease:{run_id}"
+
+    def _pending_key(self, run_id: str) -> str:
+        return f"{self.prefix}pending:{run_id}"
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.ttl_s * 1000))
+
+    def acquire(self, run_id: str) -> Lease | None:
+        """Take the lease, or return None (and leave a pending word) if another holds it."""
+        token = uuid.uuid4().hex
+        key = self.key(run_id)
+        got = self._acquire(keys=[key, self._pending_key(run_id)], args=[token, self._ttl_ms])
+        return Lease(run_id, key, token) if int(got) == 1 else None
+
+    def renew(self, lease: Lease) -> bool:
+        """Extend the lease; False if it was lost (expired and maybe taken)."""
+        return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lease back; True if a tick was asked for while we held it."""
+        res = int(self._release(keys=[lease.key, self._pending_key(lease.run_id)], args=[lease.token]))
+        if res < 0:
+            log.warning("lease on run %s was lost before release", lease.run_id)
+        return res == 1
+
+    def is_held(self, run_id: str) -> bool:
+        return bool(self.client.exists(self.key(run_id)))
+
+    def still_ours(self, lease: Lease) -> bool:
+        value = self.client.get(lease.key)
+        if isinstance(value, bytes):
+            value = value.decode()
+        return value == lease.token
+
+
+class LocalLeases:
+    """Leases in this process only: the embedded mode, where one process is the cluster."""
+
+    def __init__(self, prefix: str, ttl_s: float) -> None:
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._pending: set[str] = set()
+
+    def key(self, run_id: str) -> str:
+        return f"{self.prefix}lease:{run_id}"
+
+    def _live(self, run_id: str) -> tuple[str, float] | None:
+        entry = self._leases.get(run_id)
+        if entry is not None and entry[1] <= time.monotonic():
+            del self._leases[run_id]
+            return None
+        return entry
+
+    def acquire(self, run_id: str) -> Lease | None:
+        with self._lock:
+            if self._live(run_id) is not None:
+                self._pending.add(run_id)
+                return None
+            token = uuid.uuid4().hex
+            self._leases[run_id] = (token, time.monotonic() + self.ttl_s)
+            self._pending.discard(run_id)
+            return Lease(run_id, self.key(run_id), token)
+
+    def renew(self, lease: Lease) -> bool:
+        with self._lock:
+            entry = self._live(lease.run_id)
+            if entry is None or entry[0] != lease.token:
+                return False
+            self._leases[lease.run_id] = (lease.token, time.monotonic() + self.ttl_s)
+            return True
+
+    def release(self, lease: Lease) -> bool:
+        with self._lock:
+            entry = self._live(lease.run_id)
+            if entry is None or entry[0] != lease.token:
+                return False
+            del self._leases[lease.run_id]
+            asked = lease.run_id in self._pending
+            self._pending.discard(lease.run_id)
+            return asked
+
+    def is_held(self, run_id: str) -> bool:
+        with self._lock:
+            return self._live(run_id) is not None
+
+    def still_ours(self, lease: Lease) -> bool:
+        with self._lock:
+            entry = self._live(lease.run_id)
+            return entry is not None and entry[0] == lease.token
+
+
+class LeaseKeeper:
+    """One daemon thread per process that renews every lease held here, every ttl/3.
+
+    A tick that outlives its lease (a long effect) keeps it; a process that is
+    frozen or cut off loses it, and its late save is refused by the fence.
+    """
+
+    def __init__(self, leases: Leases) -> None:
+        self.leases = leases
+        self._lock = threading.Lock()
+        self._held: dict[str, Lease] = {}
+        self._lost: set[str] = set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def _ensure_thread(self) -> None:
+        import os
+
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._loop, name="arc-lease-keeper", daemon=True)
+        self._thread.start()
+
+    def hold(self, lease: Lease) -> None:
+        with self._lock:
+            self._held[lease.run_id] = lease
+            self._lost.discard(lease.run_id)
+            self._ensure_thread()
+
+    def drop(self, lease: Lease) -> bool:
+        """Stop renewing; True if the lease was seen lost while held."""
+        with self._lock:
+            self._held.pop(lease.run_id, None)
+            lost = lease.run_id in self._lost
+            self._lost.discard(lease.run_id)
+            return lost
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.leases.ttl_s / 3.0)
+            with self._lock:
+                leases = list(self._held.values())
+            for lease in leases:
+                try:
+                    ok = self.leases.renew(lease)
+                except Exception:  # a blip: the next round tries again, the fence guards
+                    log.exception("renewing lease on run %s failed", lease.run_id)
+                    continue
+                if not ok:
+                    log.warning("lease on run %s lost while its tick runs", lease.run_id)
+                    with self._lock:
+                        self._lost.add(lease.run_id)

@@ -1,0 +1,75 @@
+"""Resolve the workflow registry in a worker: workflows are code, so every
+process builds the same ``WorkflowRegistry`` from one dotted path.
+
+We reuse AbstractRuntime's ``WorkflowRegistry``; this module only loads it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Iterable
+
+from abstractruntime import WorkflowSpec
+from abstractruntime.scheduler.registry import WorkflowRegistry
+
+from .errors import ConfigError, UnknownWorkflowError
+
+__all__ = ["WorkflowRegistry", "load_registry", "as_registry", "require_workflow"]
+
+
+def as_registry(obj: Any) -> WorkflowRegistry:
+    """Turn a registry, a spec, an iterable of specs or a callable returning one into a registry.
+
+    Raises:
+        ConfigError: the object is none of those.
+    """
+    if callable(obj) and not isinstance(obj, (WorkflowRegistry, WorkflowSpec)):
+        obj = obj()
+    if isinstance(obj, WorkflowRegistry):
+        return obj
+    if isinstance(obj, WorkflowSpec):
+        obj = [obj]
+    if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes, dict)):
+        registry = WorkflowRegistry()
+        for spec in obj:
+            if not isinstance(spec, WorkflowSpec):
+                raise ConfigError(f"Registry entries must be WorkflowSpec, got {type(spec).__name__}")
+            registry.register(spec)
+        return registry
+    raise ConfigError(
+        f"A workflow registry must be a WorkflowRegistry, WorkflowSpecs or a callable, got {type(obj).__name__}"
+    )
+
+
+def load_registry(path: str) -> WorkflowRegistry:
+    """Import ``pkg.mod:attr`` (or ``pkg.mod`` with an attribute named ``registry``).
+
+    Raises:
+        ConfigError: the path is malformed, the module cannot be imported, or the
+            attribute is missing or of the wrong type.
+    """
+    if not path:
+        return WorkflowRegistry()
+    module_name, _, attr = path.partition(":")
+    attr = attr or "registry"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"Cannot import workflow registry module '{module_name}': {exc}") from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(f"Module '{module_name}' has no attribute '{attr}' (registry path '{path}')") from exc
+    return as_registry(obj)
+
+
+def require_workflow(registry: WorkflowRegistry, workflow_id: str, run_id: str | None = None) -> WorkflowSpec:
+    """Look a workflow up, naming the run when it is missing.
+
+    Raises:
+        UnknownWorkflowError: this process's registry does not know ``workflow_id``.
+    """
+    spec = registry.get(workflow_id)
+    if spec is None:
+        raise UnknownWorkflowError(workflow_id, run_id)
+    return spec

@@ -1,0 +1,223 @@
+"""The seed's ``ScheduledRuntime`` and ``create_scheduled_runtime``, on Celery.
+
+With no arguments it is zero-config: an embedded worker in this process, with
+in-memory stores, so the seed's quick start runs unchanged with no server.
+Given ``app`` or ``broker_url`` (and a shared ``store_url``), it dispatches to
+real Celery workers and waits for results; ``wait=False`` returns a handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from abstractruntime import Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
+
+from .config import Settings, load_settings
+from .errors import ConfigError, RunNotWaitingError
+from .registry import WorkflowRegistry, as_registry
+from .scheduler import DEFAULT_TIMEOUT_S, RunHandle, Scheduler
+from .stats import SchedulerStats
+
+
+@dataclass
+class ScheduledRuntime:
+    """A Runtime bundled with a Scheduler: ``run``, ``respond``, ``tick`` and friends."""
+
+    runtime: Runtime
+    scheduler: Scheduler
+    registry: WorkflowRegistry
+
+    @property
+    def driver(self) -> Any:
+        return self.scheduler.driver
+
+    def _ensure_registered(self, workflow: WorkflowSpec) -> None:
+        if workflow.workflow_id not in self.registry:
+            self.registry.register(workflow)
+
+    def run(self, workflow: WorkflowSpec, *, vars: Optional[Dict[str, Any]] = None,
+            actor_id: Optional[str] = None, max_steps: int = 100, wait: bool = True,
+            timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, Any]:
+        """Start a run and drive it until it waits or ends; returns (run_id, state).
+
+        Embedded: ticked here, as in the seed. Distributed: ticked by workers; this
+        waits for the run to settle (or returns a RunHandle with ``wait=False``).
+
+        Raises:
+            PayloadError: ``vars`` is not a JSON object or is too large.
+            RunWaitTimeout: distributed and the run did not settle within ``timeout``.
+            Exception: embedded, whatever a node handler raised (as in the seed).
+        """
+        self._ensure_registered(workflow)
+        embedded = self.scheduler.embedded
+        run_id = self.driver.start_run(workflow, vars=vars, actor_id=actor_id, dispatch=not embedded)
+        if embedded:
+            self.driver.tick(run_id, reason="start", max_steps=max_steps)
+        handle = RunHandle(run_id, self.driver)
+        if not wait:
+            return run_id, handle
+        return run_id, (self.driver.load(run_id) if embedded and handle.done() else handle.wait(timeout))
+
+    def respond(self, run_id: str, payload: Dict[str, Any], *, wait: bool = True,
+                timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        """Answer whatever the run waits for (the wait_key is looked up here).
+
+        Raises:
+            RunNotWaitingError: the run is not waiting (a ValueError, as in the seed).
+            UnknownRunError, PayloadError, WaitKeyMismatchError, RunWaitTimeout: see Scheduler.resume_event.
+        """
+        state = self.driver.load(run_id)
+        if state.status != RunStatus.WAITING or state.waiting is None or state.waiting.wait_key is None:
+            raise RunNotWaitingError(run_id, state.status.value)
+        return self.scheduler.resume_event(run_id=run_id, wait_key=state.waiting.wait_key, payload=payload,
+                                           wait=wait, timeout=timeout)
+
+    def start(self, *, workflow: WorkflowSpec, vars: Optional[Dict[str, Any]] = None,
+              actor_id: Optional[str] = None) -> str:
+        """Create a run without ticking it here (workers or the embedded pool pick it up).
+
+        Raises:
+            PayloadError: ``vars`` is not a JSON object or is too large.
+        """
+        self._ensure_registered(workflow)
+        return self.driver.start_run(workflow, vars=vars, actor_id=actor_id,
+                                     dispatch=self.scheduler.is_running or not self.scheduler.embedded)
+
+    def tick(self, run_id: str, *, max_steps: int = 100) -> RunState:
+        """Tick a run here, under its lease (if a worker holds it, wait for it to settle).
+
+        Raises:
+            UnknownRunError: no such run.
+            UnknownWorkflowError: the registry lacks the run's workflow.
+            Exception: whatever a node handler raised.
+        """
+        run = self.driver.load(run_id)
+        self.driver.workflow_for(run)
+        outcome = self.driver.tick(run_id, reason="manual", max_steps=max_steps)
+        if outcome.skipped == "busy":
+            return self.driver.wait_for(run_id, timeout=DEFAULT_TIMEOUT_S)
+        return self.driver.load(run_id)
+
+    def resume_event(self, *, run_id: str, wait_key: str, payload: Dict[str, Any], wait: bool = True,
+                     timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        """See Scheduler.resume_event."""
+        return self.scheduler.resume_event(run_id=run_id, wait_key=wait_key, payload=payload,
+                                           wait=wait, timeout=timeout)
+
+    def wait_for(self, run_id: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 until: Optional[Callable[[RunState], bool]] = None) -> RunState:
+        """Wait until ``until(run)`` holds (default: the run waits or has ended).
+
+        Raises:
+            RunWaitTimeout: not within ``timeout`` seconds.
+            UnknownRunError: no such run.
+        """
+        return self.driver.wait_for(run_id, timeout=timeout, until=until)
+
+    def get_state(self, run_id: str) -> RunState:
+        """Raises UnknownRunError (a KeyError) for an unknown run."""
+        return self.driver.load(run_id)
+
+    def get_ledger(self, run_id: str) -> list[dict[str, Any]]:
+        return self.runtime.get_ledger(run_id)
+
+    def find_waiting_runs(self, *, wait_reason: Optional[WaitReason] = None, workflow_id: Optional[str] = None,
+                          limit: int = 100) -> List[RunState]:
+        return self.scheduler.find_waiting_runs(wait_reason=wait_reason, workflow_id=workflow_id, limit=limit)
+
+    @property
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats
+
+    def resume_subworkflow_parent(self, *, child_run_id: str, child_output: Dict[str, Any]) -> Optional[RunState]:
+        return self.scheduler.resume_subworkflow_parent(child_run_id=child_run_id, child_output=child_output)
+
+    def cancel_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
+        """Raises KeyError for an unknown run (AbstractRuntime's own)."""
+        return self.runtime.cancel_run(run_id, reason=reason)
+
+    def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> List[RunState]:
+        return self.scheduler.cancel_with_children(run_id, reason=reason)
+
+    @property
+    def is_running(self) -> bool:
+        return self.scheduler.is_running
+
+    def start_scheduler(self) -> None:
+        if not self.scheduler.is_running:
+            self.scheduler.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.scheduler.stop(timeout=timeout)
+
+
+def create_scheduled_runtime(
+    *,
+    run_store: Optional[Any] = None,
+    ledger_store: Optional[Any] = None,
+    artifact_store: Optional[Any] = None,
+    effect_policy: Optional[Any] = None,
+    workflows: Optional[List[WorkflowSpec]] = None,
+    effect_handlers: Optional[Dict[Any, Any]] = None,
+    poll_interval_s: float = 1.0,
+    auto_start: bool = True,
+    on_run_resumed: Optional[Callable[[RunState], None]] = None,
+    on_run_failed: Optional[Callable[[str, Exception], None]] = None,
+    app: Any = None,
+    broker_url: Optional[str] = None,
+    store_url: Optional[str] = None,
+    registry: Any = None,
+    settings: Optional[Settings] = None,
+) -> ScheduledRuntime:
+    """The seed's factory. Zero-config by default (embedded worker, in-memory stores).
+
+    Pass ``app`` (a Celery app) or ``broker_url`` to dispatch to real workers; the
+    run store must then be shared with them (``store_url='redis://...'``, or a
+    ``run_store`` they also open).
+
+    Raises:
+        ConfigError: distributed mode with an in-memory store, or a malformed setting.
+        TypeError: ``run_store`` is not a QueryableRunStore.
+    """
+    from .driver import Driver  # noqa: F401  (import cycle guard: scheduler imports driver)
+    from .stores import open_stores
+    from .lease import current_fence
+
+    if broker_url is not None and app is None:
+        from .app import make_app
+
+        app = make_app(broker_url)
+    base = settings or load_settings(app.conf if app is not None else None, store_url=store_url)
+    reg = as_registry(registry) if registry is not None else WorkflowRegistry()
+    for wf in workflows or []:
+        if wf.workflow_id not in reg:
+            reg.register(wf)
+
+    if app is not None and run_store is None and base.store_url == "memory://":
+        raise ConfigError("A distributed ScheduledRuntime needs a store the workers share: "
+                          "pass store_url='redis://...' (or sqlite:/// / file:/// on one host)")
+    if run_store is None:
+        # Fencing is wired below, once the Scheduler's driver (and its leases) exist.
+        holder: dict[str, Any] = {}
+
+        def still_ours(key: str, token: str) -> bool:
+            return holder["driver"]._still_ours(key, token)
+
+        run_store, default_ledger = open_stores(base.store_url, prefix=base.key_prefix, fence=current_fence,
+                                                still_ours=still_ours)
+        ledger_store = ledger_store or default_ledger
+    else:
+        holder = {}
+    if ledger_store is None:
+        from abstractruntime import InMemoryLedgerStore
+
+        ledger_store = InMemoryLedgerStore()
+    runtime = Runtime(run_store=run_store, ledger_store=ledger_store, effect_handlers=effect_handlers,
+                      workflow_registry=reg, artifact_store=artifact_store, effect_policy=effect_policy)
+    scheduler = Scheduler(runtime=runtime, registry=reg, poll_interval_s=poll_interval_s,
+                          on_run_resumed=on_run_resumed, on_run_failed=on_run_failed, app=app, settings=base)
+    holder["driver"] = scheduler.driver
+    if auto_start:
+        scheduler.start()
+    return ScheduledRuntime(runtime=runtime, scheduler=scheduler, registry=reg)

@@ -1,0 +1,168 @@
+"""The Celery tasks (start, tick, resume, sweep) and ``install(app)``, which adds them,
+safe defaults and the beat sweep to any Celery app: ours or a user's.
+
+Task names are stable and read well in Flower: ``abstractruntime.tick`` and so on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from celery import Celery
+
+from .config import Settings, load_settings
+from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
+from .errors import ConfigError, UnknownRunError
+from .registry import WorkflowRegistry, as_registry, load_registry
+
+log = logging.getLogger(__name__)
+
+#: Celery settings we need; ``install`` applies each one the user has not set.
+SAFE_DEFAULTS: dict[str, Any] = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "task_ignore_result": True,
+    "broker_connection_retry_on_startup": True,
+}
+
+_drivers: dict[tuple[int, int], Any] = {}
+_drivers_lock = threading.Lock()
+
+
+def _refuse_pickle(app: Celery) -> None:
+    accept = app.conf.accept_content or []
+    if any("pickle" in str(c) for c in accept) or "pickle" in str(app.conf.task_serializer):
+        raise ConfigError("abstractruntime_celery accepts JSON messages only: remove pickle from "
+                          "accept_content / task_serializer")
+
+
+def install(app: Celery, *, registry: Any = None, settings: Settings | None = None,
+            beat: bool = True) -> Celery:
+    """Add the tasks, safe defaults and (with ``beat``) the sweep schedule to ``app``.
+
+    ``registry`` may be a WorkflowRegistry, specs, a callable, or a dotted path;
+    by default workers load ``abstractruntime_registry`` from the conf/environment.
+
+    Raises:
+        ConfigError: the app accepts pickle, or a setting is malformed.
+    """
+    changed = set(app.conf.changes.keys()) if hasattr(app.conf, "changes") else set()
+    for key, value in SAFE_DEFAULTS.items():
+        if key not in changed:
+            app.conf[key] = value
+    _refuse_pickle(app)
+    app.conf.setdefault("abstractruntime_settings", None)
+    if settings is not None:
+        app.conf["abstractruntime_settings"] = settings
+    if registry is not None:
+        app.conf["abstractruntime_registry_object"] = registry
+    s = settings_for(app)
+    routes = dict(app.conf.task_routes or {}) if isinstance(app.conf.task_routes, dict) else {}
+    for name in (TICK_TASK, START_TASK, RESUME_TASK, SWEEP_TASK):
+        routes.setdefault(name, {"queue": s.queue})
+    app.conf.task_routes = routes
+    _register_tasks(app)
+    if beat:
+        schedule = dict(app.conf.beat_schedule or {})
+        schedule.setdefault(SWEEP_TASK, {
+            "task": SWEEP_TASK, "schedule": s.sweep_interval_s,
+            "options": {"expires": s.sweep_interval_s, "queue": s.queue},
+        })
+        app.conf.beat_schedule = schedule
+    return app
+
+
+def settings_for(app: Celery) -> Settings:
+    """Settings for this app: an explicit Settings object, else conf + environment.
+
+    Raises:
+        ConfigError: a setting is malformed.
+    """
+    explicit = app.conf.get("abstractruntime_settings")
+    return explicit if isinstance(explicit, Settings) else load_settings(app.conf)
+
+
+def registry_for(app: Celery, settings: Settings) -> WorkflowRegistry:
+    """Raises ConfigError when the configured registry cannot be loaded."""
+    obj = app.conf.get("abstractruntime_registry_object")
+    if obj is None:
+        return load_registry(settings.registry)
+    return load_registry(obj) if isinstance(obj, str) else as_registry(obj)
+
+
+def driver_for(app: Celery) -> Any:
+    """The Driver of this process for ``app`` (built once per process, after fork).
+
+    Raises:
+        ConfigError: settings or the registry path are wrong.
+    """
+    key = (id(app), os.getpid())
+    with _drivers_lock:
+        driver = _drivers.get(key)
+        if driver is None:
+            from .driver import Driver
+
+            settings = settings_for(app)
+            driver = Driver(settings, registry_for(app, settings), CeleryDispatcher(app, settings.queue),
+                            broker_url=str(app.conf.broker_url or ""))
+            _drivers[key] = driver
+        return driver
+
+
+def set_driver(app: Celery, driver: Any) -> None:
+    """Use ``driver`` for ``app`` in this process (the Scheduler does, so workers in it share the runtime)."""
+    with _drivers_lock:
+        _drivers[(id(app), os.getpid())] = driver
+
+
+def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:
+    driver = driver_for(app)
+    try:
+        outcome = driver.tick(run_id, reason=reason)
+    except UnknownRunError:
+        log.warning("tick for unknown run %s dropped", run_id)
+        return None
+    except Exception as exc:  # a node handler raised; the tick path counted it and sent a retry
+        log.warning("tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+        return None
+    return outcome.status
+
+
+def _register_tasks(app: Celery) -> None:
+    if TICK_TASK in app.tasks:
+        return
+    opts = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
+            "serializer": "json"}
+
+    @app.task(name=TICK_TASK, **opts)
+    def tick(run_id: str, reason: str = "tick") -> str | None:
+        """Advance one run under its lease; duplicates and early deliveries are no-ops."""
+        return _run_tick(app, run_id, reason)
+
+    @app.task(name=RESUME_TASK, **opts)
+    def resume(run_id: str, event_id: str) -> str | None:
+        """Apply the run's inbox (this event included) under its lease, then tick."""
+        return _run_tick(app, run_id, "event")
+
+    @app.task(name=START_TASK, **opts)
+    def start(workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Create a run (idempotent with an explicit run_id) and tick it."""
+        return driver_for(app).start_run(workflow_id, vars=vars, run_id=run_id)
+
+    @app.task(name=SWEEP_TASK, ignore_result=True, serializer="json")
+    def sweep() -> int:
+        """The safety net: re-send ticks for due, orphaned, evented and parent runs."""
+        from .sweep import sweep as run_sweep
+
+        started = time.perf_counter()
+        report = run_sweep(driver_for(app))
+        log.debug("sweep took %.1f ms", (time.perf_counter() - started) * 1000)
+        return report.total

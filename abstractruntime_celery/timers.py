@@ -1,0 +1,90 @@
+"""Timers: a wait due within the horizon gets a broker ETA; later ones wait for the sweep.
+
+No worker may hold an ETA message past the horizon (Redis re-delivers unacked
+messages after ``visibility_timeout``, RabbitMQ closes a consumer that holds
+one past ``consumer_timeout``), so this module decides, for one ``until``,
+whether to send a tick now, at an ETA, or not at all yet. The *timer book*
+remembers which (run, until) already has a message in flight, so re-ticks and
+sweeps do not pile up copies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from . import _scripts
+
+#: Delays shorter than this are sent with no ETA (RabbitMQ's native delayed
+#: delivery rejects them); the worker waits out the remainder itself.
+MIN_ETA_S = 1.0
+
+
+def parse_until(until: str) -> float:
+    """Epoch seconds of an ISO timestamp; naive timestamps are UTC, as in AbstractRuntime."""
+    text = until.strip().replace("Z", "+00:00")
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def iso_at(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class TimerPlan:
+    """What to do about one wait's deadline."""
+
+    send: bool
+    eta: datetime | None = None
+
+    @property
+    def later(self) -> bool:
+        return not self.send
+
+
+def plan(until: str, horizon_s: float, now: float | None = None) -> TimerPlan:
+    """Send now (no ETA), send with an ETA, or leave it to the sweep (beyond the horizon)."""
+    now = time.time() if now is None else now
+    delay = parse_until(until) - now
+    if delay > horizon_s:
+        return TimerPlan(send=False)
+    if delay < MIN_ETA_S:
+        return TimerPlan(send=True, eta=None)
+    return TimerPlan(send=True, eta=datetime.fromtimestamp(parse_until(until), tz=timezone.utc))
+
+
+class TimerBook(Protocol):
+    def arm(self, run_id: str, until: str, ttl_s: float) -> bool: ...
+
+
+class RedisTimerBook:
+    """``<prefix>timer:<run_id>`` = the ``until`` a message is in flight for."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.prefix = prefix
+        self._arm = _scripts.register(client, "timer_arm")
+
+    def arm(self, run_id: str, until: str, ttl_s: float) -> bool:
+        """True if no message was in flight for this (run, until); records that one now is."""
+        ttl_ms = max(1000, int(ttl_s * 1000))
+        return bool(int(self._arm(keys=[f"{self.prefix}timer:{run_id}"], args=[until, ttl_ms])))
+
+
+class LocalTimerBook:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[str, tuple[str, float]] = {}
+
+    def arm(self, run_id: str, until: str, ttl_s: float) -> bool:
+        with self._lock:
+            cur = self._armed.get(run_id)
+            if cur is not None and cur[0] == until and cur[1] > time.monotonic():
+                return False
+            self._armed[run_id] = (until, time.monotonic() + ttl_s)
+            return True
