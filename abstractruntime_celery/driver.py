@@ -32,7 +32,8 @@ from .marks import RunMarks
 from .payloads import check_object, check_run_id
 from .registry import require_workflow
 from .signals import Notices
-from .stores import open_stores, require_queryable
+from .stores import FencedRunStore, open_stores, require_queryable
+from .stores.redis_runs import RedisRunStore
 from .tick import TERMINAL, TickOutcome, tick_run
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,7 @@ class Driver:
                     still_ours=self._still_ours, client=None,
                 )
                 ledger_store = ledger_store or default_ledger
-            elif not hasattr(run_store, "inner") and not _is_fenced_natively(run_store):
-                from .stores import FencedRunStore
-
+            elif not isinstance(run_store, (FencedRunStore, RedisRunStore)):
                 run_store = FencedRunStore(run_store, current_fence, self._still_ours)
             if ledger_store is None:
                 from abstractruntime import InMemoryLedgerStore
@@ -252,10 +251,6 @@ class Driver:
                 raise RunWaitTimeout(run_id, timeout, run.status.value)
             time.sleep(delay)
             delay = min(delay * 1.5, 0.05)
-
-
-def _is_fenced_natively(store: Any) -> bool:
-    return getattr(store, "fence", None) is not None
 
 
 class _NullDispatcher:

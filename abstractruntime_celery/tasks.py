@@ -139,8 +139,9 @@ def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:
 def _register_tasks(app: Celery) -> None:
     if TICK_TASK in app.tasks:
         return
+    # shared=False: each app gets its own tasks, bound to its own settings and driver.
     opts = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
-            "serializer": "json"}
+            "serializer": "json", "shared": False}
 
     @app.task(name=TICK_TASK, **opts)
     def tick(run_id: str, reason: str = "tick") -> str | None:
@@ -157,7 +158,7 @@ def _register_tasks(app: Celery) -> None:
         """Create a run (idempotent with an explicit run_id) and tick it."""
         return driver_for(app).start_run(workflow_id, vars=vars, run_id=run_id)
 
-    @app.task(name=SWEEP_TASK, ignore_result=True, serializer="json")
+    @app.task(name=SWEEP_TASK, ignore_result=True, serializer="json", shared=False)
     def sweep() -> int:
         """The safety net: re-send ticks for due, orphaned, evented and parent runs."""
         from .sweep import sweep as run_sweep

@@ -1,0 +1,96 @@
+"""Shared fixtures: real Redis on 127.0.0.1, a fresh key prefix and queue per test,
+and real Celery workers (in-process threads, or ``celery worker`` subprocesses).
+
+Redis databases used by the suite: 9 broker, 10 stores and coordination,
+11-13 the store tests, 14 side-effect counters of the test workflows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
+BROKER_URL = f"{REDIS}/9"
+STORE_URL = f"{REDIS}/10"
+FX_URL = os.environ.setdefault("ARC_TEST_FX_URL", f"{REDIS}/14")
+
+
+def _delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_is_up() -> None:
+    try:
+        redis.Redis.from_url(STORE_URL, socket_connect_timeout=2).ping()
+    except redis.ConnectionError as exc:  # CI starts Redis; a clear failure beats 100 odd ones
+        pytest.exit(f"Redis is not answering at {REDIS}: {exc}. Start it with .ci/run or redis-server.", 2)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = f"t{uuid.uuid4().hex[:10]}:"
+    yield p
+    _delete_prefix(STORE_URL, p)
+
+
+@pytest.fixture
+def fx(prefix: str) -> Iterator[str]:
+    """A Redis hash the test workflows count side effects in (vars["fx"])."""
+    key = f"{prefix}fx"
+    yield key
+    redis.Redis.from_url(FX_URL).delete(key)
+
+
+def fx_count(fx_key: str, run_id: str, name: str) -> int:
+    return int(redis.Redis.from_url(FX_URL, decode_responses=True).hget(fx_key, f"{run_id}:{name}") or 0)
+
+
+def make_settings(prefix: str, **overrides: Any) -> Any:
+    from abstractruntime_celery import Settings
+
+    base = dict(store_url=STORE_URL, key_prefix=prefix, queue=f"{prefix}q", sweep_interval_s=1.0,
+                lease_ttl_s=5.0, orphan_grace_s=2.0, event_redeliver_s=1.0)
+    base.update(overrides)
+    return Settings(**base)
+
+
+def make_app(settings: Any) -> Any:
+    from abstractruntime_celery.app import make_app as _make_app
+    from abstractruntime_celery.tasks import install
+    from tests.workflows import registry
+
+    app = _make_app(BROKER_URL, name=f"arc-{settings.queue}", config_module=None)
+    install(app, registry=registry, settings=settings)
+    return app
+
+
+@pytest.fixture
+def settings(prefix: str) -> Any:
+    return make_settings(prefix)
+
+
+@pytest.fixture
+def celery_app(settings: Any) -> Iterator[Any]:
+    app = make_app(settings)
+    yield app
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.delete(settings.queue)
+
+
+@pytest.fixture
+def worker(celery_app: Any, settings: Any) -> Iterator[Any]:
+    """An in-process Celery worker (4 threads) consuming this test's queue."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
+                      queues=[settings.queue], shutdown_timeout=10, loglevel="WARNING") as w:
+        yield w

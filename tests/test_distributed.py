@@ -1,0 +1,69 @@
+"""The driver on real Celery workers (in-process threads) and a real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from abstractruntime import RunStatus
+
+from abstractruntime_celery import create_scheduled_runtime
+from tests.conftest import fx_count
+from tests.workflows import registry
+
+
+@pytest.fixture
+def sr(celery_app: Any, settings: Any, worker: Any) -> Any:
+    rt = create_scheduled_runtime(app=celery_app, settings=settings, registry=registry, auto_start=False)
+    yield rt
+    rt.stop()
+
+
+def test_wait_until_resumes_without_manual_tick(sr: Any, fx: str) -> None:
+    run_id, state = sr.run(registry.get("timer"), vars={"delay": 1.0, "fx": fx})
+    assert state.status == RunStatus.WAITING
+    done = sr.wait_for(run_id, timeout=10, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert done.output["woke_at"] >= 0
+    assert fx_count(fx, run_id, "done") == 1
+
+
+def test_event_resumes_through_resume_event(sr: Any) -> None:
+    run_id, state = sr.run(registry.get("event"), vars={"key": "go"})
+    assert state.status == RunStatus.WAITING and state.waiting.wait_key == "go"
+    after = sr.scheduler.resume_event(run_id=run_id, wait_key="go", payload={"v": 7})
+    assert after.status == RunStatus.COMPLETED
+    assert after.output == {"event": {"v": 7}}
+
+
+def test_child_resumes_parent(sr: Any) -> None:
+    run_id, state = sr.run(registry.get("parent"), vars={"child_delay": 0.3})
+    done = sr.wait_for(run_id, timeout=10, until=lambda r: r.status == RunStatus.COMPLETED)
+    child = done.output["child"]
+    assert child["output"]["until"]
+
+
+def test_failed_child_resumes_parent_with_success_false(sr: Any) -> None:
+    run_id, _ = sr.run(registry.get("parent"), vars={"child": "broken"})
+    done = sr.wait_for(run_id, timeout=10, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert done.output["child"]["output"]["success"] is False
+
+
+def test_emit_event_ticks_listeners(sr: Any) -> None:
+    listener, state = sr.run(registry.get("listener"), vars={"name": f"n{id(sr)}"})
+    assert state.status == RunStatus.WAITING
+    sr.run(registry.get("emitter"), vars={"name": f"n{id(sr)}"})
+    heard = sr.wait_for(listener, timeout=10, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert heard.output["heard"]["payload"] == {"n": 1}
+
+
+def test_long_run_is_reenqueued_after_max_steps(sr: Any) -> None:
+    run_id, _ = sr.run(registry.get("steps"), vars={"n": 350})
+    done = sr.wait_for(run_id, timeout=20, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert done.output == {"i": 350}
+
+
+def test_flaky_node_is_retried_then_completes(sr: Any, fx: str) -> None:
+    run_id, _ = sr.run(registry.get("flaky"), vars={"fail_times": 2, "fx": fx}, wait=False)
+    done = sr.wait_for(run_id, timeout=15, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert done.output == {"tries": 3}
+    assert sr.stats.tick_errors == 2
