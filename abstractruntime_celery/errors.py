@@ -50,10 +50,14 @@ class RunNotWaitingError(AbstractRuntimeCeleryError, ValueError):
 
 
 class WaitKeyMismatchError(AbstractRuntimeCeleryError, ValueError):
-    """The run waits on another key than the one the caller named."""
+    """The run waits on another key than the one the caller named.
+
+    The message keeps the seed's wording ("wait_key mismatch: expected ..., got ..."),
+    which callers of the seed match on.
+    """
 
     def __init__(self, run_id: str, expected: str | None, got: str | None) -> None:
-        super().__init__(f"Run '{run_id}' waits on wait_key '{expected}', not '{got}'")
+        super().__init__(f"Run '{run_id}': wait_key mismatch: expected '{expected}', got '{got}'")
         self.run_id = run_id
         self.expected = expected
         self.got = got
