@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
+from .timers import MIN_ETA_S
+
 log = logging.getLogger(__name__)
 
 TICK_TASK = "abstractruntime.tick"
@@ -26,6 +28,9 @@ SWEEP_TASK = "abstractruntime.sweep"
 
 
 class Dispatcher(Protocol):
+    #: Shortest delay the transport accepts as an ETA (see timers.MIN_ETA_S).
+    min_eta_s: float
+
     def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
              event_id: str | None = None) -> None: ...
 
@@ -36,6 +41,7 @@ class CeleryDispatcher:
     def __init__(self, app: Any, queue: str) -> None:
         self.app = app
         self.queue = queue
+        self.min_eta_s = MIN_ETA_S if uses_native_delayed_delivery(app) else 0.0
 
     def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
              event_id: str | None = None) -> None:
@@ -46,11 +52,28 @@ class CeleryDispatcher:
                                queue=self.queue, eta=eta)
 
 
+def uses_native_delayed_delivery(app: Any) -> bool:
+    """True when Celery routes ETAs through RabbitMQ's native delayed delivery
+    (amqp broker with quorum queues), which refuses delays under one second."""
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("amqp", "pyamqp")):
+        return False
+    if str(app.conf.get("task_default_queue_type", "")) == "quorum":
+        return True
+    for queue in app.conf.task_queues or []:
+        args = getattr(queue, "queue_arguments", None) or {}
+        if args.get("x-queue-type") == "quorum":
+            return True
+    return False
+
+
 TickHandler = Callable[[str, str], Any]
 
 
 class LocalDispatcher:
     """An in-memory broker with an embedded worker: a thread pool and a timer heap."""
+
+    min_eta_s = 0.0
 
     def __init__(self, handler: TickHandler, workers: int = 4) -> None:
         self._handler = handler

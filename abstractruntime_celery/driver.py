@@ -256,5 +256,7 @@ class Driver:
 class _NullDispatcher:
     """Until a dispatcher is wired in, ticks are left to the sweep (the store is the truth)."""
 
+    min_eta_s = 0.0
+
     def tick(self, run_id: str, *, reason: str = "tick", eta: Any = None, event_id: str | None = None) -> None:
         log.debug("no dispatcher: tick of %s (%s) left to the sweep", run_id, reason)

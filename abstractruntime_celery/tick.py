@@ -51,7 +51,7 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
     Raises:
         Exception: whatever a node handler raised, after counting it (the caller retries).
     """
-    if reason == "timer":
+    if reason == "timer" and d.dispatcher.min_eta_s > 0:
         _wait_out_short_remainder(d, run_id)
     lease = d.coord.leases.acquire(run_id)
     if lease is None:
@@ -218,7 +218,7 @@ def arm_timer(d: "Driver", run: RunState) -> bool:
     until = run.waiting.until if run.waiting is not None else None
     if run.status != RunStatus.WAITING or not until:
         return False
-    plan = timers.plan(until, d.settings.timer_horizon_s)
+    plan = timers.plan(until, d.settings.timer_horizon_s, min_eta_s=d.dispatcher.min_eta_s)
     if plan.later:
         return False  # beyond the horizon: the sweep arms it when it comes within
     if not d.coord.timers.arm(run.run_id, until, d.settings.timer_horizon_s + 60):

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 
 from . import _scripts
 
-#: Delays shorter than this are sent with no ETA (RabbitMQ's native delayed
-#: delivery rejects them); the worker waits out the remainder itself.
+#: On brokers with native delayed delivery (RabbitMQ quorum queues), delays
+#: shorter than this raise ValueError, so they are sent with no ETA and the
+#: worker waits out the (sub-second) remainder itself. Redis and classic AMQP
+#: queues take sub-second ETAs, so there the floor is 0.
 MIN_ETA_S = 1.0
 
 
@@ -48,13 +50,17 @@ class TimerPlan:
         return not self.send
 
 
-def plan(until: str, horizon_s: float, now: float | None = None) -> TimerPlan:
-    """Send now (no ETA), send with an ETA, or leave it to the sweep (beyond the horizon)."""
+def plan(until: str, horizon_s: float, now: float | None = None, min_eta_s: float = 0.0) -> TimerPlan:
+    """Send now (no ETA), send with an ETA, or leave it to the sweep (beyond the horizon).
+
+    ``min_eta_s`` is the shortest delay the broker accepts as an ETA; shorter
+    (and past) deadlines are sent at once.
+    """
     now = time.time() if now is None else now
     delay = parse_until(until) - now
     if delay > horizon_s:
         return TimerPlan(send=False)
-    if delay < MIN_ETA_S:
+    if delay <= 0 or delay < min_eta_s:
         return TimerPlan(send=True, eta=None)
     return TimerPlan(send=True, eta=datetime.fromtimestamp(parse_until(until), tz=timezone.utc))
 

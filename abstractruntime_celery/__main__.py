@@ -1,0 +1,5 @@
+"""``python -m abstractruntime_celery demo``."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,140 @@
+"""The ``abstractruntime-celery`` command: the demo, a sweep, and cluster stats."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import asdict
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import AbstractRuntimeCeleryError
+
+console = Console()
+
+
+@click.group()
+@click.version_option(package_name="abstractruntime-celery")
+def main() -> None:
+    """Run AbstractRuntime workflows on Celery workers."""
+
+
+def _status_line(state: Any) -> str:
+    waiting = state.waiting
+    if waiting is None:
+        return state.status.value
+    what = waiting.wait_key or waiting.until
+    return f"{state.status.value} ({waiting.reason.value}: {what})"
+
+
+@main.command()
+@click.option("--broker", default=None, help="Broker URL (redis://...). Default: embedded, no server.")
+@click.option("--store", "store_url", default=None, help="Shared store URL (default: the broker's Redis).")
+@click.option("--external-workers", is_flag=True,
+              help="Do not start an in-process worker; use workers started with "
+                   "ABSTRACTRUNTIME_CELERY_REGISTRY=abstractruntime_celery.demo:registry.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the run.")
+def demo(broker: str | None, store_url: str | None, external_workers: bool, timeout: float) -> None:
+    """Run a workflow with a 2 s timer, an event the demo answers, and a child run."""
+    from abstractruntime import RunStatus
+
+    from . import create_scheduled_runtime
+    from .config import Settings
+    from .demo import registry
+
+    started = time.monotonic()
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.2f}s[/dim]  {msg}")
+
+    with ExitStack() as stack:
+        if broker:
+            from .app import make_app
+
+            settings = Settings(store_url=store_url or broker, key_prefix=f"arc-demo-{uuid.uuid4().hex[:8]}:",
+                                queue="abstractruntime" if external_workers else f"arc-demo-{uuid.uuid4().hex[:8]}",
+                                registry="abstractruntime_celery.demo:registry")
+            app = make_app(broker, config_module=None)
+            sr = create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=True)
+            if not external_workers:
+                from celery.contrib.testing.worker import start_worker
+
+                stack.enter_context(start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                                                 queues=[settings.queue], loglevel="WARNING"))
+            say(f"distributed: broker {broker}, store {settings.store_url}, prefix {settings.key_prefix}")
+        else:
+            sr = create_scheduled_runtime(registry=registry)
+            say("embedded: in-process worker, in-memory stores, no server")
+        stack.callback(sr.stop)
+
+        run_id, state = sr.run(registry.get("demo"), vars={"nap_s": 2.0}, timeout=timeout)
+        say(f"run {run_id} started: {_status_line(state)}")
+        deadline = time.monotonic() + timeout
+        answered = False
+        last = ""
+        while time.monotonic() < deadline:
+            state = sr.get_state(run_id)
+            line = _status_line(state)
+            if line != last:
+                say(f"run {run_id[:8]}: {line}")
+                last = line
+            if state.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+                break
+            if not answered and state.waiting is not None and state.waiting.wait_key \
+                    and state.waiting.wait_key.startswith("demo:approval"):
+                state = sr.respond(run_id, {"by": "the demo"}, timeout=timeout)
+                answered = True
+                say("event answered: {'by': 'the demo'}")
+                continue
+            time.sleep(0.05)
+        stats = sr.stats
+        if state.status != RunStatus.COMPLETED:
+            console.print(f"[red]run ended as {state.status.value}: {state.error}[/red]")
+            sys.exit(1)
+        say(f"[green]completed[/green]: {state.output}")
+        say(f"stats: resumed={stats.runs_resumed} timers={stats.timers_armed} "
+            f"events={stats.events_applied} ticks={stats.ticks} duplicates={stats.duplicates}")
+
+
+def _app() -> Any:
+    from .app import app
+
+    return app
+
+
+@main.command()
+def sweep() -> None:
+    """Run one sweep now (the beat job), with the settings from the environment."""
+    from .sweep import sweep as run_sweep
+    from .tasks import driver_for
+
+    report = run_sweep(driver_for(_app()), force=True)
+    console.print(asdict(report))
+
+
+@main.command()
+def stats() -> None:
+    """Print the cluster-wide stats kept in Redis."""
+    from .tasks import driver_for
+
+    snap = driver_for(_app()).coord.stats.snapshot()
+    table = Table("counter", "value")
+    for key, value in asdict(snap).items():
+        if key not in ("errors", "extra"):
+            table.add_row(key, str(value))
+    console.print(table)
+    for err in snap.errors[-10:]:
+        console.print(f"[red]{err}[/red]")
+
+
+def run() -> None:
+    try:
+        main()
+    except AbstractRuntimeCeleryError as exc:
+        console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        sys.exit(2)
