@@ -93,6 +93,10 @@ class Scheduler:
             self.settings = settings or load_settings(None)
             self._local = LocalDispatcher(self._embedded_tick, workers=embedded_workers)
             self.driver = Driver(self.settings, registry, self._local, runtime=runtime)
+            # From construction, not start(): the seed calls the callbacks from a bare
+            # poll_once() too. Weak, so a dropped Scheduler leaves no receiver behind.
+            run_resumed.connect(self._local_resumed, weak=True)
+            run_failed.connect(self._local_failed, weak=True)
         self._running = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,8 +125,6 @@ class Scheduler:
             self._stop.clear()
             if self._local is not None:
                 self._local.start()
-                run_resumed.connect(self._local_resumed, weak=False)
-                run_failed.connect(self._local_failed, weak=False)
             elif self.driver.coord.client is not None and (self._on_run_resumed or self._on_run_failed):
                 self._listener = NoticeListener(self.driver.coord.client, self.driver.notices.channel,
                                                 self._relay_notice)
@@ -142,8 +144,6 @@ class Scheduler:
             self._thread = None
         if self._local is not None:
             self._local.stop(timeout)
-            run_resumed.disconnect(self._local_resumed)
-            run_failed.disconnect(self._local_failed)
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
