@@ -168,11 +168,19 @@ def test_list_children(filled: Any) -> None:
     assert ids(filled.list_children(parent_run_id="r01")) == []
 
 
+def _needs(store: Any, method: str) -> None:
+    """Built-in stores of older abstractruntime releases lack some fast paths (0.12+)."""
+    if not hasattr(store, method):
+        pytest.skip(f"{type(store).__name__} of this abstractruntime has no {method}")
+
+
 def test_next_wait_deadline(filled: Any) -> None:
+    _needs(filled, "next_wait_deadline")
     assert filled.next_wait_deadline() == iso(-5)
 
 
 def test_list_mailbox_runs(filled: Any) -> None:
+    _needs(filled, "list_mailbox_runs")
     assert ids(filled.list_mailbox_runs(names=["inbox"])) == ["r13", "r12"]
     assert ids(filled.list_mailbox_runs(names=["alerts"])) == ["r12"]
     assert ids(filled.list_mailbox_runs(names=["nobody"])) == []
