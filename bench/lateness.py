@@ -84,12 +84,29 @@ def wait_until_done(check: Callable[[], int], n: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
+def collect_lateness(get_state: Callable[[str], Any], ids: list[str], timeout: float) -> dict[str, float]:
+    """Poll runs until all completed (or timeout); lateness of each = woke_at - until."""
     from abstractruntime import RunStatus
 
+    from abstractruntime_celery.timers import parse_until
+
+    done: dict[str, float] = {}
+
+    def check() -> int:
+        for rid in ids:
+            if rid not in done:
+                run = get_state(rid)
+                if run.status == RunStatus.COMPLETED:
+                    done[rid] = run.output["woke_at"] - parse_until(run.vars["until"])
+        return len(done)
+
+    wait_until_done(check, len(ids), timeout)
+    return done
+
+
+def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
     from abstractruntime_celery import Settings, create_scheduled_runtime
     from abstractruntime_celery.app import make_app
-    from abstractruntime_celery.timers import parse_until
     from bench.workflows import registry, sleeper
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
@@ -107,17 +124,7 @@ def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         ids = [sr.driver.start_run(sleeper, vars={"until": u.isoformat()})
                for u in untils(n, 1.0, 1.0)]
-        done: dict[str, float] = {}
-
-        def check() -> int:
-            for rid in ids:
-                if rid not in done:
-                    run = sr.get_state(rid)
-                    if run.status == RunStatus.COMPLETED:
-                        done[rid] = run.output["woke_at"] - parse_until(run.vars["until"])
-            return len(done)
-
-        wait_until_done(check, n, 60 + n * 0.05)
+        done = collect_lateness(sr.get_state, ids, 60 + n * 0.05)
         wall = time.monotonic() - t0
         stats = sr.stats
         out = summary("abstractruntime_celery", list(done.values()), n, wall)
@@ -132,8 +139,7 @@ def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
 
 
 def bench_seed(n: int) -> dict[str, Any]:
-    from abstractruntime import RunStatus, create_scheduled_runtime
-    from abstractruntime_celery.timers import parse_until
+    from abstractruntime import create_scheduled_runtime
     from bench.workflows import sleeper
 
     sr = create_scheduled_runtime(workflows=[sleeper])
@@ -143,17 +149,7 @@ def bench_seed(n: int) -> dict[str, Any]:
         rid = sr.runtime.start(workflow=sleeper, vars={"until": u.isoformat()})
         sr.runtime.tick(workflow=sleeper, run_id=rid)
         ids.append(rid)
-    done: dict[str, float] = {}
-
-    def check() -> int:
-        for rid in ids:
-            if rid not in done:
-                run = sr.get_state(rid)
-                if run.status == RunStatus.COMPLETED:
-                    done[rid] = run.output["woke_at"] - parse_until(run.vars["until"])
-        return len(done)
-
-    wait_until_done(check, n, 60 + n * 0.05)
+    done = collect_lateness(sr.get_state, ids, 60 + n * 0.05)
     wall = time.monotonic() - t0
     sr.stop()
     return summary("abstractruntime built-in Scheduler", list(done.values()), n, wall)
