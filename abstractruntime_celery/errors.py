@@ -41,10 +41,11 @@ class UnknownWorkflowError(AbstractRuntimeCeleryError, KeyError):
 
 
 class RunNotWaitingError(AbstractRuntimeCeleryError, ValueError):
-    """An event was sent to a run that has ended and can never wait again."""
+    """An event was sent to a run that has ended, or that waits on nothing an answer can meet."""
 
-    def __init__(self, run_id: str, status: str) -> None:
-        super().__init__(f"Run '{run_id}' is not waiting (status={status})")
+    def __init__(self, run_id: str, status: str, detail: str | None = None) -> None:
+        super().__init__(f"Run '{run_id}' is not waiting (status={status})" if detail is None
+                         else f"Run '{run_id}' {detail} (status={status})")
         self.run_id = run_id
         self.status = status
 

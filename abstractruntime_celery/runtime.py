@@ -64,12 +64,15 @@ class ScheduledRuntime:
         """Answer whatever the run waits for (the wait_key is looked up here).
 
         Raises:
-            RunNotWaitingError: the run is not waiting (a ValueError, as in the seed).
+            RunNotWaitingError: the run is not waiting, or waits with no wait_key (a ValueError, as in the seed).
             UnknownRunError, PayloadError, WaitKeyMismatchError, RunWaitTimeout: see Scheduler.resume_event.
         """
         state = self.driver.load(run_id)
-        if state.status != RunStatus.WAITING or state.waiting is None or state.waiting.wait_key is None:
+        if state.status != RunStatus.WAITING or state.waiting is None:
             raise RunNotWaitingError(run_id, state.status.value)
+        if state.waiting.wait_key is None:  # e.g. a timer: nothing to answer (the seed: "has no wait_key")
+            raise RunNotWaitingError(run_id, state.status.value,
+                                     f"has no wait_key to answer (it waits on {state.waiting.reason.value})")
         return self.scheduler.resume_event(run_id=run_id, wait_key=state.waiting.wait_key, payload=payload,
                                            wait=wait, timeout=timeout)
 
