@@ -13,16 +13,36 @@ from typing import Any
 from .errors import PayloadError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+#: Deepest nesting of dicts/lists accepted. The stores, the ledger and deepcopy all
+#: recurse per level; a payload that only just serialises here would fail later in a worker.
+MAX_DEPTH = 100
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True if ``value`` nests dicts/lists deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def check_object(value: Any, *, what: str, limit: int) -> dict[str, Any]:
     """Return ``value`` if it is a JSON object of at most ``limit`` bytes.
 
     Raises:
-        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), or too large.
+        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), nested
+            deeper than MAX_DEPTH, or too large.
     """
     if not isinstance(value, dict):
         raise PayloadError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
+    if _depth_over(value, MAX_DEPTH):
+        raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels")
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
