@@ -179,3 +179,22 @@ def build_registry() -> WorkflowRegistry:
 
 
 registry = build_registry()
+
+
+# timer-then-event: a timer of vars.delay seconds, then an event wait on vars.key. An event
+# sent while the timer runs must wait in the inbox and be applied once the event wait is reached.
+def nap(run: RunState, ctx: Any) -> StepPlan:
+    until = run.vars.get("until") or _iso_in(float(run.vars.get("delay", 1.0)))
+    run.vars["until"] = until
+    return StepPlan(node_id="nap", effect=Effect(EffectType.WAIT_UNTIL, {"until": until}), next_node="listen")
+
+
+def nap_listen(run: RunState, ctx: Any) -> StepPlan:
+    payload = {"wait_key": run.vars.get("key", f"evt:{run.run_id}")}
+    return StepPlan(node_id="listen", effect=Effect(EffectType.WAIT_EVENT, payload, result_key="event"),
+                    next_node="done")
+
+
+TIMER_THEN_EVENT = WorkflowSpec("timer-then-event", "nap", {"nap": nap, "listen": nap_listen, "done": event_done})
+WORKFLOWS.append(TIMER_THEN_EVENT)
+registry.register(TIMER_THEN_EVENT)
