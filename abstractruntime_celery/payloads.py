@@ -18,31 +18,36 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_DEPTH = 100
 
 
-def _depth_over(value: Any, limit: int) -> bool:
-    """True if ``value`` nests dicts/lists deeper than ``limit`` (iterative: no recursion)."""
+def _check_shape(value: Any, what: str, limit: int) -> None:
+    """Refuse nesting deeper than ``limit`` and non-string keys (iterative: no recursion).
+
+    ``json.dumps`` would turn a key 1.5 into "1.5": the in-memory store would keep
+    one dict and a worker would read back another.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return True
+            raise PayloadError(f"{what} is nested deeper than {limit} levels")
         if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise PayloadError(f"{what} has a non-string key {key!r}; JSON object keys are strings")
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend((v, depth + 1) for v in item)
-    return False
 
 
 def check_object(value: Any, *, what: str, limit: int) -> dict[str, Any]:
     """Return ``value`` if it is a JSON object of at most ``limit`` bytes.
 
     Raises:
-        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), nested
-            deeper than MAX_DEPTH, or too large.
+        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), has
+            non-string keys, is nested deeper than MAX_DEPTH, or is too large.
     """
     if not isinstance(value, dict):
         raise PayloadError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
-    if _depth_over(value, MAX_DEPTH):
-        raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    _check_shape(value, what, MAX_DEPTH)
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
