@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -98,6 +99,9 @@ def completions(ledger: list[dict[str, Any]]) -> dict[str, int]:
 # 1. ------------------------------------------------------------------------------------------
 
 def test_worker_and_beat_drive_timers_events_and_children(cluster: Cluster) -> None:
+    # A 2 s timer horizon: the 1.5 s timer gets a broker ETA at once, the 4 s one only when
+    # beat's sweep finds it within the horizon.
+    cluster.settings = replace(cluster.settings, timer_horizon_s=2.0)
     cluster.worker()
     cluster.beat()
     sr = runtime_for(cluster)
@@ -105,6 +109,8 @@ def test_worker_and_beat_drive_timers_events_and_children(cluster: Cluster) -> N
 
     timer_id, state = sr.run(registry.get("timer"), vars={"delay": 1.5, "fx": fx}, timeout=TIMEOUT)
     assert state.status == RunStatus.WAITING and state.waiting.reason == WaitReason.UNTIL
+    far_id, state = sr.run(registry.get("timer"), vars={"delay": 4.0, "fx": fx}, timeout=TIMEOUT)
+    assert state.status == RunStatus.WAITING
 
     event_id, state = sr.run(registry.get("event"), vars={"key": "go", "fx": fx}, timeout=TIMEOUT)
     assert state.status == RunStatus.WAITING and state.waiting.wait_key == "go"
@@ -126,8 +132,13 @@ def test_worker_and_beat_drive_timers_events_and_children(cluster: Cluster) -> N
     woke = sr.wait_for(timer_id, timeout=TIMEOUT, until=status_is(RunStatus.COMPLETED))
     assert woke.output["woke_at"] >= parse_until(woke.vars["until"])  # never early
     assert fx_count(fx, timer_id, "done") == 1
+    far = sr.wait_for(far_id, timeout=TIMEOUT, until=status_is(RunStatus.COMPLETED))
+    assert far.output["woke_at"] >= parse_until(far.vars["until"])
+    assert fx_count(fx, far_id, "done") == 1
     assert fx_count(fx, event_id, "done") == 1
-    assert sr.stats.sweeps >= 1  # beat ran the sweep in the worker
+    stats = sr.stats
+    assert stats.sweeps >= 1 and stats.timers_armed >= 2  # beat ran the sweep, which armed the far timer
+    assert not stats.errors, stats.errors
 
 
 # 2. ------------------------------------------------------------------------------------------
@@ -169,6 +180,7 @@ def test_duplicate_messages_make_one_transition(cluster: Cluster) -> None:
     assert state.status == RunStatus.WAITING and state.current_node == "second", state
     assert state.vars.get("a") == {"n": 1} and "b" not in state.vars, state.vars
     assert not sr.driver.coord.inbox.pending(twice_id)
+    assert not sr.stats.errors, sr.stats.errors
 
     # 2c. An event sent while the run still sleeps on its timer is applied at the event wait.
     late_id, state = sr.run(registry.get("timer-then-event"), vars={"delay": 1.0, "key": "late", "fx": fx},
@@ -241,18 +253,21 @@ def test_sweep_completes_every_run_after_the_broker_lost_all_messages(cluster: C
         state = sr.wait_for(run_id, timeout=TIMEOUT)
         assert state.status == RunStatus.WAITING, state
 
-    # The worker dies holding the timers' ETA messages; the events are accepted (durable in
-    # the inbox) while no worker runs; then every message of the queue is lost.
+    # The worker dies holding the timers' ETA messages; three events are accepted (durable in
+    # the inbox) while no worker runs; then every message of the queue is lost. The last two
+    # events are sent once a new worker runs.
     first.kill(signal.SIGKILL)
     first.popen.wait(10)
     handles = [sr.scheduler.resume_event(run_id=r, wait_key="go", payload={"i": i}, wait=False)
-               for i, r in enumerate(event_ids)]
+               for i, r in enumerate(event_ids[:3])]
     # Two runs created meanwhile whose start message is lost too: RUNNING, no lease, no message.
     unsent = [sr.driver.start_run("timer", vars={"delay": 0.5, "fx": fx}, dispatch=False) for _ in range(2)]
     dropped = flush_broker(BROKER_URL, cluster.settings.queue)
-    assert dropped >= 15  # 10 held ETA ticks + 5 resume messages (+ sweeps beat sent meanwhile)
+    assert dropped >= 13  # 10 held ETA ticks + 3 resume messages (+ sweeps beat sent meanwhile)
 
     cluster.worker("second")
+    handles += [sr.scheduler.resume_event(run_id=r, wait_key="go", payload={"i": i}, wait=False)
+                for i, r in enumerate(event_ids) if i >= 3]
     for run_id in timer_ids + event_ids + unsent + [parent_id]:
         sr.wait_for(run_id, timeout=TIMEOUT, until=status_is(RunStatus.COMPLETED))
     for i, run_id in enumerate(event_ids):
@@ -260,3 +275,31 @@ def test_sweep_completes_every_run_after_the_broker_lost_all_messages(cluster: C
         assert sr.driver.event_applied(handles[i].event)
     assert all(fx_count(fx, r, "done") == 1 for r in timer_ids + event_ids + unsent)
     assert fx_count(fx, parent_id, "joined") == 1
+
+
+# 5. ------------------------------------------------------------------------------------------
+
+def test_frozen_worker_cannot_commit_after_its_lease_expired(cluster: Cluster) -> None:
+    frozen = cluster.worker("frozen")
+    cluster.beat()
+    sr = runtime_for(cluster)
+    fx = fx_of(cluster)
+
+    run_id, _ = sr.run(registry.get("slow"), vars={"sleep": 3, "fx": fx}, wait=False)
+    wait_for(lambda: fx_count(fx, run_id, "work_started") == 1, TIMEOUT, "the slow node to start", cluster)
+    frozen.kill(signal.SIGSTOP)  # a GC pause, a VM freeze: its lease keeper stops renewing
+    try:
+        cluster.worker("live")
+        done = sr.wait_for(run_id, timeout=TIMEOUT, until=status_is(RunStatus.COMPLETED))
+    finally:
+        frozen.kill(signal.SIGCONT)
+    # The frozen tick wakes up, finishes its node (work_done 2) and tries to go on: the
+    # fence must refuse its save, so "finish" never runs twice and the result stands.
+    wait_for(lambda: fx_count(fx, run_id, "work_done") == 2, TIMEOUT, "the frozen tick to wake up", cluster)
+    wait_drained(cluster)
+    after = sr.get_state(run_id)
+    assert after.status == RunStatus.COMPLETED and after.updated_at == done.updated_at
+    assert fx_count(fx, run_id, "finish") == 1
+    counts = completions(sr.get_ledger(run_id))
+    assert all(n == 1 for n in counts.values()), counts
+    assert sr.stats.lease_lost >= 1
