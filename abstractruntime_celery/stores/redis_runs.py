@@ -358,7 +358,7 @@ class RedisRunStore(RunStore):
         with redis_errors(self._r):
             try:
                 doc = self._r.hget(self.run_key(rid), "doc")
-            except redis.exceptions.ResponseError as exc:  # WRONGTYPE: garbage under the key
+            except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:  # WRONGTYPE, or not UTF-8
                 raise CorruptRunError(rid, str(exc)) from exc
             if doc is None:
                 if not self._r.exists(self.run_key(rid)):
@@ -375,7 +375,7 @@ class RedisRunStore(RunStore):
         with redis_errors(self._r):
             try:
                 doc, version = self._r.hmget(self.run_key(rid), ["doc", "v"])
-            except redis.exceptions.ResponseError as exc:
+            except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:
                 raise CorruptRunError(rid, str(exc)) from exc
         if doc is None and version is None:
             return None, None
@@ -436,8 +436,20 @@ class RedisRunStore(RunStore):
             pipe = self._r.pipeline(transaction=False)
             for rid in ids:
                 pipe.hget(self.run_key(rid), field)
-            values = pipe.execute(raise_on_error=False)
+            try:
+                values = pipe.execute(raise_on_error=False)
+            except UnicodeDecodeError:
+                # A record that is not UTF-8 fails the whole pipeline: read one by one,
+                # so that one bad record is skipped and does not hide the others.
+                values = [self._fetch_one(rid, field) for rid in ids]
         return list(zip(ids, values))
+
+    def _fetch_one(self, rid: str, field: str) -> Any:
+        """One field, or the exception reading it raised (as ``raise_on_error=False`` gives)."""
+        try:
+            return self._r.hget(self.run_key(rid), field)
+        except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:
+            return exc
 
     def _decode_many(self, pairs: Iterable[Tuple[str, Any]]) -> List[RunState]:
         out: List[RunState] = []
