@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 import redis
-from abstractruntime import RunState, RunStatus
+from abstractruntime import RunStatus
 from celery import Celery
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
