@@ -69,6 +69,7 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     for name in (TICK_TASK, START_TASK, RESUME_TASK, SWEEP_TASK):
         routes.setdefault(name, {"queue": s.queue})
     app.conf.task_routes = routes
+    _consume_queue_by_default(app, s.queue)
     _register_tasks(app)
     if beat:
         schedule = dict(app.conf.beat_schedule or {})
@@ -78,6 +79,27 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
         })
         app.conf.beat_schedule = schedule
     return app
+
+
+def _consume_queue_by_default(app: Celery, queue: str) -> None:
+    """Make a worker started without ``-Q`` consume our queue beside the default one.
+
+    Such a worker consumes only ``task_queues`` (by default the ``celery`` queue), while
+    our tasks are routed to ``queue``: ``celery -A abstractruntime_celery worker`` ran and
+    never ticked anything. Queues the user lists are left alone (they add ours, or pass -Q).
+    """
+    if app.conf.task_queues and not app.conf.get("abstractruntime_own_queues"):
+        return  # (not "changed": Celery's own CLI marks task_queues changed, with None)
+    from kombu import Exchange, Queue
+
+    conf = app.conf
+    default = conf.task_default_queue or "celery"
+    queues = [Queue(default, Exchange(conf.task_default_exchange or default, conf.task_default_exchange_type),
+                    routing_key=conf.task_default_routing_key or default)]
+    if queue != default:
+        queues.append(Queue(queue, Exchange(queue, "direct"), routing_key=queue))
+    conf.task_queues = queues
+    conf["abstractruntime_own_queues"] = True  # ours: a later install() with other settings may redo it
 
 
 def settings_for(app: Celery) -> Settings:
