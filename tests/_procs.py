@@ -115,12 +115,16 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def worker(self, name: str = "w", *, concurrency: int = 2, ready_timeout: float = 60.0) -> Proc:
-        """Start ``celery worker`` (prefork) on this cluster's queue and wait until it is ready."""
+    def worker(self, name: str = "w", *, concurrency: int = 2, ready_timeout: float = 60.0,
+               pass_queue: bool = True, extra: list[str] | None = None) -> Proc:
+        """Start ``celery worker`` (prefork) and wait until it is ready. With ``pass_queue``
+        it gets ``-Q <queue>``; without, it must find the queue from the environment alone."""
         node = f"{name}{self._count + 1}.{self.settings.key_prefix.strip(':')}@%h"
-        proc = self._spawn(name, ["worker", "-P", "prefork", "-c", str(concurrency), "-Q", self.settings.queue,
-                                  "-n", node, "-l", "INFO", "--without-mingle", "--without-gossip",
-                                  "--without-heartbeat"])
+        args = ["worker", "-P", "prefork", "-c", str(concurrency), "-n", node, "-l", "INFO",
+                "--without-mingle", "--without-gossip", "--without-heartbeat"]
+        if pass_queue:
+            args += ["-Q", self.settings.queue]
+        proc = self._spawn(name, args + list(extra or []))
         wait_for(lambda: " ready." in proc.log() or not proc.alive(), ready_timeout,
                  f"worker {name} to be ready", self)
         if not proc.alive():

@@ -303,3 +303,18 @@ def test_frozen_worker_cannot_commit_after_its_lease_expired(cluster: Cluster) -
     counts = completions(sr.get_ledger(run_id))
     assert all(n == 1 for n in counts.values()), counts
     assert sr.stats.lease_lost >= 1
+
+
+# 6. ------------------------------------------------------------------------------------------
+
+def test_plain_celery_worker_b_consumes_the_configured_queue(cluster: Cluster) -> None:
+    """``celery -A abstractruntime_celery worker -B`` with no ``-Q``: the queue named in
+    ABSTRACTRUNTIME_CELERY_QUEUE is the one it must consume (and its embedded beat sweeps)."""
+    cluster.worker("plain", pass_queue=False, extra=["-B", "-s", str(cluster.tmp / "worker-beat-schedule")])
+    sr = runtime_for(cluster)
+    fx = fx_of(cluster)
+    run_id, state = sr.run(registry.get("timer"), vars={"delay": 1.0, "fx": fx}, timeout=TIMEOUT)
+    assert state.status == RunStatus.WAITING
+    sr.wait_for(run_id, timeout=TIMEOUT, until=status_is(RunStatus.COMPLETED))
+    assert fx_count(fx, run_id, "done") == 1
+    wait_for(lambda: sr.stats.sweeps >= 1, TIMEOUT, "the embedded beat to sweep", cluster)
