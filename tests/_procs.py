@@ -30,10 +30,7 @@ def settings_env(settings: Any, broker_url: str, fx_url: str) -> dict[str, str]:
     """The environment that makes ``celery -A abstractruntime_celery`` load ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABSTRACTRUNTIME_CELERY_")}
     for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.name == "registry":
-            value = value or REGISTRY
-        env[f"ABSTRACTRUNTIME_CELERY_{f.name.upper()}"] = str(value)
+        env[f"ABSTRACTRUNTIME_CELERY_{f.name.upper()}"] = str(getattr(settings, f.name))
     env["ABSTRACTRUNTIME_CELERY_REGISTRY"] = settings.registry or REGISTRY
     env["ABSTRACTRUNTIME_CELERY_BROKER_URL"] = broker_url
     env["ARC_TEST_FX_URL"] = fx_url
@@ -170,7 +167,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, cluster: Clust
 
 # --- broker hygiene -----------------------------------------------------------------------
 
-def _unacked_for(client: redis.Redis, queues: Iterable[str]) -> list[bytes]:
+def unacked_for(client: redis.Redis, queues: Iterable[str]) -> list[bytes]:
     """Delivery tags of messages kombu holds as unacked for ``queues`` (routing key = queue name)."""
     wanted = set(queues)
     tags = []
@@ -193,7 +190,7 @@ def flush_broker(broker_url: str, queue: str) -> int:
         if client.type(key) == b"list":
             dropped += int(client.llen(key))
             client.delete(key)
-    tags = _unacked_for(client, [queue])
+    tags = unacked_for(client, [queue])
     if tags:
         client.hdel("unacked", *tags)
         client.zrem("unacked_index", *tags)

@@ -23,7 +23,7 @@ from abstractruntime import RunState, RunStatus, WaitReason
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import RESUME_TASK, TICK_TASK
 from abstractruntime_celery.timers import parse_until
-from tests._procs import Cluster, _unacked_for, cleanup_broker, flush_broker, queue_len, wait_for
+from tests._procs import Cluster, cleanup_broker, flush_broker, queue_len, unacked_for, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, fx_count, make_app, make_settings
 from tests.workflows import registry
 
@@ -81,7 +81,7 @@ def wait_drained(c: Cluster) -> None:
     acked when the task returned), so every duplicate has been fully processed."""
     client = redis.Redis.from_url(BROKER_URL)
     wait_for(lambda: queue_len(BROKER_URL, c.settings.queue) == 0
-             and not _unacked_for(client, [c.settings.queue]), TIMEOUT, "the queue to drain", c)
+             and not unacked_for(client, [c.settings.queue]), TIMEOUT, "the queue to drain", c)
 
 
 def completions(ledger: list[dict[str, Any]]) -> dict[str, int]:
