@@ -65,18 +65,20 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     if registry is not None:
         app.conf["abstractruntime_registry_object"] = registry
     s = settings_for(app)
+    # Our tasks always follow the current settings: installing again with another
+    # queue must move the routes and the sweep entry along with the dispatcher.
     routes = dict(app.conf.task_routes or {}) if isinstance(app.conf.task_routes, dict) else {}
     for name in (TICK_TASK, START_TASK, RESUME_TASK, SWEEP_TASK):
-        routes.setdefault(name, {"queue": s.queue})
+        routes[name] = {"queue": s.queue}
     app.conf.task_routes = routes
     _consume_queue_by_default(app, s.queue)
     _register_tasks(app)
     if beat:
         schedule = dict(app.conf.beat_schedule or {})
-        schedule.setdefault(SWEEP_TASK, {
+        schedule.update({SWEEP_TASK: {
             "task": SWEEP_TASK, "schedule": s.sweep_interval_s,
             "options": {"expires": s.sweep_interval_s, "queue": s.queue},
-        })
+        }})
         app.conf.beat_schedule = schedule
     return app
 
