@@ -67,6 +67,7 @@ def demo(broker: str | None, store_url: str | None, external_workers: bool, time
                 stack.enter_context(start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
                                                  queues=[settings.queue], loglevel="WARNING"))
             say(f"distributed: broker {broker}, store {settings.store_url}, prefix {settings.key_prefix}")
+            stack.callback(_delete_prefix, sr.driver.coord.client, settings.key_prefix)
         else:
             sr = create_scheduled_runtime(registry=registry)
             say("embedded: in-process worker, in-memory stores, no server")
@@ -99,6 +100,13 @@ def demo(broker: str | None, store_url: str | None, external_workers: bool, time
         say(f"[green]completed[/green]: {state.output}")
         say(f"stats: resumed={stats.runs_resumed} timers={stats.timers_armed} "
             f"events={stats.events_applied} ticks={stats.ticks} duplicates={stats.duplicates}")
+
+
+def _delete_prefix(client: Any, prefix: str) -> None:
+    """The demo leaves nothing behind in the user's Redis."""
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
 
 
 def _app() -> Any:
