@@ -16,9 +16,10 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 from . import _scripts
+from .batch import Op
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Leases(Protocol):
 
     def acquire(self, run_id: str) -> Lease | None: ...
     def renew(self, lease: Lease) -> bool: ...
-    def release(self, lease: Lease) -> bool: ...
+    def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool: ...
     def is_held(self, run_id: str) -> bool: ...
     def still_ours(self, lease: Lease) -> bool: ...
 
@@ -99,9 +100,14 @@ class RedisLeases:
         """Extend the lease; False if it was lost (expired and maybe taken)."""
         return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
 
-    def release(self, lease: Lease) -> bool:
-        """Give the lease back; True if a tick was asked for while we held it."""
-        res = int(self._release(keys=[lease.key, self._pending_key(lease.run_id)], args=[lease.token]))
+    def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool:
+        """Give the lease back (sending the tick's deferred writes in the same round trip);
+        True if a tick was asked for while we held it."""
+        pipe = self.client.pipeline(transaction=False)
+        self._release(keys=[lease.key, self._pending_key(lease.run_id)], args=[lease.token], client=pipe)
+        for op in ops:
+            op(pipe)
+        res = int(pipe.execute()[0])
         if res < 0:
             log.warning("lease on run %s was lost before release", lease.run_id)
         return res == 1
@@ -154,7 +160,8 @@ class LocalLeases:
             self._leases[lease.run_id] = (lease.token, time.monotonic() + self.ttl_s)
             return True
 
-    def release(self, lease: Lease) -> bool:
+    def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool:
+        # ``ops`` stays empty here: in the embedded mode nothing defers its writes.
         with self._lock:
             entry = self._live(lease.run_id)
             if entry is None or entry[0] != lease.token:

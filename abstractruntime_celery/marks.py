@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+from .batch import defer
+
 DAY_S = 86400
 
 
@@ -49,7 +51,7 @@ class RunMarks:
 
     def _clear(self, key: str) -> None:
         if self.client is not None:
-            self.client.delete(key)
+            defer(self.client, lambda c: c.delete(key))
             return
         with self._lock:
             self._local.pop(key, None)

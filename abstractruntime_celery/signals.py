@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from celery.utils.dispatch import Signal
 
+from .batch import defer
+
 log = logging.getLogger(__name__)
 
 #: A waiting run moved on (timer fired, event applied, child ended). Args: run_id, status.
@@ -44,8 +46,9 @@ class Notices:
     def _publish(self, notice: dict[str, str]) -> None:
         if self.client is None:
             return
+        message = json.dumps(notice)
         try:
-            self.client.publish(self.channel, json.dumps(notice))
+            defer(self.client, lambda c: c.publish(self.channel, message))
         except Exception:  # a notice is best effort; the store is the truth
             log.warning("could not publish notice %s", notice, exc_info=True)
 

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from abstractruntime.scheduler.scheduler import SchedulerStats as _SeedStats
 
+from .batch import defer
+
 MAX_ERRORS = 100
 
 #: Counter names, beyond the seed's runs_resumed / runs_failed / poll_cycles.
@@ -71,7 +73,7 @@ class RedisStats:
         self.errors_key = f"{prefix}stats:errors"
 
     def incr(self, name: str, by: int = 1) -> None:
-        self.client.hincrby(self.key, name, by)
+        defer(self.client, lambda c: c.hincrby(self.key, name, by))
 
     def error(self, message: str) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from abstractruntime import RunState, RunStatus, WaitReason, WorkflowSpec
 
 from . import timers
+from .batch import collecting
 from .errors import LeaseLostError, UnknownRunError, UnknownWorkflowError
+from .inbox import Event
 from .lease import fenced
 
 if TYPE_CHECKING:
@@ -58,16 +60,17 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
         d.coord.stats.incr("lease_busy")
         return TickOutcome(run_id, None, skipped="busy")
     d.keeper.hold(lease)
-    try:
-        with fenced(run_id, lease.key, lease.token):
-            outcome = _advance(d, run_id, reason, max_steps or d.settings.tick_max_steps)
-    except LeaseLostError:
-        d.coord.stats.incr("lease_lost")
-        log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
-        outcome = TickOutcome(run_id, None, skipped="lease_lost")
-    finally:
-        d.keeper.drop(lease)
-        asked_again = d.coord.leases.release(lease)
+    with collecting() as deferred:
+        try:
+            with fenced(run_id, lease.key, lease.token):
+                outcome = _advance(d, run_id, reason, max_steps or d.settings.tick_max_steps)
+        except LeaseLostError:
+            d.coord.stats.incr("lease_lost")
+            log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
+            outcome = TickOutcome(run_id, None, skipped="lease_lost")
+        finally:
+            d.keeper.drop(lease)
+            asked_again = d.coord.leases.release(lease, deferred)
     if asked_again:
         d.dispatcher.tick(run_id, reason="asked")
     return outcome
@@ -78,8 +81,11 @@ def _advance(d: "Driver", run_id: str, reason: str, max_steps: int) -> TickOutco
     if run is None:
         d.coord.stats.incr("duplicates")
         raise UnknownRunError(run_id)
+    # This tick's view of the inbox, read once: an event accepted while we hold the
+    # lease sends a resume that finds the lease busy, so we tick again after release.
+    events = d.coord.inbox.pending(run_id)
     if run.status in TERMINAL:
-        _after_terminal(d, run)
+        _after_terminal(d, run, events)
         d.coord.stats.incr("duplicates")
         return TickOutcome(run_id, run.status.value)
     try:
@@ -91,9 +97,9 @@ def _advance(d: "Driver", run_id: str, reason: str, max_steps: int) -> TickOutco
     was_waiting = run.status == RunStatus.WAITING
     try:
         for _ in range(MAX_ROUNDS):
-            resumed = _apply_inbox(d, workflow, run) or _resume_from_child(d, workflow, run)
+            resumed = _apply_inbox(d, workflow, run, events) or _resume_from_child(d, workflow, run)
             run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
-            if not resumed and not _has_applicable_input(d, run):
+            if not resumed and not _has_applicable_input(d, run, events):
                 break
     except LeaseLostError:
         raise
@@ -111,7 +117,7 @@ def _advance(d: "Driver", run_id: str, reason: str, max_steps: int) -> TickOutco
             d.notices.resumed(run_id, run.status.value)
     else:
         d.coord.stats.incr("early" if reason == "timer" else "duplicates")
-    _schedule_next(d, run)
+    _schedule_next(d, run, events)
     return TickOutcome(run_id, run.status.value, changed=changed)
 
 
@@ -121,16 +127,15 @@ def _fingerprint(run: RunState) -> tuple[Any, ...]:
 
 # --- what may move a waiting run -------------------------------------------------
 
-def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState) -> bool:
-    """Apply the oldest inbox event that matches the run's current wait (at most one)."""
-    events = d.coord.inbox.pending(run.run_id)
-    if not events:
-        return False
+def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState, events: list[Event]) -> bool:
+    """Apply the oldest inbox event that matches the run's current wait (at most one);
+    applied events leave ``events``."""
     current = run
-    for event in events:
+    for event in list(events):
         if event.applying_since is not None and event.applying_since != (current.updated_at or ""):
             # A crash came between our resume commit and dropping the event: it was applied.
             d.coord.inbox.done(run.run_id, event.event_id)
+            events.remove(event)
             continue
         waiting = current.waiting
         if current.status != RunStatus.WAITING or waiting is None:
@@ -141,6 +146,7 @@ def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState) -> bool:
         d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=waiting.wait_key,
                          payload=event.payload, max_steps=0)
         d.coord.inbox.done(run.run_id, event.event_id)
+        events.remove(event)
         d.coord.stats.incr("events_applied")
         return True
     return False
@@ -184,7 +190,7 @@ def _resume_from_child(d: "Driver", workflow: WorkflowSpec, run: RunState) -> bo
     return True
 
 
-def _has_applicable_input(d: "Driver", run: RunState) -> bool:
+def _has_applicable_input(d: "Driver", run: RunState, events: list[Event]) -> bool:
     """After a tick parks the run: is there already an event or a child result for it?"""
     if run.status != RunStatus.WAITING or run.waiting is None:
         return False
@@ -193,12 +199,12 @@ def _has_applicable_input(d: "Driver", run: RunState) -> bool:
         child = d.run_store.load(child_id)
         return child is not None and child.status in TERMINAL
     key = run.waiting.wait_key
-    return any(e.wait_key in (None, key) for e in d.coord.inbox.pending(run.run_id)) if key else False
+    return any(e.wait_key in (None, key) for e in events) if key else False
 
 
 # --- what comes next ----------------------------------------------------------------
 
-def _schedule_next(d: "Driver", run: RunState) -> None:
+def _schedule_next(d: "Driver", run: RunState, events: list[Event]) -> None:
     """Send the messages this run now needs: more ticks, a timer, its child, its parent, listeners."""
     for listener in d.take_listeners():
         d.dispatcher.tick(listener, reason="event")
@@ -210,7 +216,7 @@ def _schedule_next(d: "Driver", run: RunState) -> None:
         if child_id is not None:
             _drive_child(d, child_id)
     else:
-        _after_terminal(d, run)
+        _after_terminal(d, run, events)
 
 
 def arm_timer(d: "Driver", run: RunState) -> bool:
@@ -240,13 +246,13 @@ def _drive_child(d: "Driver", child_id: str) -> None:
         d.dispatcher.tick(child.parent_run_id or child_id, reason="child")
 
 
-def _after_terminal(d: "Driver", run: RunState) -> None:
+def _after_terminal(d: "Driver", run: RunState, events: list[Event]) -> None:
     """A run ended: wake its parent, and say what happened to events it never took."""
     if run.parent_run_id:
         parent = d.run_store.load(run.parent_run_id)
         if parent is not None and _child_id(parent) == run.run_id:
             d.dispatcher.tick(run.parent_run_id, reason="child")
-    for event in d.coord.inbox.pending(run.run_id):
+    for event in events:
         d.coord.inbox.done(run.run_id, event.event_id)
         d.coord.stats.error(
             f"Run {run.run_id}: ended ({run.status.value}) before event {event.event_id} "
