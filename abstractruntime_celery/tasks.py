@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from celery import Celery
+from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
 from .config import Settings, load_settings
 from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
@@ -54,9 +55,10 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     Raises:
         ConfigError: the app accepts pickle, or a setting is malformed.
     """
-    changed = set(app.conf.changes.keys()) if hasattr(app.conf, "changes") else set()
     for key, value in SAFE_DEFAULTS.items():
-        if key not in changed:
+        # A value still equal to Celery's own default was not chosen by the user.
+        # (``conf.changes`` cannot tell: before finalisation it lists every key.)
+        if app.conf.get(key) == CELERY_DEFAULTS.get(key):
             app.conf[key] = value
     _refuse_pickle(app)
     app.conf.setdefault("abstractruntime_settings", None)

@@ -1,0 +1,64 @@
+"""Settings and registry loading: one place, clear errors, safe defaults."""
+
+from __future__ import annotations
+
+import pytest
+from celery import Celery
+
+from abstractruntime_celery import ConfigError, Settings, install, load_settings
+from abstractruntime_celery.registry import as_registry, load_registry
+from abstractruntime_celery.stores import open_stores
+from tests.workflows import WORKFLOWS
+
+
+def test_environment_beats_conf_beats_defaults() -> None:
+    conf = {"abstractruntime_timer_horizon_s": 120, "abstractruntime_queue": "from-conf"}
+    env = {"ABSTRACTRUNTIME_CELERY_QUEUE": "from-env", "ABSTRACTRUNTIME_CELERY_LEASE_TTL_S": "7.5"}
+    s = load_settings(conf, env)
+    assert (s.timer_horizon_s, s.queue, s.lease_ttl_s, s.sweep_interval_s) == (120.0, "from-env", 7.5, 15.0)
+
+
+def test_malformed_values_name_the_setting() -> None:
+    with pytest.raises(ConfigError, match="lease_ttl_s"):
+        load_settings({}, {"ABSTRACTRUNTIME_CELERY_LEASE_TTL_S": "soon"})
+    with pytest.raises(ConfigError, match="timer_horizon_s"):
+        Settings(timer_horizon_s=0)
+
+
+def test_coordination_follows_the_first_redis_url() -> None:
+    assert Settings().resolved_coord_url() == "memory://"
+    assert Settings().resolved_coord_url("redis://b:6379/0") == "redis://b:6379/0"
+    assert Settings(store_url="redis://s/1").resolved_coord_url("redis://b/0") == "redis://s/1"
+    with pytest.raises(ConfigError, match="coord_url"):
+        Settings(coord_url="sqlite:///x.db").resolved_coord_url()
+
+
+def test_registry_from_path_specs_or_callable() -> None:
+    assert "timer" in load_registry("tests.workflows:registry").list_ids()
+    assert "timer" in load_registry("tests.workflows:build_registry").list_ids()
+    assert len(as_registry(WORKFLOWS).list_ids()) == len(WORKFLOWS)
+    with pytest.raises(ConfigError, match="no_such_module"):
+        load_registry("no_such_module:registry")
+    with pytest.raises(ConfigError, match="nothing_here"):
+        load_registry("tests.workflows:nothing_here")
+    with pytest.raises(ConfigError, match="WorkflowRegistry"):
+        as_registry(42)
+
+
+def test_unknown_store_url_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ftp://x"):
+        open_stores("ftp://x", prefix="p:", fence=lambda r: None, still_ours=lambda k, t: True)
+
+
+def test_install_sets_safe_defaults_and_refuses_pickle() -> None:
+    app = Celery("cfg-test", broker="memory://")
+    install(app, beat=True)
+    assert list(app.conf.accept_content) == ["json"] and app.conf.task_acks_late
+    assert app.conf.task_reject_on_worker_lost and app.conf.worker_prefetch_multiplier == 1
+    assert "abstractruntime.sweep" in app.conf.beat_schedule
+    assert {"abstractruntime.tick", "abstractruntime.resume", "abstractruntime.start",
+            "abstractruntime.sweep"} <= set(app.tasks.keys())
+    risky = Celery("cfg-pickle", broker="memory://")
+    risky.conf.accept_content = ["json", "pickle"]
+    with pytest.raises(ConfigError, match="pickle"):
+        install(risky)
