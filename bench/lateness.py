@@ -24,7 +24,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -48,9 +48,11 @@ def summary(name: str, lateness_s: list[float], n: int, wall_s: float) -> dict[s
             "mean_ms": statistics.fmean(ms) if ms else float("nan"), "wall_s": wall_s}
 
 
-def untils(n: int, lead_s: float, spread_s: float) -> list[datetime]:
-    base = datetime.now(timezone.utc) + timedelta(seconds=lead_s)
-    return [base + timedelta(seconds=spread_s * i / max(1, n)) for i in range(n)]
+def untils(n: int, wait_s: float = 1.0, spread_s: float = 1.0) -> Iterator[datetime]:
+    """The i-th deadline is taken when the i-th run is created: each run waits
+    ``wait_s`` to ``wait_s + spread_s`` seconds from its own start."""
+    for i in range(n):
+        yield datetime.now(timezone.utc) + timedelta(seconds=wait_s + spread_s * i / max(1, n))
 
 
 def start_workers(app_path: str, env: dict[str, str], count: int, queue: str, logdir: Path) -> list[subprocess.Popen]:
@@ -84,23 +86,20 @@ def wait_until_done(check: Callable[[], int], n: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def collect_lateness(get_state: Callable[[str], Any], ids: list[str], timeout: float) -> dict[str, float]:
-    """Poll runs until all completed (or timeout); lateness of each = woke_at - until."""
+def collect_lateness(get_state: Callable[[str], Any], ids: list[str], timeout: float,
+                     progress: Callable[[], int]) -> dict[str, float]:
+    """Wait until ``progress()`` (a cheap counter) reaches len(ids), then read every run
+    once: lateness = woke_at - until. Polling each run would steal CPU from the workers."""
     from abstractruntime import RunStatus
 
     from abstractruntime_celery.timers import parse_until
 
+    wait_until_done(progress, len(ids), timeout)
     done: dict[str, float] = {}
-
-    def check() -> int:
-        for rid in ids:
-            if rid not in done:
-                run = get_state(rid)
-                if run.status == RunStatus.COMPLETED:
-                    done[rid] = run.output["woke_at"] - parse_until(run.vars["until"])
-        return len(done)
-
-    wait_until_done(check, len(ids), timeout)
+    for rid in ids:
+        run = get_state(rid)
+        if run.status == RunStatus.COMPLETED:
+            done[rid] = run.output["woke_at"] - parse_until(run.vars["until"])
     return done
 
 
@@ -123,8 +122,10 @@ def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
         time.sleep(3.0)  # let the workers connect
         t0 = time.monotonic()
         ids = [sr.driver.start_run(sleeper, vars={"until": u.isoformat()})
-               for u in untils(n, 1.0, 1.0)]
-        done = collect_lateness(sr.get_state, ids, 60 + n * 0.05)
+               for u in untils(n)]
+        completed = f"{prefix}ix:status:completed"  # the store's index (docs/redis-keys.md)
+        done = collect_lateness(sr.get_state, ids, 60 + n * 0.05,
+                                lambda: int(sr.driver.coord.client.zcard(completed)))
         wall = time.monotonic() - t0
         stats = sr.stats
         out = summary("abstractruntime_celery", list(done.values()), n, wall)
@@ -145,11 +146,11 @@ def bench_seed(n: int) -> dict[str, Any]:
     sr = create_scheduled_runtime(workflows=[sleeper])
     t0 = time.monotonic()
     ids = []
-    for u in untils(n, 1.0, 1.0):
+    for u in untils(n):
         rid = sr.runtime.start(workflow=sleeper, vars={"until": u.isoformat()})
         sr.runtime.tick(workflow=sleeper, run_id=rid)
         ids.append(rid)
-    done = collect_lateness(sr.get_state, ids, 60 + n * 0.05)
+    done = collect_lateness(sr.get_state, ids, 60 + n * 0.05, lambda: sr.stats.runs_resumed)
     wall = time.monotonic() - t0
     sr.stop()
     return summary("abstractruntime built-in Scheduler", list(done.values()), n, wall)
@@ -167,7 +168,7 @@ def bench_bare(n: int, logdir: Path) -> dict[str, Any]:
         app.conf.broker_url = broker
         time.sleep(3.0)
         t0 = time.monotonic()
-        for u in untils(n, 1.0, 1.0):
+        for u in untils(n):
             app.send_task("bench.noop", args=[u.timestamp(), key], eta=u, queue=queue)
         client = redis.Redis.from_url(broker)
         wait_until_done(lambda: int(client.llen(key)), n, 60 + n * 0.05)
@@ -184,12 +185,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="Timer lateness (resume time - until)")
-    for col in ("name", "n", "completed", "p50_ms", "p95_ms", "p99_ms", "max_ms", "wall_s"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    for col in ("n", "completed", "p50_ms", "p95_ms", "p99_ms", "max_ms", "wall_s"):
+        table.add_column(col, justify="right")
     for r in rows:
         table.add_row(*(f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c])
                         for c in ("name", "n", "completed", "p50_ms", "p95_ms", "p99_ms", "max_ms", "wall_s")))
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def main() -> None:
