@@ -72,11 +72,11 @@ class Driver:
             if run_store is None:
                 run_store, default_ledger = open_stores(
                     settings.store_url, prefix=settings.key_prefix, fence=current_fence,
-                    still_ours=self._still_ours, client=None,
+                    still_ours=self.coord.leases.holds, client=None,
                 )
                 ledger_store = ledger_store or default_ledger
             elif not isinstance(run_store, (FencedRunStore, RedisRunStore)):
-                run_store = FencedRunStore(run_store, current_fence, self._still_ours)
+                run_store = FencedRunStore(run_store, current_fence, self.coord.leases.holds)
             if ledger_store is None:
                 from abstractruntime import InMemoryLedgerStore
 
@@ -89,11 +89,6 @@ class Driver:
         self.dispatcher: Dispatcher = dispatcher if dispatcher is not None else _NullDispatcher()
 
     # --- wiring ----------------------------------------------------------------------
-
-    def _still_ours(self, key: str, token: str) -> bool:
-        from .lease import Lease
-
-        return self.coord.leases.still_ours(Lease(key.rsplit(":", 1)[-1], key, token))
 
     def _watch_emit_event(self) -> None:
         """Learn which listener runs EMIT_EVENT resumed, so the tick path can tick them.

@@ -66,6 +66,7 @@ class Leases(Protocol):
     def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool: ...
     def is_held(self, run_id: str) -> bool: ...
     def still_ours(self, lease: Lease) -> bool: ...
+    def holds(self, key: str, token: str) -> bool: ...
 
 
 class RedisLeases:
@@ -116,10 +117,14 @@ class RedisLeases:
         return bool(self.client.exists(self.key(run_id)))
 
     def still_ours(self, lease: Lease) -> bool:
-        value = self.client.get(lease.key)
+        return self.holds(lease.key, lease.token)
+
+    def holds(self, key: str, token: str) -> bool:
+        """True if the lease key still holds ``token`` (the fence of non-Redis stores)."""
+        value = self.client.get(key)
         if isinstance(value, bytes):
             value = value.decode()
-        return value == lease.token
+        return value == token
 
 
 class LocalLeases:
@@ -179,6 +184,10 @@ class LocalLeases:
         with self._lock:
             entry = self._live(lease.run_id)
             return entry is not None and entry[0] == lease.token
+
+    def holds(self, key: str, token: str) -> bool:
+        run_id = key[len(self.key("")):]
+        return self.still_ours(Lease(run_id, key, token))
 
 
 class LeaseKeeper:

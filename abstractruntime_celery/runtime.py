@@ -183,9 +183,10 @@ def create_scheduled_runtime(
         ConfigError: distributed mode with an in-memory store, or a malformed setting.
         TypeError: ``run_store`` is not a QueryableRunStore.
     """
-    from .driver import Driver  # noqa: F401  (import cycle guard: scheduler imports driver)
-    from .stores import open_stores
+    from .coordination import open_coordination
     from .lease import current_fence
+    from .stores import FencedRunStore, open_stores
+    from .stores.redis_runs import RedisRunStore
 
     if broker_url is not None and app is None:
         from .app import make_app
@@ -200,18 +201,14 @@ def create_scheduled_runtime(
     if app is not None and run_store is None and base.store_url == "memory://":
         raise ConfigError("A distributed ScheduledRuntime needs a store the workers share: "
                           "pass store_url='redis://...' (or sqlite:/// / file:/// on one host)")
+    broker = str(app.conf.broker_url or "") if app is not None else None
+    coord = open_coordination(base.resolved_coord_url(broker), base.key_prefix, base.lease_ttl_s)
     if run_store is None:
-        # Fencing is wired below, once the Scheduler's driver (and its leases) exist.
-        holder: dict[str, Any] = {}
-
-        def still_ours(key: str, token: str) -> bool:
-            return holder["driver"]._still_ours(key, token)
-
         run_store, default_ledger = open_stores(base.store_url, prefix=base.key_prefix, fence=current_fence,
-                                                still_ours=still_ours)
+                                                still_ours=coord.leases.holds)
         ledger_store = ledger_store or default_ledger
-    else:
-        holder = {}
+    elif app is not None and not isinstance(run_store, (FencedRunStore, RedisRunStore)):
+        run_store = FencedRunStore(run_store, current_fence, coord.leases.holds)  # workers share it
     if ledger_store is None:
         from abstractruntime import InMemoryLedgerStore
 
@@ -219,8 +216,8 @@ def create_scheduled_runtime(
     runtime = Runtime(run_store=run_store, ledger_store=ledger_store, effect_handlers=effect_handlers,
                       workflow_registry=reg, artifact_store=artifact_store, effect_policy=effect_policy)
     scheduler = Scheduler(runtime=runtime, registry=reg, poll_interval_s=poll_interval_s,
-                          on_run_resumed=on_run_resumed, on_run_failed=on_run_failed, app=app, settings=base)
-    holder["driver"] = scheduler.driver
+                          on_run_resumed=on_run_resumed, on_run_failed=on_run_failed, app=app, settings=base,
+                          coordination=coord)
     if auto_start:
         scheduler.start()
     return ScheduledRuntime(runtime=runtime, scheduler=scheduler, registry=reg)

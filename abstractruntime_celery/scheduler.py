@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 from abstractruntime import Runtime, RunState, RunStatus, WaitReason
 
 from .config import Settings, load_settings
+from .coordination import Coordination
 from .dispatch import CeleryDispatcher, LocalDispatcher
 from .driver import Driver
 from .inbox import Event
@@ -69,6 +70,7 @@ class Scheduler:
         app: Any = None,
         settings: Settings | None = None,
         embedded_workers: int = 4,
+        coordination: Coordination | None = None,
     ) -> None:
         """Raises:
             TypeError: the runtime's run store is not a QueryableRunStore (as in the seed).
@@ -86,13 +88,14 @@ class Scheduler:
             install(app, registry=registry, settings=settings)
             self.settings = settings or load_settings(app.conf)
             self.driver = Driver(self.settings, registry, CeleryDispatcher(app, self.settings.queue),
-                                 runtime=runtime, broker_url=str(app.conf.broker_url or ""))
+                                 runtime=runtime, broker_url=str(app.conf.broker_url or ""),
+                                 coordination=coordination)
             set_driver(app, self.driver)
             self._local: LocalDispatcher | None = None
         else:
             self.settings = settings or load_settings(None)
             self._local = LocalDispatcher(self._embedded_tick, workers=embedded_workers)
-            self.driver = Driver(self.settings, registry, self._local, runtime=runtime)
+            self.driver = Driver(self.settings, registry, self._local, runtime=runtime, coordination=coordination)
             # From construction, not start(): the seed calls the callbacks from a bare
             # poll_once() too. Weak, so a dropped Scheduler leaves no receiver behind.
             run_resumed.connect(self._local_resumed, weak=True)

@@ -40,11 +40,7 @@ class TickOutcome:
     run_id: str
     status: str | None
     changed: bool = False
-    skipped: str | None = None  # "busy" | "missing" | "unknown_workflow" | "lease_lost"
-
-    @property
-    def noop(self) -> bool:
-        return not self.changed
+    skipped: str | None = None  # "busy" | "unknown_workflow" | "lease_lost"
 
 
 def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int | None = None) -> TickOutcome:
