@@ -16,3 +16,27 @@ def script_source(name: str) -> str:
 def register(client: Any, name: str) -> Any:
     """A redis-py Script object for ``lua/<name>.lua`` (EVALSHA with a load fallback)."""
     return client.register_script(script_source(name))
+
+
+def call_in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+    """Queue ``script`` on a pipeline as a bare EVALSHA.
+
+    redis-py's own pipelined scripts cost a SCRIPT EXISTS round trip on every
+    execute; we skip it and let ``settle`` reload the script in the rare case
+    the server has forgotten it (a restart).
+    """
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def settle(result: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """The result of a pipelined ``call_in``; on NOSCRIPT, run the script again on its own.
+
+    Only for scripts that are safe to re-run after a NOSCRIPT reply (which ran nothing).
+    """
+    from redis.exceptions import NoScriptError
+
+    if isinstance(result, NoScriptError):
+        return script(keys=keys, args=args)
+    if isinstance(result, Exception):
+        raise result
+    return result

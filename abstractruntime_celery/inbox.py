@@ -79,7 +79,15 @@ class RedisInbox:
         pipe.execute()
 
     def pending(self, run_id: str) -> list[Event]:
-        raw = self.client.hvals(self._key(run_id))
+        return self.parse(self.client.hvals(self._key(run_id)))
+
+    def read_op(self, run_id: str) -> Any:
+        """``pending`` as a pipeline step (the tick path reads it with the lease)."""
+        key = self._key(run_id)
+        return lambda pipe: pipe.hvals(key)
+
+    @staticmethod
+    def parse(raw: list[Any]) -> list[Event]:
         return sorted((Event.from_json(r) for r in raw), key=lambda e: e.seq)
 
     def has(self, run_id: str, event_id: str) -> bool:

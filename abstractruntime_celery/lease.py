@@ -90,12 +90,25 @@ class RedisLeases:
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl_s * 1000))
 
-    def acquire(self, run_id: str) -> Lease | None:
+    def acquire(self, run_id: str, reads: Sequence[Op] = ()) -> Lease | None:
         """Take the lease, or return None (and leave a pending word) if another holds it."""
+        return self.acquire_reading(run_id, reads)[0]
+
+    def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]:
+        """Take the lease and run ``reads`` in the same round trip; their results follow."""
         token = uuid.uuid4().hex
         key = self.key(run_id)
-        got = self._acquire(keys=[key, self._pending_key(run_id)], args=[token, self._ttl_ms])
-        return Lease(run_id, key, token) if int(got) == 1 else None
+        keys, args = [key, self._pending_key(run_id)], [token, self._ttl_ms]
+        pipe = self.client.pipeline(transaction=False)
+        _scripts.call_in(pipe, self._acquire, keys, args)
+        for read in reads:
+            read(pipe)
+        got, *results = pipe.execute(raise_on_error=False)
+        got = _scripts.settle(got, self._acquire, keys, args)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return (Lease(run_id, key, token) if int(got) == 1 else None), results
 
     def renew(self, lease: Lease) -> bool:
         """Extend the lease; False if it was lost (expired and maybe taken)."""
@@ -104,11 +117,16 @@ class RedisLeases:
     def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool:
         """Give the lease back (sending the tick's deferred writes in the same round trip);
         True if a tick was asked for while we held it."""
+        keys, args = [lease.key, self._pending_key(lease.run_id)], [lease.token]
         pipe = self.client.pipeline(transaction=False)
-        self._release(keys=[lease.key, self._pending_key(lease.run_id)], args=[lease.token], client=pipe)
+        _scripts.call_in(pipe, self._release, keys, args)
         for op in ops:
             op(pipe)
-        res = int(pipe.execute()[0])
+        results = pipe.execute(raise_on_error=False)
+        res = int(_scripts.settle(results[0], self._release, keys, args))
+        for result in results[1:]:
+            if isinstance(result, Exception):
+                log.warning("a deferred write of run %s failed: %s", lease.run_id, result)
         if res < 0:
             log.warning("lease on run %s was lost before release", lease.run_id)
         return res == 1

@@ -22,6 +22,7 @@ from .batch import collecting
 from .errors import LeaseLostError, UnknownRunError, UnknownWorkflowError
 from .inbox import Event
 from .lease import fenced
+from .stores.handoff import handing_off
 
 if TYPE_CHECKING:
     from .driver import Driver
@@ -51,15 +52,15 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
     """
     if reason == "timer" and d.dispatcher.min_eta_s > 0:
         _wait_out_short_remainder(d, run_id)
-    lease = d.coord.leases.acquire(run_id)
-    if lease is None:
+    lease, events = d.coord.begin_tick(run_id)
+    if lease is None or events is None:
         d.coord.stats.incr("lease_busy")
         return TickOutcome(run_id, None, skipped="busy")
     d.keeper.hold(lease)
     with collecting() as deferred:
         try:
             with fenced(run_id, lease.key, lease.token):
-                outcome = _advance(d, run_id, reason, max_steps or d.settings.tick_max_steps)
+                outcome = _advance(d, run_id, reason, max_steps or d.settings.tick_max_steps, events)
         except LeaseLostError:
             d.coord.stats.incr("lease_lost")
             log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
@@ -72,14 +73,13 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
     return outcome
 
 
-def _advance(d: "Driver", run_id: str, reason: str, max_steps: int) -> TickOutcome:
+def _advance(d: "Driver", run_id: str, reason: str, max_steps: int, events: list[Event]) -> TickOutcome:
+    """One leased tick. ``events`` is the inbox as read with the lease: an event accepted
+    while we hold the lease sends a resume that finds it busy, so we tick again after."""
     run = d.run_store.load(run_id)
     if run is None:
         d.coord.stats.incr("duplicates")
         raise UnknownRunError(run_id)
-    # This tick's view of the inbox, read once: an event accepted while we hold the
-    # lease sends a resume that finds the lease busy, so we tick again after release.
-    events = d.coord.inbox.pending(run_id)
     if run.status in TERMINAL:
         _after_terminal(d, run, events)
         d.coord.stats.incr("duplicates")
@@ -92,11 +92,12 @@ def _advance(d: "Driver", run_id: str, reason: str, max_steps: int) -> TickOutco
     before = _fingerprint(run)
     was_waiting = run.status == RunStatus.WAITING
     try:
-        for _ in range(MAX_ROUNDS):
-            resumed = _apply_inbox(d, workflow, run, events) or _resume_from_child(d, workflow, run)
-            run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
-            if not resumed and not _has_applicable_input(d, run, events):
-                break
+        with handing_off(run):  # the Runtime's first load takes our read
+            for _ in range(MAX_ROUNDS):
+                resumed = _apply_inbox(d, workflow, run, events) or _resume_from_child(d, workflow, run)
+                run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
+                if not resumed and not _has_applicable_input(d, run, events):
+                    break
     except LeaseLostError:
         raise
     except Exception as exc:

@@ -15,6 +15,7 @@ from abstractruntime import RunState
 from abstractruntime.storage.base import RunStore
 
 from ..errors import LeaseLostError
+from .handoff import take
 
 #: Given (lease key, token), says whether the token still holds the lease.
 LeaseCheck = Callable[[str, str], bool]
@@ -42,7 +43,8 @@ class FencedRunStore(RunStore):
         self.inner.save(run)
 
     def load(self, run_id: str) -> Optional[RunState]:
-        return self.inner.load(run_id)
+        handed = take(run_id)
+        return handed if handed is not None else self.inner.load(run_id)
 
     def create_if_absent(self, run: RunState) -> tuple[RunState, bool]:
         return self.inner.create_if_absent(run)

@@ -25,6 +25,7 @@ import redis
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 from abstractruntime.storage.base import RunStore
 
+from .handoff import take
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, VersionConflictError
 from .redis_conn import load_script, redis_errors
 
@@ -355,6 +356,9 @@ class RedisRunStore(RunStore):
         rid = str(run_id or "").strip()
         if not rid:
             return None
+        handed = take(rid)  # the tick path's own read of this run, under its lease
+        if handed is not None:
+            return handed
         with redis_errors(self._r):
             try:
                 doc = self._r.hget(self.run_key(rid), "doc")
