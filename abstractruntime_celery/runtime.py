@@ -14,8 +14,8 @@ from typing import Any, Callable, Dict, List, Optional
 from abstractruntime import Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
 
 from .config import Settings, load_settings
-from .errors import ConfigError, RunNotWaitingError
-from .registry import WorkflowRegistry, as_registry
+from .errors import ConfigError, PayloadError, RunNotWaitingError
+from .registry import WorkflowRegistry, as_registry, require_workflow
 from .scheduler import DEFAULT_TIMEOUT_S, RunHandle, Scheduler
 from .stats import SchedulerStats
 
@@ -32,9 +32,16 @@ class ScheduledRuntime:
     def driver(self) -> Any:
         return self.scheduler.driver
 
-    def _ensure_registered(self, workflow: WorkflowSpec) -> None:
+    def _ensure_registered(self, workflow: WorkflowSpec | str) -> WorkflowSpec:
+        """Raises UnknownWorkflowError (an unregistered id) or PayloadError (not a workflow)."""
+        if isinstance(workflow, str):
+            return require_workflow(self.registry, workflow)
+        if not isinstance(workflow, WorkflowSpec):
+            raise PayloadError(f"workflow must be a WorkflowSpec or a registered workflow id, "
+                               f"got {type(workflow).__name__} {workflow!r:.80}")
         if workflow.workflow_id not in self.registry:
             self.registry.register(workflow)
+        return workflow
 
     def run(self, workflow: WorkflowSpec, *, vars: Optional[Dict[str, Any]] = None,
             actor_id: Optional[str] = None, max_steps: int = 100, wait: bool = True,
@@ -49,7 +56,7 @@ class ScheduledRuntime:
             RunWaitTimeout: distributed and the run did not settle within ``timeout``.
             Exception: embedded, whatever a node handler raised (as in the seed).
         """
-        self._ensure_registered(workflow)
+        workflow = self._ensure_registered(workflow)
         embedded = self.scheduler.embedded
         run_id = self.driver.start_run(workflow, vars=vars, actor_id=actor_id, dispatch=not embedded)
         if embedded:
@@ -83,7 +90,7 @@ class ScheduledRuntime:
         Raises:
             PayloadError: ``vars`` is not a JSON object or is too large.
         """
-        self._ensure_registered(workflow)
+        workflow = self._ensure_registered(workflow)
         return self.driver.start_run(workflow, vars=vars, actor_id=actor_id,
                                      dispatch=self.scheduler.is_running or not self.scheduler.embedded)
 
