@@ -131,3 +131,15 @@ def test_sweep_recovers_orphans_and_overdue_timers(prefix: str) -> None:
         assert report.orphans == 1 and report.timers >= 1
     finally:
         local.stop()
+
+
+def test_ticks_survive_a_redis_that_forgot_its_scripts(prefix: str) -> None:
+    """After a Redis restart (SCRIPT FLUSH here) pipelined scripts are loaded again."""
+    driver = Driver(make_settings(prefix), registry)
+    run_id = driver.start_run("event", vars={"key": "k"}, dispatch=False)
+    redis.Redis.from_url(STORE_URL).script_flush()
+    assert driver.tick(run_id).status == "waiting"
+    redis.Redis.from_url(STORE_URL).script_flush()
+    driver.accept_event(run_id, "k", {"v": 1}, dispatch=False)
+    assert driver.tick(run_id).status == "completed"
+    assert not driver.coord.leases.is_held(run_id)
