@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from abstractruntime import RunStatus, WaitReason
 
 from . import timers
+from .isotime import from_epoch as _iso
 from .tick import TERMINAL, _child_id, arm_timer
 
 if TYPE_CHECKING:
@@ -47,10 +47,6 @@ class SweepReport:
     @property
     def total(self) -> int:
         return self.timers + self.events + self.orphans + self.parents
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
 
 
 def sweep(d: "Driver", *, force: bool = False,

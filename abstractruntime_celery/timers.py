@@ -17,25 +17,13 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from . import _scripts
+from .isotime import to_epoch as parse_until
 
 #: On brokers with native delayed delivery (RabbitMQ quorum queues), delays
 #: shorter than this raise ValueError, so they are sent with no ETA and the
 #: worker waits out the (sub-second) remainder itself. Redis and classic AMQP
 #: queues take sub-second ETAs, so there the floor is 0.
 MIN_ETA_S = 1.0
-
-
-def parse_until(until: str) -> float:
-    """Epoch seconds of an ISO timestamp; naive timestamps are UTC, as in AbstractRuntime."""
-    text = until.strip().replace("Z", "+00:00")
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def iso_at(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
 
 
 @dataclass(frozen=True)

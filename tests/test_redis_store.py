@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import socket
 import time
-from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import redis
@@ -25,6 +24,7 @@ import redis
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 from abstractruntime.storage.base import RunStore
 
+from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, VersionConflictError
 from .redis_conn import load_script, redis_errors
@@ -113,21 +113,6 @@ Fence = Callable[[str], Optional[Tuple[str, str]]]
 _ACTIVE = (RunStatus.RUNNING.value, RunStatus.WAITING.value)
 _DEADLINE_REASONS = (WaitReason.UNTIL, WaitReason.EVENT)
 _CHUNK = 256
-
-
-def iso_to_epoch(value: str) -> float:
-    """Epoch seconds of an ISO-8601 instant (``Z``, ``+hh:mm`` or naive = UTC).
-
-    Raises:
-        ValueError: not an ISO-8601 timestamp.
-    """
-    text = str(value).strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 def _epoch_or_zero(value: Any) -> float:
