@@ -54,6 +54,15 @@ class Settings:
     queue: str = "abstractruntime"
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+            if kind is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok:
+                raise ConfigError(f"Setting {f.name} expects {kind.__name__}, got {type(value).__name__} {value!r:.80}")
+        if not self.key_prefix or not self.queue:
+            raise ConfigError("key_prefix and queue must not be empty")
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
             raise ConfigError("timer_horizon_s, sweep_interval_s and lease_ttl_s must be > 0")
         if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:

@@ -199,6 +199,8 @@ def create_scheduled_runtime(
         from .app import make_app
 
         app = make_app(broker_url)
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigError(f"settings must be an abstractruntime_celery Settings, got {type(settings).__name__}")
     base = settings or load_settings(app.conf if app is not None else None, store_url=store_url)
     reg = as_registry(registry) if registry is not None else WorkflowRegistry()
     for wf in workflows or []:

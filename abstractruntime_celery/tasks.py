@@ -53,8 +53,15 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     by default workers load ``abstractruntime_registry`` from the conf/environment.
 
     Raises:
-        ConfigError: the app accepts pickle, or a setting is malformed.
+        ConfigError: the app accepts pickle, or a setting is malformed; ``app`` is not a
+            Celery app, ``settings`` not a Settings, or ``registry`` not a registry.
     """
+    if not isinstance(app, Celery):
+        raise ConfigError(f"install() needs a Celery app, got {type(app).__name__}")
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigError(f"settings must be an abstractruntime_celery Settings, got {type(settings).__name__}")
+    if registry is not None and not isinstance(registry, str) and not callable(registry):
+        as_registry(registry)  # fail here, not later in every worker
     for key, value in SAFE_DEFAULTS.items():
         # A value still equal to Celery's own default was not chosen by the user.
         # (``conf.changes`` cannot tell: before finalisation it lists every key.)
