@@ -1,0 +1,170 @@
+"""Bad input at the entry points test_bad_input.py does not reach: ``run``/``start`` with
+something that is not a workflow, ``install`` and ``Settings`` with garbage, and the
+Celery tasks themselves called with garbage through ``app.send_task`` to a real
+``celery worker`` subprocess (the way anyone with access to the broker can).
+
+Each must fail with a clear error (or be dropped and logged by the worker), crash
+no worker, create no run and leave every other run as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+from abstractruntime import RunStatus
+from celery import Celery
+
+from abstractruntime_celery import (
+    ConfigError,
+    PayloadError,
+    Settings,
+    UnknownWorkflowError,
+    create_scheduled_runtime,
+    install,
+)
+from abstractruntime_celery.dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK
+from tests._procs import Cluster, cleanup_broker, queue_len, unacked_for, wait_for
+from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_app, make_settings
+from tests.workflows import registry
+
+pytestmark = pytest.mark.timeout(150)
+
+
+# --- run / start with something that is not a workflow ---------------------------------------
+
+@pytest.mark.parametrize("bad", [None, 123, ["event"], {"workflow_id": "event"}, b"event"])
+def test_run_and_start_refuse_what_is_not_a_workflow(bad: Any) -> None:
+    """Regression: these raised AttributeError ('NoneType' object has no attribute 'workflow_id')."""
+    sr = create_scheduled_runtime(registry=registry, auto_start=False)
+    try:
+        for attempt in (lambda: sr.run(bad), lambda: sr.start(workflow=bad)):
+            with pytest.raises(PayloadError) as info:
+                attempt()
+            assert "WorkflowSpec" in str(info.value) and type(bad).__name__ in str(info.value)
+        assert sr.driver.run_store.list_runs(limit=10) == []
+    finally:
+        sr.stop()
+
+
+def test_run_and_start_take_a_registered_workflow_id() -> None:
+    sr = create_scheduled_runtime(registry=registry, auto_start=False)
+    try:
+        run_id, state = sr.run("event", vars={"key": "k"})
+        assert state.status == RunStatus.WAITING and state.workflow_id == "event"
+        for attempt in (lambda: sr.run("no_such_workflow"), lambda: sr.start(workflow="no_such_workflow")):
+            with pytest.raises(UnknownWorkflowError, match="no_such_workflow"):
+                attempt()
+        assert [r.run_id for r in sr.driver.run_store.list_runs(limit=10)] == [run_id]
+    finally:
+        sr.stop()
+
+
+# --- install / Settings / create_scheduled_runtime with garbage --------------------------------
+
+def test_install_refuses_garbage() -> None:
+    with pytest.raises(ConfigError, match="Celery app"):
+        install(object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="Settings"):
+        install(Celery(f"x{uuid.uuid4().hex[:6]}", set_as_current=False), settings="not settings")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="registry"):
+        install(Celery(f"x{uuid.uuid4().hex[:6]}", set_as_current=False), registry=123)
+    with pytest.raises(ConfigError, match="Settings"):
+        create_scheduled_runtime(registry=registry, settings=123, auto_start=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field,value", [("lease_ttl_s", "soon"), ("timer_horizon_s", None),
+                                         ("sweep_batch", 1.5), ("key_prefix", ""), ("queue", ""),
+                                         ("key_prefix", 7), ("max_payload_bytes", True)])
+def test_settings_refuse_garbage(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(**{field: value})
+    assert field in str(info.value)
+
+
+# --- the Celery tasks, called with garbage -------------------------------------------------------
+
+@pytest.fixture
+def one_worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    prefix = f"bad{uuid.uuid4().hex[:8]}:"
+    c = Cluster(make_settings(prefix, lease_ttl_s=3.0), BROKER_URL, FX_URL, tmp_path)
+    failed_before = request.session.testsfailed
+    try:
+        c.worker("w", concurrency=2)
+        yield c
+    finally:
+        c.stop_all()
+        if request.session.testsfailed > failed_before:
+            c.dump_logs()
+        cleanup_broker(BROKER_URL, c.settings.queue)
+        _delete_prefix(STORE_URL, prefix)
+
+
+HUGE = "r" * 1_000_000
+
+GARBAGE: list[tuple[str, list[Any], dict[str, Any]]] = [
+    (TICK_TASK, [], {}),                                   # missing run_id
+    (TICK_TASK, [None], {}),
+    (TICK_TASK, [12345], {}),
+    (TICK_TASK, [["a", "list"]], {}),
+    (TICK_TASK, [{"run_id": "x"}], {}),
+    (TICK_TASK, ["../../etc/passwd"], {}),
+    (TICK_TASK, [HUGE], {}),
+    (TICK_TASK, [uuid.uuid4().hex], {}),                   # unknown run
+    (TICK_TASK, ["a", "b", "c", "d"], {}),                 # too many args
+    (TICK_TASK, [], {"run_id": "x", "nonsense": 1}),       # unknown kwarg
+    (TICK_TASK, [uuid.uuid4().hex], {"reason": {"not": "a str"}}),
+    (RESUME_TASK, [], {}),
+    (RESUME_TASK, [uuid.uuid4().hex], {}),
+    (RESUME_TASK, [uuid.uuid4().hex, "no-such-event"], {}),
+    (RESUME_TASK, [None, None], {}),
+    (RESUME_TASK, [HUGE, HUGE], {}),
+    (START_TASK, [], {}),
+    (START_TASK, ["no_such_workflow"], {}),
+    (START_TASK, [12345], {}),
+    (START_TASK, ["event", "vars that are a string"], {}),
+    (START_TASK, ["event", {"blob": HUGE}], {}),           # over max_payload_bytes
+    (START_TASK, ["event", {"k": 1}, "bad run id!"], {}),
+    (START_TASK, ["event", {"k": 1}, HUGE], {}),
+    (START_TASK, [HUGE], {}),
+    (SWEEP_TASK, [1, 2, 3], {}),
+]
+
+
+def test_tasks_called_with_garbage_crash_nothing_and_touch_no_run(one_worker: Cluster) -> None:
+    c = one_worker
+    sr = create_scheduled_runtime(app=make_app(c.settings), settings=c.settings, registry=registry,
+                                  auto_start=False)
+    app, queue = sr.scheduler.app, c.settings.queue
+    worker = c.procs[0]
+    bystander, state = sr.run(registry.get("event"), vars={"key": "k"}, timeout=60)
+    assert state.status == RunStatus.WAITING
+    before = sr.get_state(bystander)
+    runs_before = {r.run_id for r in sr.driver.run_store.list_runs(limit=1000)}
+
+    for name, args, kwargs in GARBAGE:
+        app.send_task(name, args=args, kwargs=kwargs, queue=queue)
+    client = redis.Redis.from_url(BROKER_URL)
+    wait_for(lambda: queue_len(BROKER_URL, queue) == 0 and not unacked_for(client, [queue]), 90,
+             "every garbage message to be consumed", c)
+
+    assert worker.alive(), worker.log()[-3000:]
+    log = worker.log()
+    assert "Unrecoverable error" not in log and "WorkerLostError" not in log, log[-3000:]
+    # Nothing was created, the bystander did not move, and nothing was written under a huge key.
+    assert {r.run_id for r in sr.driver.run_store.list_runs(limit=1000)} == runs_before
+    after = sr.get_state(bystander)
+    assert (after.status, after.current_node, after.updated_at) == (before.status, before.current_node,
+                                                                    before.updated_at)
+    store = redis.Redis.from_url(STORE_URL)
+    big = [k for k in store.scan_iter(match=f"{c.settings.key_prefix}*") if len(k) > 1000]
+    assert big == [], big[:2]
+    # The worker still works: the bystander finishes on a real event.
+    done = sr.resume_event(run_id=bystander, wait_key="k", payload={"v": 1}, timeout=60)
+    assert done.status == RunStatus.COMPLETED and done.output == {"event": {"v": 1}}
+    # Every refusal is named in the worker's log (a clear error, not a silent drop).
+    assert "no_such_workflow" in log
+    sr.stop()
