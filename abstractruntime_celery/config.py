@@ -28,6 +28,9 @@ class Settings:
     coord_url: str = ""
     #: ``pkg.mod:attr`` naming a WorkflowRegistry, a list of WorkflowSpecs, or a callable returning either.
     registry: str = ""
+    #: ``pkg.mod:attr`` naming a callable that returns extra ``Runtime`` keyword arguments for
+    #: workers (``effect_handlers``, ``artifact_store``, ``effect_policy``, ``config``, ...).
+    runtime_options: str = ""
     #: Redis key prefix for everything this package writes.
     key_prefix: str = "arc:"
     #: Waits due within this many seconds get a broker ETA; later ones are left to the sweep.

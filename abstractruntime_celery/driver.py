@@ -32,8 +32,7 @@ from .marks import RunMarks
 from .payloads import check_object, check_run_id
 from .registry import require_workflow
 from .signals import Notices
-from .stores import FencedRunStore, open_stores, require_queryable
-from .stores.redis_runs import RedisRunStore
+from .stores import open_stores, require_queryable
 from .tick import TERMINAL, TickOutcome, tick_run
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,12 @@ class Driver:
     until a lease is first held (the lease keeper)."""
 
     def __init__(self, settings: Settings, registry: WorkflowRegistry, dispatcher: Dispatcher | None = None,
-                 *, coordination: Coordination | None = None, run_store: Any = None, ledger_store: Any = None,
-                 runtime: Runtime | None = None, broker_url: str | None = None,
-                 runtime_kwargs: dict[str, Any] | None = None) -> None:
-        """Raises:
+                 *, coordination: Coordination | None = None, runtime: Runtime | None = None,
+                 broker_url: str | None = None, runtime_kwargs: dict[str, Any] | None = None) -> None:
+        """Use ``runtime`` as given, or build one on the stores of ``settings.store_url``
+        with ``runtime_kwargs`` (effect handlers, artifact store, effect policy, ...).
+
+        Raises:
             ConfigError: a store or coordination URL is malformed.
             TypeError: the run store is not a QueryableRunStore.
         """
@@ -66,23 +67,14 @@ class Driver:
         self.keeper = LeaseKeeper(self.coord.leases)
         self.marks = RunMarks(self.coord.client, settings.key_prefix)
         self.notices = Notices(self.coord.client, settings.key_prefix)
-        if runtime is not None:
-            self.runtime = runtime
-        else:
-            if run_store is None:
-                run_store, default_ledger = open_stores(
-                    settings.store_url, prefix=settings.key_prefix, fence=current_fence,
-                    still_ours=self.coord.leases.holds, client=None,
-                )
-                ledger_store = ledger_store or default_ledger
-            elif not isinstance(run_store, (FencedRunStore, RedisRunStore)):
-                run_store = FencedRunStore(run_store, current_fence, self.coord.leases.holds)
-            if ledger_store is None:
-                from abstractruntime import InMemoryLedgerStore
-
-                ledger_store = InMemoryLedgerStore()
-            self.runtime = Runtime(run_store=run_store, ledger_store=ledger_store,
-                                   workflow_registry=registry, **(runtime_kwargs or {}))
+        if runtime is None:
+            run_store, ledger_store = open_stores(
+                settings.store_url, prefix=settings.key_prefix, fence=current_fence,
+                still_ours=self.coord.leases.holds,
+            )
+            runtime = Runtime(run_store=run_store, ledger_store=ledger_store, workflow_registry=registry,
+                              **(runtime_kwargs or {}))
+        self.runtime = runtime
         require_queryable(self.runtime.run_store)
         self.run_store: Any = self.runtime.run_store
         self._watch_emit_event()

@@ -14,7 +14,7 @@ from abstractruntime.scheduler.registry import WorkflowRegistry
 
 from .errors import ConfigError, UnknownWorkflowError
 
-__all__ = ["WorkflowRegistry", "load_registry", "as_registry", "require_workflow"]
+__all__ = ["WorkflowRegistry", "load_registry", "as_registry", "require_workflow", "load_object"]
 
 
 def as_registry(obj: Any) -> WorkflowRegistry:
@@ -41,6 +41,24 @@ def as_registry(obj: Any) -> WorkflowRegistry:
     )
 
 
+def load_object(path: str, default_attr: str) -> Any:
+    """Import ``pkg.mod:attr`` (``pkg.mod`` alone means ``pkg.mod:<default_attr>``).
+
+    Raises:
+        ConfigError: the module cannot be imported or lacks the attribute.
+    """
+    module_name, _, attr = path.partition(":")
+    attr = attr or default_attr
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"Cannot import module '{module_name}' (from '{path}'): {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(f"Module '{module_name}' has no attribute '{attr}' (from '{path}')") from exc
+
+
 def load_registry(path: str) -> WorkflowRegistry:
     """Import ``pkg.mod:attr`` (or ``pkg.mod`` with an attribute named ``registry``).
 
@@ -50,17 +68,7 @@ def load_registry(path: str) -> WorkflowRegistry:
     """
     if not path:
         return WorkflowRegistry()
-    module_name, _, attr = path.partition(":")
-    attr = attr or "registry"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"Cannot import workflow registry module '{module_name}': {exc}") from exc
-    try:
-        obj = getattr(module, attr)
-    except AttributeError as exc:
-        raise ConfigError(f"Module '{module_name}' has no attribute '{attr}' (registry path '{path}')") from exc
-    return as_registry(obj)
+    return as_registry(load_object(path, "registry"))
 
 
 def require_workflow(registry: WorkflowRegistry, workflow_id: str, run_id: str | None = None) -> WorkflowSpec:

@@ -18,7 +18,7 @@ from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 from .config import Settings, load_settings
 from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
 from .errors import ConfigError, UnknownRunError
-from .registry import WorkflowRegistry, as_registry, load_registry
+from .registry import WorkflowRegistry, as_registry, load_object, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,22 @@ def registry_for(app: Celery, settings: Settings) -> WorkflowRegistry:
     return load_registry(obj) if isinstance(obj, str) else as_registry(obj)
 
 
+def runtime_options(settings: Settings) -> dict[str, Any]:
+    """Extra Runtime kwargs for workers, from ``settings.runtime_options`` (a callable's path).
+
+    Raises:
+        ConfigError: the path cannot be imported, or the callable does not return a dict.
+    """
+    if not settings.runtime_options:
+        return {}
+    factory = load_object(settings.runtime_options, "runtime_options")
+    options = factory() if callable(factory) else factory
+    if not isinstance(options, dict):
+        raise ConfigError(f"{settings.runtime_options} must return a dict of Runtime keyword arguments, "
+                          f"got {type(options).__name__}")
+    return options
+
+
 def driver_for(app: Celery) -> Any:
     """The Driver of this process for ``app`` (built once per process, after fork).
 
@@ -145,7 +161,7 @@ def driver_for(app: Celery) -> Any:
 
             settings = settings_for(app)
             driver = Driver(settings, registry_for(app, settings), CeleryDispatcher(app, settings.queue),
-                            broker_url=str(app.conf.broker_url or ""))
+                            broker_url=str(app.conf.broker_url or ""), runtime_kwargs=runtime_options(settings))
             _drivers[key] = driver
         return driver
 

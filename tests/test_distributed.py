@@ -67,3 +67,29 @@ def test_flaky_node_is_retried_then_completes(sr: Any, fx: str) -> None:
     done = sr.wait_for(run_id, timeout=15, until=lambda r: r.status == RunStatus.COMPLETED)
     assert done.output == {"tries": 3}
     assert sr.stats.tick_errors == 2
+
+
+def test_workers_build_their_runtime_from_runtime_options(prefix: str) -> None:
+    """A plain worker (no Scheduler in its process) loads registry and effect handlers by path."""
+    import time
+
+    from celery.contrib.testing.worker import start_worker
+
+    from abstractruntime_celery.tasks import driver_for
+    from tests.conftest import make_app, make_settings
+
+    settings = make_settings(prefix, runtime_options="tests.workflows:runtime_options")
+    app = make_app(settings)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                      queues=[settings.queue], loglevel="WARNING"):
+        app.send_task("abstractruntime.start", args=["tool"], kwargs={"run_id": f"{prefix[:-1]}-tool"},
+                      queue=settings.queue)
+        driver = driver_for(app)
+        deadline = time.monotonic() + 15
+        run = None
+        while time.monotonic() < deadline:
+            run = driver.run_store.load(f"{prefix[:-1]}-tool")
+            if run is not None and run.status == RunStatus.COMPLETED:
+                break
+            time.sleep(0.05)
+    assert run is not None and run.output == {"tool": {"value": 42}}

@@ -198,3 +198,26 @@ def nap_listen(run: RunState, ctx: Any) -> StepPlan:
 TIMER_THEN_EVENT = WorkflowSpec("timer-then-event", "nap", {"nap": nap, "listen": nap_listen, "done": event_done})
 WORKFLOWS.append(TIMER_THEN_EVENT)
 registry.register(TIMER_THEN_EVENT)
+
+
+# tool: a TOOL_CALLS effect that only a worker configured with runtime_options can run.
+def use_tool(run: RunState, ctx: Any) -> StepPlan:
+    return StepPlan(node_id="tool", effect=Effect(EffectType.TOOL_CALLS, {"tool": "double", "x": 21},
+                                                  result_key="tool"), next_node="tooled")
+
+
+def tooled(run: RunState, ctx: Any) -> StepPlan:
+    return StepPlan(node_id="tooled", complete_output={"tool": run.vars.get("tool")})
+
+
+def runtime_options() -> dict[str, Any]:
+    """Extra Runtime kwargs for workers (settings.runtime_options = tests.workflows:runtime_options)."""
+    from abstractruntime.core.runtime import EffectOutcome
+
+    def double(run: RunState, effect: Effect, default_next_node: Any) -> Any:
+        return EffectOutcome.completed({"value": effect.payload["x"] * 2})
+
+    return {"effect_handlers": {EffectType.TOOL_CALLS: double}}
+
+
+registry.register(WorkflowSpec("tool", "tool", {"tool": use_tool, "tooled": tooled}))
