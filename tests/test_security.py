@@ -1,0 +1,226 @@
+"""Security defaults: JSON only, Redis with a password, an ACL user fenced to its key
+prefix, and TLS (``rediss://``), each carrying the run store AND the coordination
+(leases, inboxes, stats) of a real workflow run to completion by a real worker;
+key prefixes keep two tenants on one Redis apart.
+
+Every server here is a private ``redis-server`` started in tmp_path on a free port.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+from abstractruntime import RunStatus
+
+from abstractruntime_celery import AbstractRuntimeCeleryError, create_scheduled_runtime
+from soak.redisproc import PrivateRedis
+from tests.conftest import BROKER_URL, STORE_URL, _delete_prefix, make_app, make_settings
+from tests.workflows import registry
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def drive_workflows(store_url: str, prefix: str) -> dict[str, Any]:
+    """A timer run, an event run and a parent with a child, through an in-process Celery
+    worker, with ``store_url`` for the store and (by default) the coordination."""
+    from celery.contrib.testing.worker import start_worker
+
+    settings = make_settings(prefix, store_url=store_url)
+    app = make_app(settings)
+    sr = create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=False)
+    assert sr.driver.coord.client is not None
+    out: dict[str, Any] = {}
+    try:
+        with start_worker(app, pool="threads", concurrency=3, perform_ping_check=False, queues=[settings.queue],
+                          shutdown_timeout=10, loglevel="WARNING"):
+            timer_id, state = sr.run(registry.get("timer"), vars={"delay": 0.5}, timeout=30)
+            assert state.status == RunStatus.WAITING
+            event_id, state = sr.run(registry.get("event"), vars={"key": "go"}, timeout=30)
+            assert state.status == RunStatus.WAITING
+            done = sr.resume_event(run_id=event_id, wait_key="go", payload={"v": 1}, timeout=30)
+            assert done.status == RunStatus.COMPLETED and done.output == {"event": {"v": 1}}
+            parent_id, _ = sr.run(registry.get("parent"), vars={"child_delay": 0.3}, wait=False)
+            parent = sr.wait_for(parent_id, timeout=30, until=lambda r: r.status == RunStatus.COMPLETED)
+            timer = sr.wait_for(timer_id, timeout=30, until=lambda r: r.status == RunStatus.COMPLETED)
+            out = {"timer": timer, "event": done, "parent": parent, "stats": sr.stats}
+    finally:
+        sr.stop()
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete(settings.queue)
+    assert out["stats"].transitions >= 4 and out["stats"].events_applied == 1
+    assert not out["stats"].errors, out["stats"].errors
+    return out
+
+
+def test_app_is_json_only() -> None:
+    app = make_app(make_settings(f"s{uuid.uuid4().hex[:8]}:"))
+    assert list(app.conf.accept_content) == ["json"]
+    assert app.conf.task_serializer == "json" and app.conf.result_serializer == "json"
+
+
+# --- password and ACL user -----------------------------------------------------------------------
+
+@pytest.fixture
+def authed_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    r = PrivateRedis(tmp_path / "redis", aof=False, password="s3cret-" + uuid.uuid4().hex[:8])
+    r.start()
+    yield r
+    r.stop()
+
+
+def test_password_protected_redis_carries_store_and_leases(authed_redis: PrivateRedis) -> None:
+    prefix = f"pw{uuid.uuid4().hex[:6]}:"
+    out = drive_workflows(authed_redis.db_url(0), prefix)
+    assert out["parent"].output["child"]["output"]["until"]
+    c = authed_redis.client(0)
+    assert c.hget(f"{prefix}stats", "transitions")  # the coordination lives there too
+    assert c.exists(f"{prefix}run:{out['timer'].run_id}")
+    # Nothing leaked to the shared test Redis under that prefix.
+    assert not list(redis.Redis.from_url(STORE_URL).scan_iter(match=f"{prefix}run:*"))
+    # Without the password: refused, with a clear error from our side.
+    no_pw = f"redis://127.0.0.1:{authed_redis.port}/0"
+    settings = make_settings(prefix, store_url=no_pw)
+    sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
+    with pytest.raises((AbstractRuntimeCeleryError, redis.AuthenticationError, redis.ResponseError)) as info:
+        sr.get_state(out["timer"].run_id)
+    assert "auth" in str(info.value).lower() or "NOAUTH" in str(info.value)
+
+
+def test_acl_user_limited_to_its_prefix_runs_workflows(authed_redis: PrivateRedis) -> None:
+    """An ACL user that may touch only ``<prefix>*`` keys and channels: everything the package
+    writes (run store, ledger, leases, inbox, timers, stats, notices) must fit in it."""
+    prefix = f"acl{uuid.uuid4().hex[:6]}:"
+    admin = authed_redis.client(0)
+    admin.execute_command("ACL", "SETUSER", "tenant", "on", ">tenant-pw", f"~{prefix}*", f"&{prefix}*",
+                          "+@all", "-@dangerous", "+info")
+    url = f"redis://tenant:tenant-pw@127.0.0.1:{authed_redis.port}/0"
+    out = drive_workflows(url, prefix)
+    assert out["timer"].status == RunStatus.COMPLETED
+    # The user really is fenced: a key outside its prefix is refused.
+    tenant = redis.Redis.from_url(url)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        tenant.set("other-tenant:x", 1)
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "1", "-subj", "/CN=arc-test-ca", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=localhost", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=d)
+    r = PrivateRedis(tmp_path / "redis", aof=False, tls={"cert": str(d / "server.crt"), "key": str(d / "server.key"),
+                                                         "ca": str(d / "ca.crt")})
+    try:
+        r.start()
+    except RuntimeError as exc:
+        if "tls" in r.log().lower() or "tls" in str(exc).lower():
+            pytest.skip(f"this redis-server has no TLS: {exc}")
+        raise
+    yield r, d / "ca.crt"
+    r.stop()
+
+
+def test_tls_redis_carries_store_and_leases(tls_redis: tuple[PrivateRedis, Path]) -> None:
+    server, ca = tls_redis
+    prefix = f"tls{uuid.uuid4().hex[:6]}:"
+    url = f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
+    out = drive_workflows(url, prefix)
+    assert out["event"].output == {"event": {"v": 1}}
+    c = server.client(0)
+    assert c.exists(f"{prefix}run:{out['parent'].run_id}") and c.hget(f"{prefix}stats", "transitions")
+    # Plain TCP to the TLS port gets nowhere; a client that does not trust the CA is refused.
+    untrusted = f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=required"
+    settings = make_settings(prefix, store_url=untrusted)
+    sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
+    with pytest.raises((AbstractRuntimeCeleryError, redis.ConnectionError)) as info:
+        sr.get_state(out["parent"].run_id)
+    assert "certificate" in str(info.value).lower() or "ssl" in str(info.value).lower()
+
+
+# --- tenants: two key prefixes on one Redis -------------------------------------------------------
+
+def test_two_prefixes_with_the_same_run_ids_never_meet() -> None:
+    a = make_settings(f"ta{uuid.uuid4().hex[:6]}:")
+    b = make_settings(f"tb{uuid.uuid4().hex[:6]}:")
+    sa = create_scheduled_runtime(app=make_app(a), settings=a, registry=registry, auto_start=False)
+    sb = create_scheduled_runtime(app=make_app(b), settings=b, registry=registry, auto_start=False)
+    client = redis.Redis.from_url(BROKER_URL)
+    try:
+        ids = [uuid.uuid4().hex for _ in range(3)]
+        for rid in ids:  # the same ids in both tenants: A's timers are due soon, B's in an hour
+            sa.driver.start_run("timer", vars={"delay": 0.2, "tenant": "a"}, run_id=rid, dispatch=False)
+            sb.driver.start_run("timer", vars={"delay": 3600, "tenant": "b"}, run_id=rid, dispatch=False)
+            sa.driver.tick(rid)
+            sb.driver.tick(rid)
+        event_id = uuid.uuid4().hex
+        sa.driver.start_run("event", vars={"key": "k"}, run_id=event_id, dispatch=False)
+        sb.driver.start_run("event", vars={"key": "k"}, run_id=event_id, dispatch=False)
+        sa.driver.tick(event_id)
+        sb.driver.tick(event_id)
+        before_b = {rid: sb.get_state(rid) for rid in ids + [event_id]}
+        stats_b = sb.stats
+
+        # A lease on A's run does not block B's run of the same id.
+        lease = sa.driver.coord.leases.acquire(ids[0])
+        assert lease is not None
+        lease_b = sb.driver.coord.leases.acquire(ids[0])
+        assert lease_b is not None
+        sb.driver.coord.leases.release(lease_b)
+        sa.driver.coord.leases.release(lease)
+
+        # An event and a sweep in A finish A's runs and move nothing of B's.
+        sa.scheduler.resume_event(run_id=event_id, wait_key="k", payload={"t": "a"}, wait=False)
+        sa.driver.tick(event_id)
+        import time
+
+        time.sleep(0.5)
+        sa.scheduler.poll_once()
+        for rid in ids:
+            assert sa.get_state(rid).status == RunStatus.COMPLETED and sa.get_state(rid).vars["tenant"] == "a"
+        assert sa.get_state(event_id).output == {"event": {"t": "a"}}
+        for rid, before in before_b.items():
+            now = sb.get_state(rid)
+            assert (now.status, now.updated_at, now.vars.get("tenant")) == (before.status, before.updated_at,
+                                                                           before.vars.get("tenant"))
+        assert sb.driver.coord.inbox.pending(event_id) == []
+        assert client.llen(b.queue) == 0  # A's sweep sent nothing to B's queue
+        after_b = sb.stats
+        assert (after_b.transitions, after_b.sweeps, after_b.events_accepted) == (
+            stats_b.transitions, stats_b.sweeps, stats_b.events_accepted)
+        # Every key that names one of these runs lives under one of the two prefixes.
+        store = redis.Redis.from_url(STORE_URL, decode_responses=True)
+        for rid in ids:
+            keys = list(store.scan_iter(match=f"*{rid}*"))
+            assert keys and all(k.startswith((a.key_prefix, b.key_prefix)) for k in keys), keys
+    finally:
+        sa.stop()
+        sb.stop()
+        for s in (a, b):
+            client.delete(s.queue)
+            _delete_prefix(STORE_URL, s.key_prefix)
+
+
+def test_readme_says_what_the_operator_must_do() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Operating it", 1)[1].split("\n## ", 1)[0]
+    for needed in ("ACL", "TLS", "rediss://", "NTP", "AOF", "expos"):
+        assert needed in section, needed
