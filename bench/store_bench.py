@@ -1,6 +1,7 @@
 """Benchmark the run stores side by side: Redis, SQLite and JSON files.
 
     python bench/store_bench.py --sizes 10000,100000 [--json out.json]
+    python -m bench store [--quick]
 
 At each size the store holds that many WAITING(UNTIL) runs with small vars,
 none due. Measured: ``save`` (update of an existing run), ``load``,
@@ -137,6 +138,35 @@ def bench_json(n: int, tmp: Path) -> Dict[str, Any]:
     return res
 
 
+def run(sizes: List[int], stores: set, redis_url: str = "redis://127.0.0.1:6379/13") -> List[Dict[str, Any]]:
+    results: List[Dict[str, Any]] = []
+    random.seed(7)
+    with tempfile.TemporaryDirectory(prefix="store-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        for n in sizes:
+            if "redis" in stores:
+                results.append({"store": "redis", "runs": n, **bench_redis(n, redis_url)})
+                print(f"redis {n} done", file=sys.stderr)
+            if "sqlite" in stores:
+                results.append({"store": "sqlite", "runs": n, **bench_sqlite(n, tmp)})
+                print(f"sqlite {n} done", file=sys.stderr)
+            if "json" in stores and n <= JSON_CAP:
+                results.append({"store": "jsonfile", "runs": n, **bench_json(n, tmp)})
+                print(f"jsonfile {n} done", file=sys.stderr)
+    print_table(results)
+    return results
+
+
+def print_table(results: List[Dict[str, Any]]) -> None:
+    cols = ["save", "load", "list_due_none_due", "list_runs_waiting_100"]
+    header = f"| store | runs | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | populate s | bytes/run |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for r in results:
+        cells = " | ".join(f"{r[c]['p50_ms']:.3f} / {r[c]['p95_ms']:.3f}" for c in cols)
+        print(f"| {r['store']} | {r['runs']:,} | {cells} | {r['populate_s']} | {r.get('bytes_per_run', '')} |")
+
+
 def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000")
@@ -145,29 +175,7 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--stores", default="redis,sqlite,json")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    stores = set(args.stores.split(","))
-    results: List[Dict[str, Any]] = []
-    random.seed(7)
-    with tempfile.TemporaryDirectory(prefix="store-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        for n in sizes:
-            if "redis" in stores:
-                results.append({"store": "redis", "runs": n, **bench_redis(n, args.redis_url)})
-                print(f"redis {n} done", file=sys.stderr)
-            if "sqlite" in stores:
-                results.append({"store": "sqlite", "runs": n, **bench_sqlite(n, tmp)})
-                print(f"sqlite {n} done", file=sys.stderr)
-            if "json" in stores and n <= JSON_CAP:
-                results.append({"store": "jsonfile", "runs": n, **bench_json(n, tmp)})
-                print(f"jsonfile {n} done", file=sys.stderr)
-
-    cols = ["save", "load", "list_due_none_due", "list_runs_waiting_100"]
-    header = f"| store | runs | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | populate s | bytes/run |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for r in results:
-        cells = " | ".join(f"{r[c]['p50_ms']:.3f} / {r[c]['p95_ms']:.3f}" for c in cols)
-        print(f"| {r['store']} | {r['runs']:,} | {cells} | {r['populate_s']} | {r.get('bytes_per_run', '')} |")
+    results = run(sizes, set(args.stores.split(",")), args.redis_url)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0
