@@ -69,10 +69,22 @@ def machine() -> dict[str, Any]:
         redis_version = redis.Redis.from_url(REDIS).info("server")["redis_version"]
     except Exception:
         redis_version = "?"
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": mem_gib, "python": platform.python_version(),
+    return {"code": _code(), "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": mem_gib, "python": platform.python_version(),
             "platform": platform.platform(), "redis_server": redis_version,
             "celery": _version("celery"), "kombu": _version("kombu"), "redis_py": _version("redis"),
             "abstractruntime": _version("abstractruntime"), "hostname": platform.node()}
+
+
+def _code() -> str:
+    """The commit measured, and whether the package's files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "abstractruntime_celery"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return head + (" + uncommitted changes in abstractruntime_celery/" if dirty else "")
 
 
 def write_json(name: str, data: dict[str, Any], out_dir: Path | None = None) -> Path:

@@ -48,7 +48,8 @@ def machine_md(r: dict[str, Any]) -> str:
     m = next(iter(r.values()))["machine"]
     return (f"Measured on: {m['nproc']} vCPU ({m['cpu']}), {m['mem_gib']} GiB RAM, Python {m['python']}, "
             f"Redis {m['redis_server']} on loopback, Celery {m['celery']} (kombu {m['kombu']}), redis-py "
-            f"{m['redis_py']}, abstractruntime {m['abstractruntime']}; {m['platform']}.")
+            f"{m['redis_py']}, abstractruntime {m['abstractruntime']}; {m['platform']}"
+            + (f"; code: {m['code']}." if m.get("code") else "."))
 
 
 def lateness_md(d: dict[str, Any]) -> str:
@@ -116,10 +117,15 @@ def store_md(d: dict[str, Any]) -> str:
 
 
 def roundtrips_md(d: dict[str, Any]) -> str:
+    from collections import Counter
+
     rows = []
     for r in d["rows"]:
-        seq = " ".join(x.split(":", 1)[1].replace("+", "&#43;") if not x.startswith("db7") else "[broker] "
-                       + x.split(":", 1)[1] for x in r["sequence"]) if len(r["sequence"]) <= 16 else "(long)"
+        trips = [("[broker] " if x.startswith("db7") else "") + x.split(":", 1)[1] for x in r["sequence"]]
+        if len(trips) <= 16:
+            seq = " ".join(trips)
+        else:
+            seq = "by round trip: " + ", ".join(f"{k} x{v}" for k, v in Counter(trips).most_common())
         rows.append([r["operation"], f"{r['median']:g}", f"{r['store']:g}", f"{r['broker']:g}", f"`{seq}`"])
     return table(["operation", "round trips", "store + coordination", "broker", "commands (one repeat)"], rows)
 
@@ -317,9 +323,9 @@ def update_docs(r: dict[str, Any], docs: Path = DOCS, tgt: list[dict[str, Any]] 
     if tgt:
         blocks["targets"] = targets_md(tgt)
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n)(?:.*?\n)?(<!-- /bench:{name} -->)", re.S)
         if pattern.search(text):
-            text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+            text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
         else:
             print(f"docs: no <!-- bench:{name} --> marker in {docs}; section skipped")
     docs.write_text(text)
