@@ -34,7 +34,9 @@ SAFE_DEFAULTS: dict[str, Any] = {
     "broker_connection_retry_on_startup": True,
 }
 
-_drivers: dict[tuple[int, int], Any] = {}
+#: The driver lives on the app (keyed by pid, so a forked child builds its own):
+#: a module-level map keyed by id(app) would hand a new app an old app's driver.
+_DRIVER_ATTR = "_abstractruntime_driver"
 _drivers_lock = threading.Lock()
 
 
@@ -153,23 +155,27 @@ def driver_for(app: Celery) -> Any:
     Raises:
         ConfigError: settings or the registry path are wrong.
     """
-    key = (id(app), os.getpid())
+    pid = os.getpid()
+    cached = getattr(app, _DRIVER_ATTR, None)
+    if cached is not None and cached[0] == pid:
+        return cached[1]
     with _drivers_lock:
-        driver = _drivers.get(key)
-        if driver is None:
-            from .driver import Driver
+        cached = getattr(app, _DRIVER_ATTR, None)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        from .driver import Driver
 
-            settings = settings_for(app)
-            driver = Driver(settings, registry_for(app, settings), CeleryDispatcher(app, settings.queue),
-                            broker_url=str(app.conf.broker_url or ""), runtime_kwargs=runtime_options(settings))
-            _drivers[key] = driver
+        settings = settings_for(app)
+        driver = Driver(settings, registry_for(app, settings), CeleryDispatcher(app, settings.queue),
+                        broker_url=str(app.conf.broker_url or ""), runtime_kwargs=runtime_options(settings))
+        setattr(app, _DRIVER_ATTR, (pid, driver))
         return driver
 
 
 def set_driver(app: Celery, driver: Any) -> None:
     """Use ``driver`` for ``app`` in this process (the Scheduler does, so workers in it share the runtime)."""
     with _drivers_lock:
-        _drivers[(id(app), os.getpid())] = driver
+        setattr(app, _DRIVER_ATTR, (os.getpid(), driver))
 
 
 def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:

@@ -506,3 +506,28 @@ def test_runtime_start_with_explicit_id_is_idempotent(runtime: Runtime) -> None:
     a = runtime.start(workflow=wf, vars={"key": "k"}, run_id="fixed-id")
     b = runtime.start(workflow=wf, vars={"key": "k"}, run_id="fixed-id")
     assert a == b == "fixed-id"
+
+
+def test_load_racing_a_create_sees_nothing_or_the_run_never_a_corrupt_record(store: RedisRunStore) -> None:
+    """Regression: load did HGET doc then EXISTS; a create in between looked corrupt."""
+    import threading
+
+    ids = [f"race-{i}" for i in range(300)]
+    seen: list[BaseException] = []
+
+    def reader() -> None:
+        for rid in ids:
+            for _ in range(50):
+                try:
+                    if store.load(rid) is not None:
+                        break
+                except BaseException as exc:  # noqa: BLE001 - the failure under test
+                    seen.append(exc)
+                    return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for rid in ids:
+        store.save(new_run(rid))
+    thread.join()
+    assert seen == []

@@ -346,12 +346,12 @@ class RedisRunStore(RunStore):
             return handed
         with redis_errors(self._r):
             try:
-                doc = self._r.hget(self.run_key(rid), "doc")
+                # One read: "HGET doc, then EXISTS" raced with a concurrent create.
+                doc, version = self._r.hmget(self.run_key(rid), ["doc", "v"])
             except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:  # WRONGTYPE, or not UTF-8
                 raise CorruptRunError(rid, str(exc)) from exc
-            if doc is None:
-                if not self._r.exists(self.run_key(rid)):
-                    return None
+        if doc is None and version is None:
+            return None
         return self._decode(rid, doc)
 
     def load_with_version(self, run_id: str) -> Tuple[Optional[RunState], Optional[int]]:
