@@ -28,7 +28,9 @@ def _fx() -> redis.Redis:
     key = (url, os.getpid())
     client = _clients.get(key)
     if client is None:
-        client = _clients[key] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        # No socket timeout: a side effect sent while the network is cut waits for it to come
+        # back (TCP retransmits) instead of failing, as the cut-off host test needs.
+        client = _clients[key] = redis.Redis.from_url(url, socket_connect_timeout=2)
     return client
 
 
@@ -127,6 +129,19 @@ def emitted(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="emitted", complete_output={"emitted": run.vars.get("emitted")})
 
 
+# slow: a node that takes vars.sleep seconds (the cut-off host test cuts the network meanwhile).
+def slow_work(run: RunState, ctx: Any) -> StepPlan:
+    effect(run, "work_started")
+    time.sleep(float(run.vars.get("sleep", 1.0)))
+    effect(run, "work_done")
+    return StepPlan(node_id="work", next_node="finish")
+
+
+def slow_finish(run: RunState, ctx: Any) -> StepPlan:
+    effect(run, "finish")
+    return StepPlan(node_id="finish", complete_output={"ok": True})
+
+
 WORKFLOWS = [
     WorkflowSpec("soak-nap", "wait", {"wait": nap_wait, "woke": nap_woke}),
     WorkflowSpec("soak-evt", "pre", {"pre": evt_pre, "wait": evt_wait, "got": evt_got}),
@@ -134,6 +149,7 @@ WORKFLOWS = [
     WorkflowSpec("soak-doomed", "wait", {"wait": nap_wait, "woke": doomed_boom}),
     WorkflowSpec("soak-listener", "listen", {"listen": listen, "heard": heard}),
     WorkflowSpec("soak-emitter", "emit", {"emit": emit, "emitted": emitted}),
+    WorkflowSpec("soak-slow", "work", {"work": slow_work, "finish": slow_finish}),
 ]
 
 #: The nodes that run after a wait, by workflow: the soak counts their executions.
