@@ -168,3 +168,23 @@ def test_tasks_called_with_garbage_crash_nothing_and_touch_no_run(one_worker: Cl
     # Every refusal is named in the worker's log (a clear error, not a silent drop).
     assert "no_such_workflow" in log
     sr.stop()
+
+
+def test_pickled_message_is_refused_by_a_worker_subprocess(one_worker: Cluster) -> None:
+    """A pickle message pushed onto the queue (by anyone who can reach the broker) is
+    refused by a real ``celery worker`` and never executed; the run is untouched."""
+    c = one_worker
+    sr = create_scheduled_runtime(app=make_app(c.settings), settings=c.settings, registry=registry,
+                                  auto_start=False)
+    run_id = sr.driver.start_run("event", vars={"key": "p"}, dispatch=False)  # RUNNING, never ticked
+    before = sr.get_state(run_id)
+    sr.scheduler.app.send_task(TICK_TASK, args=[run_id], queue=c.settings.queue, serializer="pickle")
+    client = redis.Redis.from_url(BROKER_URL)
+    wait_for(lambda: queue_len(BROKER_URL, c.settings.queue) == 0 and not unacked_for(client, [c.settings.queue]),
+             60, "the pickle message to be consumed", c)
+    wait_for(lambda: "pickle" in c.procs[0].log().lower(), 30, "the worker to say it refused pickle", c)
+    after = sr.get_state(run_id)
+    assert (after.status, after.updated_at) == (before.status, before.updated_at) == (RunStatus.RUNNING,
+                                                                                     before.updated_at)
+    assert sr.stats.ticks == 0 and c.procs[0].alive()
+    sr.stop()
