@@ -8,6 +8,8 @@ The tick path itself lives in ``tick.py`` and the sweep in ``sweep.py``.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import hashlib
 import logging
 import time
 import uuid
@@ -77,33 +79,47 @@ class Driver:
         self.runtime = runtime
         require_queryable(self.runtime.run_store)
         self.run_store: Any = self.runtime.run_store
-        self._watch_emit_event()
+        self._wrap_builtin_effects()
         self.dispatcher: Dispatcher = dispatcher if dispatcher is not None else _NullDispatcher()
 
     # --- wiring ----------------------------------------------------------------------
 
-    def _watch_emit_event(self) -> None:
-        """Learn which listener runs EMIT_EVENT resumed, so the tick path can tick them.
+    def _wrap_builtin_effects(self) -> None:
+        """Two built-in effects need the driver's help on a fleet.
 
-        AbstractRuntime resumes listeners with ``max_steps=0`` and leaves them
-        RUNNING; it exposes the list only in the effect's result. Without this
-        hook (a Runtime lacking ``_handlers``) the sweep's orphan pass still
-        ticks them, later.
+        EMIT_EVENT resumes listener runs with ``max_steps=0`` and leaves them RUNNING;
+        the list is only in the effect's result, so we catch it and the tick path
+        ticks them (without this, the sweep's orphan pass would, later).
+
+        START_SUBWORKFLOW without a ``run_id`` makes a fresh child id each time it
+        runs, so a spawn node re-run after a killed worker would start a second
+        child. We give it a deterministic id (parent, node, effect sequence): a
+        re-run finds the child the first attempt created (``create_if_absent``).
         """
         handlers = getattr(self.runtime, "_handlers", None)
-        if not isinstance(handlers, dict) or EffectType.EMIT_EVENT not in handlers:
+        if not isinstance(handlers, dict):
             return
-        builtin = handlers[EffectType.EMIT_EVENT]
+        emit = handlers.get(EffectType.EMIT_EVENT)
+        spawn = handlers.get(EffectType.START_SUBWORKFLOW)
 
         def emit_event(run: RunState, effect: Any, default_next_node: Any) -> Any:
-            outcome = builtin(run, effect, default_next_node)
+            outcome = emit(run, effect, default_next_node)
             delivered = (getattr(outcome, "result", None) or {}).get("delivered_to") or []
             bucket = _listeners.get()
             if bucket is not None:
                 bucket.extend(str(r) for r in delivered)
             return outcome
 
-        handlers[EffectType.EMIT_EVENT] = emit_event
+        def start_subworkflow(run: RunState, effect: Any, default_next_node: Any) -> Any:
+            if isinstance(effect.payload, dict) and not effect.payload.get("run_id"):
+                payload = dict(effect.payload, run_id=child_run_id(run))
+                effect = dataclasses.replace(effect, payload=payload)
+            return spawn(run, effect, default_next_node)
+
+        if emit is not None:
+            handlers[EffectType.EMIT_EVENT] = emit_event
+        if spawn is not None:
+            handlers[EffectType.START_SUBWORKFLOW] = start_subworkflow
 
     def take_listeners(self) -> list[str]:
         bucket = _listeners.get()
@@ -238,6 +254,14 @@ class Driver:
                 raise RunWaitTimeout(run_id, timeout, run.status.value)
             time.sleep(delay)
             delay = min(delay * 1.5, 0.05)
+
+
+def child_run_id(parent: RunState) -> str:
+    """A child id that is the same each time the parent's current effect is executed."""
+    runtime_ns = parent.vars.get("_runtime") if isinstance(parent.vars, dict) else None
+    seq = runtime_ns.get("effect_seq", 0) if isinstance(runtime_ns, dict) else 0
+    digest = hashlib.sha256(f"{parent.run_id}|{parent.current_node}|{seq}".encode()).hexdigest()
+    return f"sub-{digest[:32]}"
 
 
 class _NullDispatcher:
