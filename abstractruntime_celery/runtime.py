@@ -144,7 +144,13 @@ class ScheduledRuntime:
         return self.scheduler.resume_subworkflow_parent(child_run_id=child_run_id, child_output=child_output)
 
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
-        """Raises KeyError for an unknown run (AbstractRuntime's own)."""
+        """Cancel a run; a tick in flight notices at its next save and stops.
+
+        Raises:
+            UnknownRunError: no such run (a KeyError).
+            PayloadError: ``run_id`` is malformed.
+        """
+        self.driver.load(run_id)
         return self.runtime.cancel_run(run_id, reason=reason)
 
     def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> List[RunState]:
