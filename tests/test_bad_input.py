@@ -389,3 +389,14 @@ def test_resume_event_only_raises_our_errors_and_never_touches_another_run(data:
             assert snapshot(sr, bystander) == before
     finally:
         sr.stop()
+
+
+def test_cancel_of_an_unknown_run_names_it() -> None:
+    from abstractruntime_celery import UnknownRunError, create_scheduled_runtime
+
+    sr = create_scheduled_runtime()
+    try:
+        with pytest.raises(UnknownRunError, match="no-such-run"):
+            sr.cancel_run("no-such-run")
+    finally:
+        sr.stop()
