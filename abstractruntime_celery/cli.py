@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 import click
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -68,6 +69,8 @@ def demo(broker: str | None, store_url: str | None, external_workers: bool, time
                                                  queues=[settings.queue], loglevel="WARNING"))
             say(f"distributed: broker {broker}, store {settings.store_url}, prefix {settings.key_prefix}")
             stack.callback(_delete_prefix, sr.driver.coord.client, settings.key_prefix)
+            if not external_workers:  # kombu's binding record of our private queue
+                stack.callback(_delete_prefix, redis.Redis.from_url(broker), f"_kombu.binding*.{settings.queue}")
         else:
             sr = create_scheduled_runtime(registry=registry)
             say("embedded: in-process worker, in-memory stores, no server")

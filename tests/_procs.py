@@ -202,7 +202,7 @@ def cleanup_broker(broker_url: str, queue: str) -> None:
     """Remove everything this queue left in the broker DB."""
     flush_broker(broker_url, queue)
     client = redis.Redis.from_url(broker_url)
-    for key in list(client.scan_iter(match=f"{queue}*")) + [f"_kombu.binding.{queue}".encode()]:
+    for key in list(client.scan_iter(match=f"{queue}*")) + list(client.scan_iter(match=f"_kombu.binding*.{queue}")):
         client.delete(key)
 
 

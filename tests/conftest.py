@@ -40,6 +40,8 @@ def prefix() -> Iterator[str]:
     p = f"t{uuid.uuid4().hex[:10]}:"
     yield p
     _delete_prefix(STORE_URL, p)
+    _delete_prefix(BROKER_URL, p)  # coordination falls back to the broker's Redis for file/SQLite stores
+    _delete_prefix(BROKER_URL, f"_kombu.binding*.{p}")
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def drive_workflows(store_url: str, prefix: str) -> dict[str, Any]:
         sr.stop()
         with app.connection_for_write() as conn:
             conn.default_channel.client.delete(settings.queue)
+        _delete_prefix(BROKER_URL, f"_kombu.binding*.{settings.queue}")
     assert out["stats"].transitions >= 4 and out["stats"].events_applied == 1
     assert not out["stats"].errors, out["stats"].errors
     return out
@@ -217,6 +218,7 @@ def test_two_prefixes_with_the_same_run_ids_never_meet() -> None:
         for s in (a, b):
             client.delete(s.queue)
             _delete_prefix(STORE_URL, s.key_prefix)
+            _delete_prefix(BROKER_URL, f"_kombu.binding*.{s.queue}")
 
 
 def test_readme_says_what_the_operator_must_do() -> None:
