@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 
 @lru_cache(maxsize=None)
@@ -18,14 +18,30 @@ def register(client: Any, name: str) -> Any:
     return client.register_script(script_source(name))
 
 
-def call_in(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
-    """Queue ``script`` on a pipeline as a bare EVALSHA.
+def run_ops(client: Any, ops: Sequence[Any], results: list[Any]) -> None:
+    """After ``pipe.execute(raise_on_error=False)``: an op whose script the server had
+    forgotten (NOSCRIPT, so it ran nothing) runs again on ``client``, which loads it."""
+    from redis.exceptions import NoScriptError
+
+    for op, result in zip(ops, results):
+        if isinstance(result, NoScriptError):
+            op(client)
+        elif isinstance(result, Exception):
+            raise result
+
+
+def call_in(target: Any, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """Queue ``script`` on a pipeline as a bare EVALSHA, or run it now on a client.
 
     redis-py's own pipelined scripts cost a SCRIPT EXISTS round trip on every
     execute; we skip it and let ``settle`` reload the script in the rare case
     the server has forgotten it (a restart).
     """
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    from redis.client import Pipeline
+
+    if isinstance(target, Pipeline):
+        return target.evalsha(script.sha, len(keys), *keys, *args)
+    return script(keys=keys, args=args, client=target)
 
 
 def settle(result: Any, script: Any, keys: list[str], args: list[Any]) -> Any:

@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .inbox import Event, Inbox, LocalInbox, RedisInbox
-from .lease import Lease, Leases, LocalLeases, RedisLeases
+from .inbox import Inbox, LocalInbox, RedisInbox
+from .lease import Leases, LocalLeases, RedisLeases
 from .stats import LocalStats, RedisStats, Stats
 from .timers import LocalTimerBook, RedisTimerBook, TimerBook
 
@@ -52,17 +52,6 @@ class Coordination:
     @property
     def embedded(self) -> bool:
         return self.client is None
-
-    def begin_tick(self, run_id: str) -> tuple[Lease | None, list[Event] | None]:
-        """Take the run's lease and read its inbox, in one round trip on Redis.
-
-        Returns (None, None) when another process holds the lease.
-        """
-        if isinstance(self.leases, RedisLeases) and isinstance(self.inbox, RedisInbox):
-            lease, (raw,) = self.leases.acquire_reading(run_id, [self.inbox.read_op(run_id)])
-            return lease, (self.inbox.parse(raw) if lease is not None else None)
-        lease = self.leases.acquire(run_id)
-        return lease, (self.inbox.pending(run_id) if lease is not None else None)
 
 
 def open_coordination(url: str, prefix: str, lease_ttl_s: float) -> Coordination:

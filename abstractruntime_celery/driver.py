@@ -18,6 +18,7 @@ from typing import Any, Callable
 from abstractruntime import EffectType, Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
 from abstractruntime.scheduler.registry import WorkflowRegistry
 
+from .batch import collecting
 from .config import Settings
 from .coordination import Coordination, open_coordination
 from .dispatch import Dispatcher
@@ -28,13 +29,14 @@ from .errors import (
     UnknownWorkflowError,
     WaitKeyMismatchError,
 )
-from .inbox import Event, new_event_id
-from .lease import LeaseKeeper, current_fence
+from .inbox import Event, RedisInbox, new_event_id
+from .lease import Lease, LeaseKeeper, RedisLeases, current_fence
 from .marks import RunMarks
 from .payloads import check_object, check_run_id
 from .registry import require_workflow
 from .signals import Notices
 from .stores import open_stores, require_queryable
+from .stores.redis_runs import RedisRunStore
 from .tick import TERMINAL, TickOutcome, tick_run
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,32 @@ class Driver:
         bucket.clear()
         return out
 
+    def begin_tick(self, run_id: str) -> tuple[Lease | None, Callable[[], tuple[list[Event], RunState | None]]]:
+        """Take the run's lease; on Redis, read its inbox (and the run itself, when the
+        store shares the connection) in the same round trip.
+
+        Returns the lease (None when another process holds it) and a function that
+        decodes the reads; call it only while holding the lease (it may raise
+        CorruptRunError, and the caller must still release).
+        """
+        leases, inbox, store = self.coord.leases, self.coord.inbox, self.run_store
+        if not (isinstance(leases, RedisLeases) and isinstance(inbox, RedisInbox)):
+            lease = leases.acquire(run_id)
+            return lease, lambda: (inbox.pending(run_id), store.load(run_id))
+        reads = [inbox.read_op(run_id)]
+        shared = isinstance(store, RedisRunStore) and store.shares_connection(leases.client)
+        if shared:
+            reads.append(store.read_op(run_id))
+        lease, results = leases.acquire_reading(run_id, reads)
+
+        def unpack() -> tuple[list[Event], RunState | None]:
+            if isinstance(results[0], Exception):
+                raise results[0]
+            run = store.from_read(run_id, results[1]) if shared else store.load(run_id)
+            return inbox.parse(results[0]), run
+
+        return lease, unpack
+
     def workflow_for(self, run: RunState) -> WorkflowSpec:
         """Raises UnknownWorkflowError naming the run when this process lacks its workflow."""
         return require_workflow(self.registry, run.workflow_id, run.run_id)
@@ -222,8 +250,9 @@ class Driver:
             raise WaitKeyMismatchError(run_id, waiting.wait_key, wait_key)
         event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key,
                       payload=payload, accepted_at=time.time())
-        self.coord.inbox.put(event)
-        self.coord.stats.incr("events_accepted")
+        with collecting() as ops:  # the counter rides the same round trip as the event
+            self.coord.stats.incr("events_accepted")
+        self.coord.inbox.put(event, ops)
         if dispatch:
             self.dispatcher.tick(run_id, reason="event", event_id=event.event_id)
         return event

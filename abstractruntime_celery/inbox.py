@@ -15,9 +15,10 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from . import _scripts
+from .batch import Op, defer
 
 
 @dataclass
@@ -46,11 +47,11 @@ def new_event_id() -> str:
 
 
 class Inbox(Protocol):
-    def put(self, event: Event) -> None: ...
+    def put(self, event: Event, ops: Sequence[Op] = ()) -> None: ...
     def pending(self, run_id: str) -> list[Event]: ...
     def has(self, run_id: str, event_id: str) -> bool: ...
     def mark_applying(self, event: Event, updated_at: str | None) -> None: ...
-    def done(self, run_id: str, event_id: str) -> bool: ...
+    def done(self, run_id: str, event_id: str) -> None: ...
     def stale_runs(self, older_than: float, limit: int) -> list[str]: ...
 
 
@@ -62,6 +63,7 @@ class RedisInbox:
         self.client = client
         self.prefix = prefix
         self._done = _scripts.register(client, "inbox_done")
+        self._put = _scripts.register(client, "inbox_put")
 
     def _key(self, run_id: str) -> str:
         return f"{self.prefix}inbox:{run_id}"
@@ -70,13 +72,17 @@ class RedisInbox:
     def _runs_key(self) -> str:
         return f"{self.prefix}inbox:runs"
 
-    def put(self, event: Event) -> None:
-        """Store the event durably (one MULTI/EXEC)."""
-        event.seq = int(self.client.incr(f"{self.prefix}inbox:seq"))
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._key(event.run_id), event.event_id, event.to_json())
-        pipe.zadd(self._runs_key, {event.run_id: event.accepted_at}, nx=True)
-        pipe.execute()
+    def put(self, event: Event, ops: Sequence[Op] = ()) -> None:
+        """Store the event durably (``inbox_put.lua``), with ``ops`` in the same round trip."""
+        keys = [self._key(event.run_id), self._runs_key, f"{self.prefix}inbox:seq"]
+        args = [event.event_id, event.to_json(), event.run_id, event.accepted_at]
+        pipe = self.client.pipeline(transaction=False)
+        _scripts.call_in(pipe, self._put, keys, args)
+        for op in ops:
+            op(pipe)
+        seq, *results = pipe.execute(raise_on_error=False)
+        event.seq = int(_scripts.settle(seq, self._put, keys, args))
+        _scripts.run_ops(self.client, ops, results)
 
     def pending(self, run_id: str) -> list[Event]:
         return self.parse(self.client.hvals(self._key(run_id)))
@@ -88,17 +94,27 @@ class RedisInbox:
 
     @staticmethod
     def parse(raw: list[Any]) -> list[Event]:
-        return sorted((Event.from_json(r) for r in raw), key=lambda e: e.seq)
+        """Events from their stored ``<seq>|<json>`` values, oldest first."""
+        events = []
+        for value in raw:
+            seq, _, text = (value.decode() if isinstance(value, bytes) else value).partition("|")
+            event = Event.from_json(text)
+            event.seq = int(seq)
+            events.append(event)
+        return sorted(events, key=lambda e: e.seq)
 
     def has(self, run_id: str, event_id: str) -> bool:
         return bool(self.client.hexists(self._key(run_id), event_id))
 
     def mark_applying(self, event: Event, updated_at: str | None) -> None:
         event.applying_since = updated_at or ""
-        self.client.hset(self._key(event.run_id), event.event_id, event.to_json())
+        self.client.hset(self._key(event.run_id), event.event_id, f"{event.seq}|{event.to_json()}")
 
-    def done(self, run_id: str, event_id: str) -> bool:
-        return bool(int(self._done(keys=[self._key(run_id), self._runs_key], args=[event_id, run_id])))
+    def done(self, run_id: str, event_id: str) -> None:
+        """Drop an applied event. Inside a tick this rides the lease release: if we crash
+        first, the event's *applying* mark tells the next tick it was applied."""
+        keys, args = [self._key(run_id), self._runs_key], [event_id, run_id]
+        defer(self.client, lambda pipe: _scripts.call_in(pipe, self._done, keys, args))
 
     def stale_runs(self, older_than: float, limit: int) -> list[str]:
         raw = self.client.zrangebyscore(self._runs_key, "-inf", older_than, start=0, num=limit)
@@ -113,7 +129,8 @@ class LocalInbox:
         self._events: dict[str, dict[str, Event]] = {}
         self._seq = 0
 
-    def put(self, event: Event) -> None:
+    def put(self, event: Event, ops: Sequence[Op] = ()) -> None:
+        # ``ops`` stays empty here: in the embedded mode nothing defers its writes.
         with self._lock:
             self._seq += 1
             event.seq = self._seq
@@ -131,13 +148,12 @@ class LocalInbox:
         with self._lock:
             event.applying_since = updated_at or ""
 
-    def done(self, run_id: str, event_id: str) -> bool:
+    def done(self, run_id: str, event_id: str) -> None:
         with self._lock:
             events = self._events.get(run_id, {})
-            removed = events.pop(event_id, None) is not None
+            events.pop(event_id, None)
             if not events:
                 self._events.pop(run_id, None)
-            return removed
 
     def stale_runs(self, older_than: float, limit: int) -> list[str]:
         with self._lock:

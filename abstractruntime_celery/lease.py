@@ -95,7 +95,7 @@ class RedisLeases:
         return self.acquire_reading(run_id, reads)[0]
 
     def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]:
-        """Take the lease and run ``reads`` in the same round trip; their results follow."""
+        """Take the lease and run ``reads`` in the same round trip; their results (or errors) follow."""
         token = uuid.uuid4().hex
         key = self.key(run_id)
         keys, args = [key, self._pending_key(run_id)], [token, self._ttl_ms]
@@ -105,9 +105,7 @@ class RedisLeases:
             read(pipe)
         got, *results = pipe.execute(raise_on_error=False)
         got = _scripts.settle(got, self._acquire, keys, args)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        # Read errors come back as values: the caller holds the lease and must release it.
         return (Lease(run_id, key, token) if int(got) == 1 else None), results
 
     def renew(self, lease: Lease) -> bool:
@@ -124,9 +122,10 @@ class RedisLeases:
             op(pipe)
         results = pipe.execute(raise_on_error=False)
         res = int(_scripts.settle(results[0], self._release, keys, args))
-        for result in results[1:]:
-            if isinstance(result, Exception):
-                log.warning("a deferred write of run %s failed: %s", lease.run_id, result)
+        try:
+            _scripts.run_ops(self.client, ops, results[1:])
+        except Exception as exc:  # counters and bookkeeping; the run's state is already saved
+            log.warning("a deferred write of run %s failed: %s", lease.run_id, exc)
         if res < 0:
             log.warning("lease on run %s was lost before release", lease.run_id)
         return res == 1

@@ -52,15 +52,16 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
     """
     if reason == "timer" and d.dispatcher.min_eta_s > 0:
         _wait_out_short_remainder(d, run_id)
-    lease, events = d.coord.begin_tick(run_id)
-    if lease is None or events is None:
+    lease, reads = d.begin_tick(run_id)
+    if lease is None:
         d.coord.stats.incr("lease_busy")
         return TickOutcome(run_id, None, skipped="busy")
     d.keeper.hold(lease)
     with collecting() as deferred:
         try:
+            events, run = reads()
             with fenced(run_id, lease.key, lease.token):
-                outcome = _advance(d, run_id, reason, max_steps or d.settings.tick_max_steps, events)
+                outcome = _advance(d, run, run_id, reason, max_steps or d.settings.tick_max_steps, events)
         except LeaseLostError:
             d.coord.stats.incr("lease_lost")
             log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
@@ -73,10 +74,11 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
     return outcome
 
 
-def _advance(d: "Driver", run_id: str, reason: str, max_steps: int, events: list[Event]) -> TickOutcome:
-    """One leased tick. ``events`` is the inbox as read with the lease: an event accepted
-    while we hold the lease sends a resume that finds it busy, so we tick again after."""
-    run = d.run_store.load(run_id)
+def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_steps: int,
+             events: list[Event]) -> TickOutcome:
+    """One leased tick of ``run`` as read with the lease. ``events`` is the inbox as read
+    with it too: an event accepted while we hold the lease sends a resume that finds it
+    busy, so we tick again after the release."""
     if run is None:
         d.coord.stats.incr("duplicates")
         raise UnknownRunError(run_id)

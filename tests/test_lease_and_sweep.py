@@ -143,3 +143,13 @@ def test_ticks_survive_a_redis_that_forgot_its_scripts(prefix: str) -> None:
     driver.accept_event(run_id, "k", {"v": 1}, dispatch=False)
     assert driver.tick(run_id).status == "completed"
     assert not driver.coord.leases.is_held(run_id)
+
+
+def test_a_corrupt_record_read_with_the_lease_still_releases_it(prefix: str) -> None:
+    from abstractruntime_celery import CorruptRunError
+
+    driver = Driver(make_settings(prefix), registry)
+    redis.Redis.from_url(STORE_URL).set(f"{prefix}run:broken", "not a hash")
+    with pytest.raises(CorruptRunError, match="broken"):
+        driver.tick("broken")
+    assert not driver.coord.leases.is_held("broken")

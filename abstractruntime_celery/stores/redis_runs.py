@@ -354,6 +354,28 @@ class RedisRunStore(RunStore):
             return None
         return self._decode(rid, doc)
 
+    def read_op(self, run_id: str) -> Callable[[Any], Any]:
+        """``load`` as a pipeline step, for callers that batch it with other reads."""
+        key = self.run_key(str(run_id))
+        return lambda pipe: pipe.hmget(key, ["doc", "v"])
+
+    def from_read(self, run_id: str, raw: Any) -> Optional[RunState]:
+        """The result of ``read_op`` as ``load`` would return it.
+
+        Raises:
+            CorruptRunError: the record cannot be decoded (or is not a hash).
+        """
+        if isinstance(raw, Exception):
+            raise CorruptRunError(run_id, str(raw))
+        doc, version = raw
+        if doc is None and version is None:
+            return None
+        return self._decode(run_id, doc)
+
+    def shares_connection(self, client: Any) -> bool:
+        """True if ``client`` talks to this store's Redis through the same pool."""
+        return getattr(client, "connection_pool", None) is self._r.connection_pool
+
     def load_with_version(self, run_id: str) -> Tuple[Optional[RunState], Optional[int]]:
         """``(run, version)`` read together, for compare-and-set loops.
 
