@@ -210,8 +210,12 @@ def _register_tasks(app: Celery) -> None:
 
     @app.task(name=START_TASK, **opts)
     def start(workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        """Create a run (idempotent with an explicit run_id) and tick it."""
-        return driver_for(app).start_run(workflow_id, vars=vars, run_id=run_id)
+        """Create a run (idempotent with an explicit run_id) and tick it here, in this
+        task: one message per started run, not two. If this worker dies first, the
+        sweep finds the RUNNING run (an orphan) and ticks it."""
+        run_id = driver_for(app).start_run(workflow_id, vars=vars, run_id=run_id, dispatch=False)
+        _run_tick(app, run_id, "start")
+        return run_id
 
     @app.task(name=SWEEP_TASK, ignore_result=True, serializer="json", shared=False)
     def sweep() -> int:
