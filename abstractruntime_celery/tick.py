@@ -100,6 +100,8 @@ def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_st
                 run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
                 if not resumed and not _has_applicable_input(d, run, events):
                     break
+            else:  # more input than one tick applies: yield, and go on in another tick
+                d.dispatcher.tick(run_id, reason="continue")
     except LeaseLostError:
         raise
     except Exception as exc:
