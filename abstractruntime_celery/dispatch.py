@@ -105,10 +105,6 @@ class LocalDispatcher:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=False)
 
-    @property
-    def running(self) -> bool:
-        return self._pool is not None
-
     def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
              event_id: str | None = None) -> None:
         when = eta.timestamp() if eta is not None else 0.0

@@ -77,6 +77,7 @@ class Scheduler:
             ConfigError: a setting is malformed, or ``app`` accepts pickle.
         """
         self._poll_interval = poll_interval_s
+        self._max_errors = max_errors_kept
         self._on_run_resumed = on_run_resumed
         self._on_run_failed = on_run_failed
         self.app = app
@@ -255,7 +256,9 @@ class Scheduler:
     @property
     def stats(self) -> SchedulerStats:
         """Cluster-wide counters (Redis) or this process's (embedded)."""
-        return self.driver.coord.stats.snapshot()
+        snap = self.driver.coord.stats.snapshot()
+        snap.errors = snap.errors[-self._max_errors:] if self._max_errors > 0 else []
+        return snap
 
     def resume_subworkflow_parent(self, *, child_run_id: str, child_output: dict[str, Any]) -> Optional[RunState]:
         """Resume the parent of an ended child now (the tick path also does this by itself).

@@ -15,14 +15,6 @@ from .batch import defer
 
 MAX_ERRORS = 100
 
-#: Counter names, beyond the seed's runs_resumed / runs_failed / poll_cycles.
-COUNTERS = (
-    "runs_resumed", "runs_failed", "poll_cycles", "runs_started", "ticks", "transitions",
-    "duplicates", "early", "lease_busy", "lease_lost", "events_accepted", "events_applied",
-    "timers_armed", "orphans_recovered", "parents_resumed", "unknown_workflow", "tick_errors",
-    "sweeps", "sweeps_skipped",
-)
-
 
 @dataclass
 class SchedulerStats(_SeedStats):
