@@ -18,7 +18,8 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import redis
 
@@ -209,3 +210,25 @@ def cleanup_broker(broker_url: str, queue: str) -> None:
 def queue_len(broker_url: str, queue: str) -> int:
     client = redis.Redis.from_url(broker_url)
     return sum(int(client.llen(k)) for k in client.scan_iter(match=f"{queue}*") if client.type(k) == b"list")
+
+
+@contextmanager
+def worker_cluster(settings: Any, tmp_path: Path, request: Any, names: Iterable[str],
+                   broker_url: str, store_url: str, fx_url: str) -> Iterator[Cluster]:
+    """Prefork worker subprocesses (concurrency 2 each) for one test; on the way out they
+    stop, their logs print if the test failed, and their broker, store and fx keys go."""
+    c = Cluster(settings, broker_url, fx_url, tmp_path)
+    failed_before = request.session.testsfailed
+    try:
+        for name in names:
+            c.worker(name, concurrency=2)
+        yield c
+    finally:
+        c.stop_all()
+        if request.session.testsfailed > failed_before:
+            c.dump_logs()
+        cleanup_broker(broker_url, settings.queue)
+        store = redis.Redis.from_url(store_url)
+        for key in list(store.scan_iter(match=f"{settings.key_prefix}*")):
+            store.delete(key)
+        redis.Redis.from_url(fx_url).delete(f"{settings.key_prefix}fx")

@@ -27,8 +27,8 @@ from abstractruntime_celery import (
     install,
 )
 from abstractruntime_celery.dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK
-from tests._procs import Cluster, cleanup_broker, queue_len, unacked_for, wait_for
-from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_app, make_settings
+from tests._procs import Cluster, queue_len, unacked_for, wait_for, worker_cluster
+from tests.conftest import BROKER_URL, FX_URL, STORE_URL, make_app, make_settings
 from tests.workflows import registry
 
 pytestmark = pytest.mark.timeout(150)
@@ -89,18 +89,9 @@ def test_settings_refuse_garbage(field: str, value: Any) -> None:
 
 @pytest.fixture
 def one_worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    prefix = f"bad{uuid.uuid4().hex[:8]}:"
-    c = Cluster(make_settings(prefix, lease_ttl_s=3.0), BROKER_URL, FX_URL, tmp_path)
-    failed_before = request.session.testsfailed
-    try:
-        c.worker("w", concurrency=2)
+    settings = make_settings(f"bad{uuid.uuid4().hex[:8]}:", lease_ttl_s=3.0)
+    with worker_cluster(settings, tmp_path, request, ["w"], BROKER_URL, STORE_URL, FX_URL) as c:
         yield c
-    finally:
-        c.stop_all()
-        if request.session.testsfailed > failed_before:
-            c.dump_logs()
-        cleanup_broker(BROKER_URL, c.settings.queue)
-        _delete_prefix(STORE_URL, prefix)
 
 
 HUGE = "r" * 1_000_000

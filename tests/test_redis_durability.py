@@ -19,10 +19,7 @@ from abstractruntime_celery.stores.redis_conn import connect
 from abstractruntime_celery.stores.redis_ledger import RedisLedgerStore
 from abstractruntime_celery.stores.redis_runs import RedisRunStore
 
-try:  # tests/ may or may not be a package
-    from tests._redis_util import free_port
-except ImportError:  # pragma: no cover
-    from _redis_util import free_port
+from tests._redis_util import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server binary not installed")

@@ -39,28 +39,16 @@ from abstractruntime_celery.stores.redis_conn import connect
 from abstractruntime_celery.stores.redis_ledger import RedisLedgerStore
 from abstractruntime_celery.stores.redis_runs import RedisRunStore, iso_to_epoch
 
-try:  # tests/ may or may not be a package
-    from tests._redis_util import (  # noqa: F401  (fixtures)
-        DB_SECOND,
-        cas_increment_worker,
-        delete_prefix,
-        prefix,
-        redis_client,
-        redis_url,
-        requires_redis,
-        unique_prefix,
-    )
-except ImportError:  # pragma: no cover
-    from _redis_util import (  # noqa: F401  (fixtures)
-        DB_SECOND,
-        cas_increment_worker,
-        delete_prefix,
-        prefix,
-        redis_client,
-        redis_url,
-        requires_redis,
-        unique_prefix,
-    )
+from tests._redis_util import (  # noqa: F401  (fixtures)
+    DB_SECOND,
+    cas_increment_worker,
+    delete_prefix,
+    prefix,
+    redis_client,
+    redis_url,
+    requires_redis,
+    unique_prefix,
+)
 
 pytestmark = requires_redis
 

@@ -10,10 +10,7 @@ import pytest
 from abstractruntime import InMemoryRunStore, RunState, RunStatus, WaitReason, WaitState
 from abstractruntime.storage.sqlite import SqliteDatabase, SqliteRunStore
 
-try:  # tests/ may or may not be a package
-    from tests._redis_util import delete_prefix, redis_url, requires_redis, unique_prefix
-except ImportError:  # pragma: no cover
-    from _redis_util import delete_prefix, redis_url, requires_redis, unique_prefix
+from tests._redis_util import delete_prefix, redis_url, requires_redis, unique_prefix
 
 pytestmark = requires_redis
 

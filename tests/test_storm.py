@@ -14,8 +14,8 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import TICK_TASK
-from tests._procs import Cluster, cleanup_broker, queue_len, unacked_for, wait_for
-from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, fx_count, make_app, make_settings
+from tests._procs import Cluster, queue_len, unacked_for, wait_for, worker_cluster
+from tests.conftest import BROKER_URL, FX_URL, STORE_URL, fx_count, make_app, make_settings
 from tests.workflows import registry
 
 pytestmark = pytest.mark.timeout(150)
@@ -24,20 +24,9 @@ TIMEOUT = 60.0
 
 @pytest.fixture
 def three_workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    prefix = f"storm{uuid.uuid4().hex[:8]}:"
-    c = Cluster(make_settings(prefix, lease_ttl_s=3.0), BROKER_URL, FX_URL, tmp_path)
-    failed_before = request.session.testsfailed
-    try:
-        for name in ("a", "b", "c"):
-            c.worker(name, concurrency=2)
+    settings = make_settings(f"storm{uuid.uuid4().hex[:8]}:", lease_ttl_s=3.0)
+    with worker_cluster(settings, tmp_path, request, ["a", "b", "c"], BROKER_URL, STORE_URL, FX_URL) as c:
         yield c
-    finally:
-        c.stop_all()
-        if request.session.testsfailed > failed_before:
-            c.dump_logs()
-        cleanup_broker(BROKER_URL, c.settings.queue)
-        _delete_prefix(STORE_URL, prefix)
-        redis.Redis.from_url(FX_URL).delete(f"{prefix}fx")
 
 
 @pytest.mark.parametrize("sleep", [0.0, 0.5])
