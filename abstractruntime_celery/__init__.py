@@ -16,6 +16,7 @@ from .errors import (
     CorruptRunError,
     LeaseLostError,
     PayloadError,
+    RunControlledError,
     RunNotWaitingError,
     RunWaitTimeout,
     StoreError,
@@ -37,7 +38,7 @@ __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
     "RunHandle", "install", "Settings", "load_settings", "app",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "LeaseLostError", "PayloadError",
-    "RunNotWaitingError", "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError",
+    "RunControlledError", "RunNotWaitingError", "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError",
     "UnknownWorkflowError", "VersionConflictError", "WaitKeyMismatchError",
 ]
 

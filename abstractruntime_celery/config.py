@@ -53,6 +53,9 @@ class Settings:
     tick_max_attempts: int = 5
     #: Seconds a run may name an unregistered workflow before it is marked FAILED.
     unknown_workflow_grace_s: float = 86400.0
+    #: Seconds a tick trusts the cancel/pause state it last confirmed, instead of reading it
+    #: before every node (Redis store; its saves check the state anyway). 0: always read.
+    control_ttl_s: float = 0.25
     #: Queue for tick/resume/start tasks.
     queue: str = "abstractruntime"
 
@@ -68,6 +71,8 @@ class Settings:
             raise ConfigError("key_prefix and queue must not be empty")
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
             raise ConfigError("timer_horizon_s, sweep_interval_s and lease_ttl_s must be > 0")
+        if self.control_ttl_s < 0:
+            raise ConfigError("control_ttl_s must be >= 0")
         if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:
             raise ConfigError("max_payload_bytes, tick_max_steps and sweep_batch must be > 0")
 

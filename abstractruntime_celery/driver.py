@@ -36,7 +36,9 @@ from .payloads import check_object, check_run_id
 from .registry import require_workflow
 from .signals import Notices
 from .stores import open_stores, require_queryable
-from .stores.redis_runs import RedisRunStore
+from .stores.known import learn
+from .stores.redis_ledger import RedisLedgerStore
+from .stores.redis_runs import RedisRunStore, control_of
 from .tick import TERMINAL, TickOutcome, tick_run
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class Driver:
         if runtime is None:
             run_store, ledger_store = open_stores(
                 settings.store_url, prefix=settings.key_prefix, fence=current_fence,
-                still_ours=self.coord.leases.holds,
+                still_ours=self.coord.leases.holds, control_ttl_s=settings.control_ttl_s,
             )
             runtime = Runtime(run_store=run_store, ledger_store=ledger_store, workflow_registry=registry,
                               **(runtime_kwargs or {}))
@@ -132,12 +134,14 @@ class Driver:
         return out
 
     def begin_tick(self, run_id: str) -> tuple[Lease | None, Callable[[], tuple[list[Event], RunState | None]]]:
-        """Take the run's lease; on Redis, read its inbox (and the run itself, when the
-        store shares the connection) in the same round trip.
+        """Take the run's lease; on Redis, read its inbox (and the run itself and whether
+        its ledger has completed steps, when the stores share the connection) in the
+        same round trip.
 
         Returns the lease (None when another process holds it) and a function that
-        decodes the reads; call it only while holding the lease (it may raise
-        CorruptRunError, and the caller must still release).
+        decodes the reads and, inside ``knowing()``, notes what the tick now knows of
+        the run (``stores/known.py``); call it only while holding the lease (it may
+        raise CorruptRunError, and the caller must still release).
         """
         leases, inbox, store = self.coord.leases, self.coord.inbox, self.run_store
         if not (isinstance(leases, RedisLeases) and isinstance(inbox, RedisInbox)):
@@ -147,12 +151,23 @@ class Driver:
         shared = isinstance(store, RedisRunStore) and store.shares_connection(leases.client)
         if shared:
             reads.append(store.read_op(run_id))
+        ledger = self.runtime.ledger_store
+        ledger_shared = shared and isinstance(ledger, RedisLedgerStore) and ledger.shares_connection(leases.client)
+        if ledger_shared:
+            done_key = ledger.done_key(run_id)
+            reads.append(lambda pipe: pipe.exists(done_key))
+        read_at = time.monotonic()  # the reads are at least this fresh
         lease, results = leases.acquire_reading(run_id, reads)
 
         def unpack() -> tuple[list[Event], RunState | None]:
             if isinstance(results[0], Exception):
                 raise results[0]
             run = store.from_read(run_id, results[1]) if shared else store.load(run_id)
+            entry = learn(run_id) if shared else None
+            if entry is not None:
+                if run is not None:
+                    entry.confirm(control_of(run), at=read_at)
+                entry.done_empty = ledger_shared and results[2] == 0
             return inbox.parse(results[0]), run
 
         return lease, unpack
@@ -163,16 +178,19 @@ class Driver:
 
     # --- the tick path -------------------------------------------------------------------
 
-    def tick(self, run_id: str, reason: str = "tick", max_steps: int | None = None) -> TickOutcome:
-        """Advance ``run_id`` under its lease (see tick.py).
+    def tick(self, run_id: str, reason: str = "tick", max_steps: int | None = None,
+             create: Callable[[], Any] | None = None) -> TickOutcome:
+        """Advance ``run_id`` under its lease (see tick.py); ``create`` makes the run
+        first, under the same lease, if it is not there.
 
         Raises:
-            UnknownRunError: no such run.
-            Exception: a node handler's error (counted; the run stays RUNNING and is retried).
+            UnknownRunError: no such run (and no ``create``).
+            Exception: a node handler's error (counted; the run stays RUNNING and is retried),
+                or ``create``'s own error.
         """
         reset = _listeners.set([])
         try:
-            return tick_run(self, run_id, reason=reason, max_steps=max_steps)
+            return tick_run(self, run_id, reason=reason, max_steps=max_steps, create=create)
         finally:
             _listeners.reset(reset)
 
@@ -193,6 +211,18 @@ class Driver:
 
     # --- caller side -----------------------------------------------------------------------
 
+    def _start_kwargs(self, workflow: WorkflowSpec | str, vars: dict[str, Any] | None, run_id: str | None,
+                      actor_id: str | None, session_id: str | None) -> dict[str, Any]:
+        """``Runtime.start`` arguments for a new run, checked (raises as ``start_run``)."""
+        spec = workflow if isinstance(workflow, WorkflowSpec) else require_workflow(self.registry, workflow)
+        check_object(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
+                     limit=self.settings.max_payload_bytes)
+        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        kwargs: dict[str, Any] = {"workflow": spec, "vars": vars, "actor_id": actor_id, "run_id": run_id}
+        if session_id is not None:
+            kwargs["session_id"] = session_id
+        return kwargs
+
     def start_run(self, workflow: WorkflowSpec | str, *, vars: dict[str, Any] | None = None,
                   run_id: str | None = None, actor_id: str | None = None, session_id: str | None = None,
                   dispatch: bool = True) -> str:
@@ -202,18 +232,31 @@ class Driver:
             UnknownWorkflowError: ``workflow`` is an id this process does not know.
             PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or ``run_id`` is malformed.
         """
-        spec = workflow if isinstance(workflow, WorkflowSpec) else require_workflow(self.registry, workflow)
-        check_object(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
-                     limit=self.settings.max_payload_bytes)
-        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
-        kwargs: dict[str, Any] = {"workflow": spec, "vars": vars, "actor_id": actor_id, "run_id": run_id}
-        if session_id is not None:
-            kwargs["session_id"] = session_id
-        run_id = self.runtime.start(**kwargs)
+        run_id = self.runtime.start(**self._start_kwargs(workflow, vars, run_id, actor_id, session_id))
         self.coord.stats.incr("runs_started")
         if dispatch:
             self.dispatcher.tick(run_id, reason="start")
         return run_id
+
+    def start_and_tick(self, workflow: WorkflowSpec | str, *, vars: dict[str, Any] | None = None,
+                       run_id: str | None = None, actor_id: str | None = None,
+                       session_id: str | None = None) -> tuple[str, TickOutcome]:
+        """Create a run and tick it here, under one lease: what a start message does on a
+        worker. The lease is taken first, so the create rides the tick's round trips.
+        With an explicit ``run_id`` that exists already, the run is just ticked.
+
+        Raises:
+            UnknownWorkflowError, PayloadError: as ``start_run`` (before anything is written).
+            RunIdentityConflict: ``run_id`` names a run with another creation identity.
+            Exception: a node handler's error, as ``tick``.
+        """
+        kwargs = self._start_kwargs(workflow, vars, run_id, actor_id, session_id)
+
+        def create() -> Any:
+            self.coord.stats.incr("runs_started")
+            return self.runtime.start(**kwargs)
+
+        return kwargs["run_id"], self.tick(kwargs["run_id"], reason="start", create=create)
 
     def load(self, run_id: str) -> RunState:
         """Raises UnknownRunError if the run does not exist; CorruptRunError if its record is garbage."""

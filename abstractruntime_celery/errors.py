@@ -104,6 +104,19 @@ class LeaseLostError(StoreError):
         self.run_id = run_id
 
 
+class RunControlledError(StoreError):
+    """A tick's save was refused: the run was cancelled or paused (or resumed) by
+    someone else while the tick held its lease. Nothing was written; the control
+    action stands, as AbstractRuntime's own control probe would have kept it."""
+
+    def __init__(self, run_id: str, status: str, paused: bool) -> None:
+        super().__init__(f"Run '{run_id}' was changed to status={status}, paused={paused} "
+                         "by a control action during the tick; the tick's save was refused")
+        self.run_id = run_id
+        self.status = status
+        self.paused = paused
+
+
 class RunWaitTimeout(AbstractRuntimeCeleryError, TimeoutError):
     """A caller waited for a run to reach a state and the timeout passed first."""
 

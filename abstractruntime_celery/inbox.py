@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol, Sequence
 
 from . import _scripts
-from .batch import Op, defer
+from .batch import Op, ahead, collecting_ahead, defer
 
 
 @dataclass
@@ -107,8 +107,14 @@ class RedisInbox:
         return bool(self.client.hexists(self._key(run_id), event_id))
 
     def mark_applying(self, event: Event, updated_at: str | None) -> None:
+        """Write the event's *applying* mark. Inside a tick it goes ahead of the resume's
+        save, in the same pipeline (``batch.ahead``): the mark still lands first."""
         event.applying_since = updated_at or ""
-        self.client.hset(self._key(event.run_id), event.event_id, f"{event.seq}|{event.to_json()}")
+        key, field, value = self._key(event.run_id), event.event_id, f"{event.seq}|{event.to_json()}"
+        if collecting_ahead():
+            ahead(self.client, lambda target: target.hset(key, field, value))
+        else:
+            self.client.hset(key, field, value)
 
     def done(self, run_id: str, event_id: str) -> None:
         """Drop an applied event. Inside a tick this rides the lease release: if we crash

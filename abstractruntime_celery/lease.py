@@ -63,7 +63,7 @@ class Leases(Protocol):
 
     def acquire(self, run_id: str) -> Lease | None: ...
     def renew(self, lease: Lease) -> bool: ...
-    def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool: ...
+    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Op] = ()) -> bool: ...
     def is_held(self, run_id: str) -> bool: ...
     def still_ours(self, lease: Lease) -> bool: ...
     def holds(self, key: str, token: str) -> bool: ...
@@ -112,18 +112,27 @@ class RedisLeases:
         """Extend the lease; False if it was lost (expired and maybe taken)."""
         return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
 
-    def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool:
-        """Give the lease back (sending the tick's deferred writes in the same round trip);
-        True if a tick was asked for while we held it."""
+    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Op] = ()) -> bool:
+        """Give the lease back, in one round trip with the tick's queued writes:
+        ``ahead`` (ledger appends) before the release script, ``ops`` (counters,
+        bookkeeping) after it. True if a tick was asked for while we held it.
+
+        Raises:
+            Exception: an ``ahead`` write failed (Redis's own error); the lease is released anyway.
+        """
         keys, args = [lease.key, self._pending_key(lease.run_id)], [lease.token]
         pipe = self.client.pipeline(transaction=False)
+        for op in ahead:
+            op(pipe)
         _scripts.call_in(pipe, self._release, keys, args)
         for op in ops:
             op(pipe)
         results = pipe.execute(raise_on_error=False)
-        res = int(_scripts.settle(results[0], self._release, keys, args))
+        n = len(ahead)
+        res = int(_scripts.settle(results[n], self._release, keys, args))
+        _scripts.run_ops(self.client, ahead, results[:n])
         try:
-            _scripts.run_ops(self.client, ops, results[1:])
+            _scripts.run_ops(self.client, ops, results[n + 1:])
         except Exception as exc:  # counters and bookkeeping; the run's state is already saved
             log.warning("a deferred write of run %s failed: %s", lease.run_id, exc)
         if res < 0:
@@ -182,8 +191,8 @@ class LocalLeases:
             self._leases[lease.run_id] = (lease.token, time.monotonic() + self.ttl_s)
             return True
 
-    def release(self, lease: Lease, ops: Sequence[Op] = ()) -> bool:
-        # ``ops`` stays empty here: in the embedded mode nothing defers its writes.
+    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Op] = ()) -> bool:
+        # In the embedded mode nothing defers its writes: ``ops`` and ``ahead`` stay empty.
         with self._lock:
             entry = self._live(lease.run_id)
             if entry is None or entry[0] != lease.token:

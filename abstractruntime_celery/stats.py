@@ -28,6 +28,7 @@ class SchedulerStats(_SeedStats):
     early: int = 0
     lease_busy: int = 0
     lease_lost: int = 0
+    controlled: int = 0  # tick saves refused because a cancel/pause landed mid-tick
     events_accepted: int = 0
     events_applied: int = 0
     timers_armed: int = 0

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -210,11 +211,18 @@ def _register_tasks(app: Celery) -> None:
 
     @app.task(name=START_TASK, **opts)
     def start(workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        """Create a run (idempotent with an explicit run_id) and tick it here, in this
-        task: one message per started run, not two. If this worker dies first, the
-        sweep finds the RUNNING run (an orphan) and ticks it."""
-        run_id = driver_for(app).start_run(workflow_id, vars=vars, run_id=run_id, dispatch=False)
-        _run_tick(app, run_id, "start")
+        """Create a run (idempotent with an explicit run_id) and tick it here, under one
+        lease: one message per started run, not two. If this worker dies first, the
+        sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
+        create its run fails the task; a node's error is the tick path's (counted, retried)."""
+        driver = driver_for(app)
+        run_id = run_id if run_id is not None else uuid.uuid4().hex
+        try:
+            driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
+        except Exception as exc:
+            if driver.run_store.load(run_id) is None:
+                raise
+            log.warning("first tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
         return run_id
 
     @app.task(name=SWEEP_TASK, ignore_result=True, serializer="json", shared=False)

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from abstractruntime import RunState, RunStatus, WaitReason, WorkflowSpec
 
 from . import timers
-from .batch import collecting
-from .errors import LeaseLostError, UnknownRunError, UnknownWorkflowError
+from .batch import collecting, take_ahead
+from .errors import LeaseLostError, RunControlledError, UnknownRunError, UnknownWorkflowError
 from .inbox import Event
 from .lease import fenced
 from .stores.handoff import handing_off
+from .stores.known import knowing, learn
+from .stores.redis_runs import control_of
 
 if TYPE_CHECKING:
     from .driver import Driver
@@ -41,14 +44,16 @@ class TickOutcome:
     run_id: str
     status: str | None
     changed: bool = False
-    skipped: str | None = None  # "busy" | "unknown_workflow" | "lease_lost"
+    skipped: str | None = None  # "busy" | "unknown_workflow" | "lease_lost" | "controlled"
 
 
-def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int | None = None) -> TickOutcome:
-    """Advance one run as far as it can go now, under its lease.
+def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int | None = None,
+             create: Callable[[], Any] | None = None) -> TickOutcome:
+    """Advance one run as far as it can go now, under its lease; ``create`` (a start)
+    makes the run under the same lease first.
 
     Raises:
-        Exception: whatever a node handler raised, after counting it (the caller retries).
+        Exception: whatever a node handler or ``create`` raised, after counting it (the caller retries).
     """
     if reason == "timer" and d.dispatcher.min_eta_s > 0:
         _wait_out_short_remainder(d, run_id)
@@ -57,21 +62,44 @@ def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int |
         d.coord.stats.incr("lease_busy")
         return TickOutcome(run_id, None, skipped="busy")
     d.keeper.hold(lease)
-    with collecting() as deferred:
+    with collecting() as deferred, knowing():
         try:
             events, run = reads()
             with fenced(run_id, lease.key, lease.token):
+                if create is not None:
+                    run = _create(d, run_id, run, create)
                 outcome = _advance(d, run, run_id, reason, max_steps or d.settings.tick_max_steps, events)
         except LeaseLostError:
             d.coord.stats.incr("lease_lost")
             log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
             outcome = TickOutcome(run_id, None, skipped="lease_lost")
+        except RunControlledError as exc:
+            d.coord.stats.incr("controlled")
+            log.info("run %s: %s", run_id, exc)
+            outcome = TickOutcome(run_id, exc.status, skipped="controlled")
         finally:
             d.keeper.drop(lease)
-            asked_again = d.coord.leases.release(lease, deferred)
+            client = getattr(d.coord.leases, "client", None)
+            ahead = take_ahead(client) if client is not None else []
+            asked_again = d.coord.leases.release(lease, deferred, ahead)
     if asked_again:
         d.dispatcher.tick(run_id, reason="asked")
     return outcome
+
+
+def _create(d: "Driver", run_id: str, run: RunState | None, create: Callable[[], Any]) -> RunState | None:
+    """Make the run under our lease; the store hands back what it wrote, so the tick
+    needs no read. A run that exists already is checked by ``create`` (its identity), not rewritten."""
+    create()
+    if run is not None:
+        return run
+    entry = learn(run_id)
+    created = entry.created if entry is not None else None
+    if created is None:
+        return d.run_store.load(run_id)
+    entry.created = None
+    entry.confirm(control_of(created))
+    return created
 
 
 def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_steps: int,
@@ -97,8 +125,10 @@ def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_st
         with handing_off(run):  # the Runtime's first load takes our read
             for _ in range(MAX_ROUNDS):
                 resumed = _apply_inbox(d, workflow, run, events) or _resume_from_child(d, workflow, run)
-                run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
-                if not resumed and not _has_applicable_input(d, run, events):
+                # the tick's load takes the state the resume just saved
+                with handing_off(resumed) if resumed is not None else nullcontext():
+                    run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
+                if not _has_applicable_input(d, run, events):
                     break
             else:  # more input than one tick applies: yield, and go on in another tick
                 d.dispatcher.tick(run_id, reason="continue")
@@ -128,9 +158,9 @@ def _fingerprint(run: RunState) -> tuple[Any, ...]:
 
 # --- what may move a waiting run -------------------------------------------------
 
-def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState, events: list[Event]) -> bool:
+def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState, events: list[Event]) -> RunState | None:
     """Apply the oldest inbox event that matches the run's current wait (at most one);
-    applied events leave ``events``."""
+    applied events leave ``events``. Returns the run as the resume saved it, or None."""
     current = run
     for event in list(events):
         if event.applying_since is not None and event.applying_since != (current.updated_at or ""):
@@ -140,17 +170,17 @@ def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState, events: lis
             continue
         waiting = current.waiting
         if current.status != RunStatus.WAITING or waiting is None:
-            return False
+            return None
         if event.wait_key is not None and waiting.wait_key != event.wait_key:
             continue  # for a later wait of this run; it stays in the inbox
         d.coord.inbox.mark_applying(event, current.updated_at)
-        d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=waiting.wait_key,
-                         payload=event.payload, max_steps=0)
+        resumed = d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=waiting.wait_key,
+                                   payload=event.payload, max_steps=0)
         d.coord.inbox.done(run.run_id, event.event_id)
         events.remove(event)
         d.coord.stats.incr("events_applied")
-        return True
-    return False
+        return resumed
+    return None
 
 
 def _child_id(run: RunState) -> str | None:
@@ -175,20 +205,20 @@ def child_result(child: RunState) -> dict[str, Any]:
     return {"sub_run_id": child.run_id, "output": out}
 
 
-def _resume_from_child(d: "Driver", workflow: WorkflowSpec, run: RunState) -> bool:
-    """Resume a parent whose child has ended (nothing else ever does)."""
+def _resume_from_child(d: "Driver", workflow: WorkflowSpec, run: RunState) -> RunState | None:
+    """Resume a parent whose child has ended (nothing else ever does); the run as saved, or None."""
     current = run
     child_id = _child_id(current)
     if child_id is None:
-        return False
+        return None
     child = d.run_store.load(child_id)
     if child is None or child.status not in TERMINAL:
-        return False
+        return None
     assert current.waiting is not None
-    d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=current.waiting.wait_key,
-                     payload=child_result(child), max_steps=0)
+    resumed = d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=current.waiting.wait_key,
+                               payload=child_result(child), max_steps=0)
     d.coord.stats.incr("parents_resumed")
-    return True
+    return resumed
 
 
 def _has_applicable_input(d: "Driver", run: RunState, events: list[Event]) -> bool:

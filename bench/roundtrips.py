@@ -158,6 +158,8 @@ def run(repeat: int = 20, *, out_dir: Path | None = None, quiet: bool = False) -
         for _ in range(3):
             completed(), evented(), parked_timer()
         m("start_run (caller: create + send tick)", lambda: None, lambda _: d.start_run(chain1))
+        m("start task on a worker: create + tick a 1-node run", lambda: None,
+          lambda _: d.start_and_tick(chain1))
         m("tick: 1-node run, start to completed", started(chain1), lambda rid: d.tick(rid))
         m("tick: 10-node run, start to completed", started(chain10), lambda rid: d.tick(rid))
         m("tick: park on wait_until (arms ETA)",

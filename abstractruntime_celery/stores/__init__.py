@@ -34,8 +34,9 @@ def require_queryable(store: Any) -> None:
 
 
 def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseCheck,
-                client: Any = None) -> tuple[Any, Any]:
-    """Open (run_store, ledger_store) for a store URL, fenced by the caller's leases.
+                client: Any = None, control_ttl_s: float = 0.25) -> tuple[Any, Any]:
+    """Open (run_store, ledger_store) for a store URL, fenced by the caller's leases
+    (``control_ttl_s``: see ``RedisRunStore``).
 
     Raises:
         ConfigError: the URL scheme is unknown or the URL lacks a path.
@@ -70,7 +71,8 @@ def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseC
         from .redis_runs import RedisRunStore
 
         client = client if client is not None else connect(url)
-        return RedisRunStore(client, prefix=prefix, fence=fence), RedisLedgerStore(client, prefix=prefix)
+        return (RedisRunStore(client, prefix=prefix, fence=fence, control_ttl_s=control_ttl_s),
+                RedisLedgerStore(client, prefix=prefix))
     raise ConfigError(
         f"Unknown store URL {url!r}: use memory://, file:///dir, sqlite:///file.db or redis://host:port/db"
     )

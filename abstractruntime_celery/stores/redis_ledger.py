@@ -5,6 +5,10 @@ is the record's seq) and one hash of idempotency_key -> first COMPLETED record
 (``{prefix}ledger-done:<id>``), written by the same script as the append, so
 the runtime's crash-replay probe (``find_completed_result``) is O(1).
 Records are the same dicts the built-in ledgers write (``steprecord_to_dict``).
+
+Inside a tick (``batch.collecting``) an append is queued, not sent: it goes
+first in the pipeline of the tick's next save, ledger read or lease release,
+so the order of writes is kept and a round trip is saved per append.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import redis
 from abstractruntime.core.models import StepRecord, StepStatus
 from abstractruntime.storage.base import LedgerStore
 
+from .. import _scripts
+from ..batch import ahead, collecting_ahead, take_ahead
 from ..errors import LeaseLostError, PayloadError
+from .known import known
 from .redis_conn import load_script, redis_errors
 
 logger = logging.getLogger(__name__)
@@ -68,6 +75,10 @@ class RedisLedgerStore(LedgerStore):
         self._max_bytes = int(max_record_bytes)
         self._append_script = load_script(client, "append_ledger")
 
+    def shares_connection(self, client: Any) -> bool:
+        """True if ``client`` talks to this ledger's Redis through the same pool."""
+        return getattr(client, "connection_pool", None) is self._r.connection_pool
+
     def ledger_key(self, run_id: str) -> str:
         return f"{self._prefix}ledger:{run_id}"
 
@@ -87,6 +98,7 @@ class RedisLedgerStore(LedgerStore):
         return payload
 
     def _push(self, run_id: str, payload: bytes, record: StepRecord) -> int:
+        """Append now and return the record's seq, or queue it in a tick and return 0."""
         keys = [self.ledger_key(run_id), self.done_key(run_id)]
         token = ""
         fenced = self._fence(run_id) if self._fence is not None else None
@@ -95,14 +107,50 @@ class RedisLedgerStore(LedgerStore):
             token = fenced[1]
         key = record.idempotency_key if isinstance(record.idempotency_key, str) else ""
         status = str(getattr(record.status, "value", record.status) or "")
+        args = [payload, key, status, token]
+        if collecting_ahead():
+            script = self._append_script
+            ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args))
+            entry = known(run_id)
+            if entry is not None and key and status == StepStatus.COMPLETED.value:
+                entry.done.setdefault(key, payload.decode("utf-8"))
+            return 0
         with redis_errors(self._r):
-            seq = int(self._append_script(keys=keys, args=[payload, key, status, token]))
+            seq = int(self._append_script(keys=keys, args=args))
         if seq < 0:
             raise LeaseLostError(run_id)
         return seq
 
+    def _read(self, read: Callable[[Any], Any]) -> Any:
+        """``read(client)``, behind the appends a tick queued: one round trip, and the
+        read sees them. Call inside ``redis_errors``."""
+        ops = take_ahead(self._r)
+        if not ops:
+            return read(self._r)
+        pipe = self._r.pipeline(transaction=False)
+        for op in ops:
+            op(pipe)
+        read(pipe)
+        results = pipe.execute(raise_on_error=False)
+        _scripts.run_ops(self._r, ops, results[:-1])
+        if isinstance(results[-1], Exception):
+            raise results[-1]
+        return results[-1]
+
+    def _send_ahead(self) -> None:
+        """Send the appends a tick queued before a write that cannot carry them."""
+        ops = take_ahead(self._r)
+        if ops:
+            pipe = self._r.pipeline(transaction=False)
+            for op in ops:
+                op(pipe)
+            _scripts.run_ops(self._r, ops, pipe.execute(raise_on_error=False))
+
     def append(self, record: StepRecord) -> None:
         """Append one record (and index it if it is a COMPLETED idempotent step).
+
+        Inside a tick the append is queued and sent ahead of the tick's next write
+        (see the module docstring); a failure then surfaces there.
 
         Raises:
             ValueError: ``record.run_id`` is empty.
@@ -128,6 +176,7 @@ class RedisLedgerStore(LedgerStore):
             raise ValueError("StepRecord.run_id must be non-empty")
         lkey = self.ledger_key(run_id)
         with redis_errors(self._r):
+            self._send_ahead()
             while True:
                 with self._r.pipeline(transaction=True) as pipe:
                     try:
@@ -159,7 +208,7 @@ class RedisLedgerStore(LedgerStore):
         if not rid:
             return []
         with redis_errors(self._r):
-            raws = self._r.lrange(self.ledger_key(rid), 0, -1)
+            raws = self._read(lambda c: c.lrange(self.ledger_key(rid), 0, -1))
         out: List[Dict[str, Any]] = []
         for i, raw in enumerate(raws):
             obj = _parse(raw)
@@ -179,8 +228,13 @@ class RedisLedgerStore(LedgerStore):
         rid = str(run_id or "").strip()
         if not key or not rid:
             return None
-        with redis_errors(self._r):
-            raw = self._r.hget(self.done_key(rid), key)
+        entry = known(rid)
+        raw = entry.done.get(key) if entry is not None else None
+        if raw is None and entry is not None and entry.done_empty:
+            return None  # empty when the lease was taken; only this tick adds (see known.py)
+        if raw is None:
+            with redis_errors(self._r):
+                raw = self._read(lambda c: c.hget(self.done_key(rid), key))
         rec = _parse(raw) if raw is not None else None
         return rec.get("result") if rec is not None else None
 
@@ -191,7 +245,7 @@ class RedisLedgerStore(LedgerStore):
             StoreUnavailableError: Redis cannot be reached.
         """
         with redis_errors(self._r):
-            raw = self._r.lindex(self.ledger_key(str(run_id)), -1)
+            raw = self._read(lambda c: c.lindex(self.ledger_key(str(run_id)), -1))
         return _parse(raw) if raw is not None else None
 
     def count(self, run_id: str) -> int:
@@ -201,7 +255,7 @@ class RedisLedgerStore(LedgerStore):
             StoreUnavailableError: Redis cannot be reached.
         """
         with redis_errors(self._r):
-            return int(self._r.llen(self.ledger_key(str(run_id))))
+            return int(self._read(lambda c: c.llen(self.ledger_key(str(run_id)))))
 
     def count_many(self, run_ids: List[str]) -> Dict[str, int]:
         """Record counts of several runs (runs without records are left out), one round trip.
@@ -213,6 +267,7 @@ class RedisLedgerStore(LedgerStore):
         if not ids:
             return {}
         with redis_errors(self._r):
+            self._send_ahead()
             pipe = self._r.pipeline(transaction=False)
             for rid in ids:
                 pipe.llen(self.ledger_key(rid))
@@ -231,7 +286,7 @@ class RedisLedgerStore(LedgerStore):
         if not rid:
             return [], a
         with redis_errors(self._r):
-            raws = self._r.lrange(self.ledger_key(rid), a, a + lim - 1)
+            raws = self._read(lambda c: c.lrange(self.ledger_key(rid), a, a + lim - 1))
         out = [obj for obj in (_parse(r) for r in raws) if obj is not None]
         return out, a + len(raws)
 
@@ -245,6 +300,7 @@ class RedisLedgerStore(LedgerStore):
         if not rid:
             return 0
         with redis_errors(self._r):
+            self._send_ahead()
             pipe = self._r.pipeline(transaction=True)
             pipe.llen(self.ledger_key(rid))
             pipe.delete(self.ledger_key(rid), self.done_key(rid))

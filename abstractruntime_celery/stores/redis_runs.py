@@ -24,9 +24,12 @@ import redis
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 from abstractruntime.storage.base import RunStore
 
+from .. import _scripts
+from ..batch import take_ahead
+from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
-from ..errors import CorruptRunError, LeaseLostError, PayloadError, VersionConflictError
+from .known import Control, known
 from .redis_conn import load_script, redis_errors
 
 logger = logging.getLogger(__name__)
@@ -126,6 +129,15 @@ def _value(v: Any) -> str:
     return str(getattr(v, "value", v))
 
 
+def control_of(run: RunState) -> Control:
+    """``(status, paused)`` of ``run`` exactly as a save stores them (what the control probe reads)."""
+    return _value(run.status), bool(_is_paused(run.vars))
+
+
+#: How long a leased tick trusts the control fields it last confirmed (see ``known.py``).
+CONTROL_TTL_S = 0.25
+
+
 class RedisRunStore(RunStore):
     """A ``RunStore`` + ``QueryableRunStore`` on Redis, with compare-and-set and fencing.
 
@@ -135,6 +147,8 @@ class RedisRunStore(RunStore):
     expired can never overwrite a newer owner's state.
 
     ``max_record_bytes`` bounds one serialised RunState (default 16 MiB).
+    ``control_ttl_s``: how long a leased tick answers the control probe from what
+    it last confirmed (0 turns that off; fenced saves check the fields anyway).
     Not for Redis Cluster: a save touches index keys that are not hash-tagged.
     """
 
@@ -145,11 +159,13 @@ class RedisRunStore(RunStore):
         prefix: str = "arc:",
         fence: Fence | None = None,
         max_record_bytes: int = 16 * 1024 * 1024,
+        control_ttl_s: float = CONTROL_TTL_S,
     ) -> None:
         self._r = client
         self._prefix = prefix
         self._fence = fence
         self._max_bytes = int(max_record_bytes)
+        self._control_ttl_s = float(control_ttl_s)
         self._save_script = load_script(client, "save_run")
         self._delete_script = load_script(client, "delete_run")
 
@@ -282,12 +298,16 @@ class RedisRunStore(RunStore):
         keys = [self.run_key(rid)]
         token = ""
         fenced = self._fence(rid) if self._fence is not None else None
+        entry = known(rid) if fenced is not None else None
         if fenced is not None:
             lease_key, token = fenced
             keys.append(lease_key)
         expected = "" if expected_version is None else str(int(expected_version))
+        control = entry.control if entry is not None and mode == "save" else None
+        guard = [control[0], "1" if control[1] else "0"] if control is not None else ["", ""]
+        args = [self._prefix, rid, expected, token, mode, *argv_tail, *guard]
         with redis_errors(self._r):
-            res = self._save_script(keys=keys, args=[self._prefix, rid, expected, token, mode, *argv_tail])
+            res = self._run_save(keys, args)
         code = int(res[0])
         if code == -1:
             raise LeaseLostError(rid)
@@ -295,7 +315,27 @@ class RedisRunStore(RunStore):
             raise VersionConflictError(rid, expected_version, int(res[1]))
         if code == -3:
             raise CorruptRunError(rid, "the key holds a non-hash value; create refused")
+        if code == -4:
+            raise RunControlledError(rid, str(res[1]), str(res[2]) == "1")
+        if entry is not None and code == 1:
+            entry.confirm((argv_tail[1], argv_tail[2] == "1"))
+            if mode == "create":
+                entry.created = run
         return res
+
+    def _run_save(self, keys: List[str], args: List[Any]) -> Any:
+        """The save script, behind any ledger appends the tick queued (``batch.ahead``):
+        one round trip, and the appends land first, as the Runtime ordered them."""
+        ops = take_ahead(self._r)
+        if not ops:
+            return self._save_script(keys=keys, args=args)
+        pipe = self._r.pipeline(transaction=False)
+        for op in ops:
+            op(pipe)
+        _scripts.call_in(pipe, self._save_script, keys, args)
+        results = pipe.execute(raise_on_error=False)
+        _scripts.run_ops(self._r, ops, results[:-1])
+        return _scripts.settle(results[-1], self._save_script, keys, args)
 
     def save(self, run: RunState, expected_version: int | None = None) -> int:
         """Write ``run`` and its index entries atomically; return its new version.
@@ -305,6 +345,8 @@ class RedisRunStore(RunStore):
 
         Raises:
             LeaseLostError: the fence's lease key no longer holds our token.
+            RunControlledError: under the lease, the run was cancelled, paused or
+                resumed by someone else since the tick last confirmed it.
             VersionConflictError: the stored version differs from ``expected_version``.
             PayloadError: the run is not JSON, is over ``max_record_bytes``, or
                 has an unparseable ``waiting.until``.
@@ -410,12 +452,19 @@ class RedisRunStore(RunStore):
     def probe_control(self, run_id: str) -> Optional[tuple[str, bool]]:
         """Cheap ``(status, paused)`` read for tick's external-control probe; None if unknown.
 
+        Under the run's lease, the answer the tick confirmed within ``control_ttl_s``
+        is given without a read; the next save checks it in Redis.
+
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
         rid = str(run_id or "").strip()
         if not rid:
             return None
+        entry = known(rid) if self._fence is not None and self._fence(rid) is not None else None
+        confirmed = entry.fresh_control(self._control_ttl_s) if entry is not None else None
+        if confirmed is not None:
+            return confirmed  # a leased tick's own run, confirmed moments ago (see known.py)
         with redis_errors(self._r):
             try:
                 status, paused = self._r.hmget(self.run_key(rid), ["status", "paused"])

@@ -11,10 +11,14 @@
 -- ARGV[7..] status, paused(0|1), workflow_id, wait_reason, until_iso, due_score,
 --           parent_run_id, created_score, updated_score, event_wait_key,
 --           session_id, mailbox names ("\n"-joined), index row JSON
+-- ARGV[20] expected status, ARGV[21] expected paused (0|1): with the lease only, and
+--          "" for no check. The control fields the tick last confirmed; if the
+--          stored ones differ, a cancel or pause landed mid-tick and must stand.
 --
 -- Returns {1, new_version} written | {0, version, doc} exists (create mode)
 --         {-1} lease lost | {-2, version} version conflict
 --         {-3} key holds a non-hash value (create mode refuses to overwrite it)
+--         {-4, status, paused} the stored control fields are not the expected ones
 
 local P, id = ARGV[1], ARGV[2]
 local expected, token, mode, doc = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -29,6 +33,13 @@ end
 
 local kind = redis.call('TYPE', rk)['ok']
 local cur = 0
+local want_status, want_paused = ARGV[20] or '', ARGV[21] or ''
+if kind == 'hash' and #KEYS >= 2 and want_status ~= '' then
+  local ctl = redis.call('HMGET', rk, 'status', 'paused')
+  if ctl[1] and (ctl[1] ~= want_status or (ctl[2] or '0') ~= want_paused) then
+    return {-4, ctl[1], ctl[2] or '0'}
+  end
+end
 if kind == 'hash' then
   cur = tonumber(redis.call('HGET', rk, 'v') or '0') or 0
   if mode == 'create' then

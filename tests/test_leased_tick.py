@@ -1,0 +1,179 @@
+"""What a tick does with fewer round trips, and why it stays safe: ledger appends
+queued ahead of the next write, the control probe answered from the lease's own
+read (with the save script as the guard), and a start that creates under the lease."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from abstractruntime import RunState, RunStatus, StepPlan, WorkflowSpec
+from abstractruntime.core.models import StepRecord, StepStatus
+from abstractruntime.scheduler.registry import WorkflowRegistry
+
+from abstractruntime_celery.batch import collecting
+from abstractruntime_celery.driver import Driver
+from abstractruntime_celery.errors import RunControlledError
+from abstractruntime_celery.lease import RedisLeases, fenced
+from abstractruntime_celery.stores.known import knowing, learn
+from abstractruntime_celery.stores.redis_conn import connect
+from abstractruntime_celery.stores.redis_ledger import RedisLedgerStore
+from abstractruntime_celery.stores.redis_runs import RedisRunStore, control_of
+from tests.conftest import STORE_URL, make_settings
+
+
+def _record(run_id: str, key: str, status: StepStatus = StepStatus.COMPLETED) -> StepRecord:
+    rec = StepRecord(run_id=run_id, step_id=f"s-{key}", node_id="n", status=status, idempotency_key=key)
+    rec.result = {"key": key}
+    return rec
+
+
+@pytest.fixture
+def stores(prefix: str) -> tuple[RedisRunStore, RedisLedgerStore, Any]:
+    client = connect(STORE_URL)
+    leases = RedisLeases(client, prefix, ttl_s=5.0)
+    from abstractruntime_celery.lease import current_fence
+
+    return (RedisRunStore(client, prefix=prefix, fence=current_fence),
+            RedisLedgerStore(client, prefix=prefix), leases)
+
+
+def test_appends_in_a_tick_go_out_with_the_next_save_in_their_order(stores: Any) -> None:
+    runs, ledger, _ = stores
+    run = RunState.new(workflow_id="wf", entry_node="a", run_id="r-order")
+    runs.save(run)
+    with collecting():
+        ledger.append(_record(run.run_id, "k1"))
+        ledger.append(_record(run.run_id, "k2"))
+        assert ledger._r.llen(ledger.ledger_key(run.run_id)) == 0  # queued, not sent
+        runs.save(run)  # carries them, first
+        assert [r["idempotency_key"] for r in ledger.list(run.run_id)] == ["k1", "k2"]
+        ledger.append(_record(run.run_id, "k3"))
+        # a read in the tick sees the queued append (it rides the read's round trip)
+        assert ledger.find_completed_result(run.run_id, "k3") == {"key": "k3"}
+        assert ledger.count(run.run_id) == 3
+
+
+def test_a_block_that_never_writes_again_still_sends_its_appends(stores: Any) -> None:
+    _, ledger, _ = stores
+    with collecting():
+        ledger.append(_record("r-left", "k1", StepStatus.STARTED))
+    assert [r["step_id"] for r in ledger.list("r-left")] == ["s-k1"]
+
+
+def test_appends_land_even_when_the_save_they_ride_is_refused(stores: Any) -> None:
+    """The Runtime appends a step's record before the save that commits it; a refused
+    save must not take the record with it (as when the two went out one by one)."""
+    runs, ledger, leases = stores
+    run = RunState.new(workflow_id="wf", entry_node="a", run_id="r-refused")
+    runs.save(run)
+    lease = leases.acquire(run.run_id)
+    assert lease is not None
+    leases.client.set(lease.key, "someone-else")  # the lease was lost
+    with collecting(), fenced(run.run_id, lease.key, lease.token):
+        ledger.append(_record(run.run_id, "k1"))
+        with pytest.raises(Exception, match="Lease"):
+            runs.save(run)
+    assert ledger.count(run.run_id) == 1
+
+
+def test_a_fenced_save_refuses_to_overwrite_a_pause_that_landed_mid_tick(stores: Any) -> None:
+    runs, _, leases = stores
+    run = RunState.new(workflow_id="wf", entry_node="a", run_id="r-pause")
+    runs.save(run)
+    lease = leases.acquire(run.run_id)
+    assert lease is not None
+    with knowing(), fenced(run.run_id, lease.key, lease.token):
+        entry = learn(run.run_id)
+        assert entry is not None
+        entry.confirm(control_of(run))
+        assert runs.probe_control(run.run_id) == ("running", False)  # from the lease's read
+
+        def pause() -> None:  # another thread: no fence, no knowledge, like a control plane
+            outside = RedisRunStore(connect(STORE_URL), prefix=runs.prefix)
+            other = outside.load(run.run_id)
+            other.vars.setdefault("_runtime", {}).setdefault("control", {})["paused"] = True
+            outside.save(other)
+
+        t = threading.Thread(target=pause)
+        t.start()
+        t.join()
+        run.current_node = "b"
+        with pytest.raises(RunControlledError) as err:
+            runs.save(run)
+        assert err.value.paused is True and err.value.status == "running"
+    stored = RedisRunStore(connect(STORE_URL), prefix=runs.prefix).load(run.run_id)
+    assert stored.current_node == "a" and control_of(stored) == ("running", True)
+    leases.release(lease)
+
+
+# --- through the driver ------------------------------------------------------------
+
+
+def _cancel_from_outside(prefix: str, run_id: str) -> None:
+    def cancel() -> None:
+        outside = RedisRunStore(connect(STORE_URL), prefix=prefix)
+        run = outside.load(run_id)
+        run.status = RunStatus.CANCELLED
+        outside.save(run)
+
+    t = threading.Thread(target=cancel)  # its own context: no lease, no fence
+    t.start()
+    t.join()
+
+
+def _cancelling_registry(prefix: str) -> WorkflowRegistry:
+    def first(run: RunState, ctx: Any) -> StepPlan:
+        _cancel_from_outside(prefix, run.run_id)  # a control plane cancels while the node runs
+        return StepPlan(node_id="first", next_node="second")
+
+    def second(run: RunState, ctx: Any) -> StepPlan:
+        return StepPlan(node_id="second", complete_output={"reached": True})
+
+    reg = WorkflowRegistry()
+    reg.register(WorkflowSpec("cancelled_mid_tick", "first", {"first": first, "second": second}))
+    return reg
+
+
+@pytest.mark.parametrize("ttl", [0.25, 0.0], ids=["probe-from-lease", "probe-reads-redis"])
+def test_a_cancel_that_lands_mid_tick_stands(prefix: str, ttl: float) -> None:
+    driver = Driver(make_settings(prefix, control_ttl_s=ttl), _cancelling_registry(prefix))
+    run_id = driver.start_run("cancelled_mid_tick", dispatch=False)
+    outcome = driver.tick(run_id)
+    run = driver.load(run_id)
+    assert run.status == RunStatus.CANCELLED and run.current_node == "first" and not run.output
+    assert outcome.status == "cancelled"
+    # trusting the lease's read, the save is what notices; reading Redis, the probe does
+    assert driver.coord.stats.snapshot().controlled == (1 if ttl else 0)
+
+
+def test_start_and_tick_creates_under_the_lease_in_few_round_trips(prefix: str) -> None:
+    from bench.roundtrips import count_roundtrips
+
+    reg = WorkflowRegistry()
+    reg.register(WorkflowSpec("one", "only", {"only": lambda run, ctx: StepPlan(node_id="only",
+                                                                                 complete_output={"ok": 1})}))
+    driver = Driver(make_settings(prefix), reg)
+    driver.start_and_tick("one", run_id="warm")  # scripts loaded, pools open
+    with count_roundtrips() as rt:
+        run_id, outcome = driver.start_and_tick("one", run_id="r-start")
+    assert outcome.status == "completed" and driver.load(run_id).output == {"ok": 1}
+    # lease + reads, create, ledger record + save, terminal record + release + counters
+    assert rt.total <= 4, rt.trips
+    keys = [r.get("idempotency_key") for r in driver.runtime.ledger_store.list(run_id)]
+    assert keys[0] == "system:completion:only"  # queued appends landed, in order
+    # the same id again: the run is ticked (a duplicate), not created twice
+    again, outcome = driver.start_and_tick("one", run_id="r-start")
+    assert again == "r-start" and outcome.status == "completed"
+    assert driver.coord.stats.snapshot().duplicates >= 1
+
+
+def test_start_and_tick_refuses_an_id_taken_by_another_workflow(prefix: str) -> None:
+    from tests.workflows import registry
+
+    driver = Driver(make_settings(prefix), registry)
+    driver.start_and_tick("steps", run_id="taken", vars={"n": 2})
+    with pytest.raises(ValueError, match="taken"):  # RunIdentityConflict where AbstractRuntime has it
+        driver.start_and_tick("flaky", run_id="taken")
+    assert driver.load("taken").workflow_id == "steps"
