@@ -61,7 +61,11 @@ def collect_lateness(get_state: Callable[[str], Any], ids: list[str], timeout: f
     return done
 
 
-def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
+def bench_ours(n: int, logdir: Path, *, park: str = "worker") -> dict[str, Any]:
+    """``park="worker"``: each run's first tick (the park) is a start message for the
+    workers, so they run two ticks per run. ``park="caller"``: this process creates and
+    parks each run itself, as the built-in contender's caller does (start + tick), and
+    the workers run only the timers."""
     from bench.workflows import sleeper
 
     ours = Ours("bench-late")
@@ -71,11 +75,15 @@ def bench_ours(n: int, logdir: Path) -> dict[str, Any]:
         client = sr.driver.coord.client
         wait_ready(procs, ours.broker, ours.queue)
         t0 = time.monotonic()
-        ids = [sr.driver.start_run(sleeper, vars={"until": u.isoformat()}) for u in untils(n)]
+        if park == "caller":
+            ids = [sr.driver.start_and_tick(sleeper, vars={"until": u.isoformat()})[0] for u in untils(n)]
+        else:
+            ids = [sr.driver.start_run(sleeper, vars={"until": u.isoformat()}) for u in untils(n)]
         done = collect_lateness(sr.get_state, ids, 60 + n * 0.05, lambda: ours.completed(client))
         wall = time.monotonic() - t0
         stats = sr.stats
-        out = summary("abstractruntime_celery", list(done.values()), n, wall)
+        name = "abstractruntime_celery" + (" (caller parks)" if park == "caller" else "")
+        out = summary(name, list(done.values()), n, wall)
         out.update(duplicates=stats.duplicates, lease_busy=stats.lease_busy, early=stats.early,
                    timers_armed=stats.timers_armed, ticks=stats.ticks, tick_errors=stats.tick_errors)
         return out
@@ -135,6 +143,8 @@ def run(sizes: tuple[int, ...] = SIZES, *, skip: set[str] = frozenset(), out_dir
     for n in sizes:
         if "ours" not in skip:
             rows.append(bench_ours(n, logdir))
+        if "ours-caller" not in skip:
+            rows.append(bench_ours(n, logdir, park="caller"))
         if "bare" not in skip:
             rows.append(bench_bare(n, logdir))
         if "seed" not in skip:
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", default="200", help="N, or a comma list of N")
     parser.add_argument("--json", default=None, help="(ignored: results go to bench/results/lateness.json)")
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
-    parser.add_argument("--skip", default="", help="comma list of ours,seed,bare to skip")
+    parser.add_argument("--skip", default="", help="comma list of ours,ours-caller,seed,bare to skip")
     args = parser.parse_args(argv)
     sizes = tuple(int(x) for x in str(args.n).split(",") if x)
     run(sizes, skip=set(filter(None, args.skip.split(","))), out_dir=Path(args.out) if args.out else None)
