@@ -19,12 +19,22 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 Op = Callable[[Any], Any]
+Check = Callable[[Any], None]
+
+
+class Ahead(NamedTuple):
+    """One queued ahead write: ``op(target)`` queues or runs it; ``check(result)``
+    raises if its reply says it was refused."""
+
+    op: Op
+    check: Optional[Check] = None
+
 
 _ops: contextvars.ContextVar[list[Op] | None] = contextvars.ContextVar("abstractruntime_celery_ops", default=None)
-_ahead: contextvars.ContextVar[list[tuple[Any, Op]] | None] = contextvars.ContextVar(
+_ahead: contextvars.ContextVar[list[tuple[Any, Ahead]] | None] = contextvars.ContextVar(
     "abstractruntime_celery_ahead", default=None
 )
 
@@ -43,8 +53,9 @@ def collecting_ahead() -> bool:
     return _ahead.get() is not None
 
 
-def ahead(client: Any, op: Op) -> None:
-    """Queue ``op`` (a write on ``client``'s Redis) to go first in the next write's pipeline.
+def ahead(client: Any, op: Op, check: Check | None = None) -> None:
+    """Queue ``op`` (a write on ``client``'s Redis) to go first in the next write's pipeline;
+    ``check`` sees its reply there.
 
     Raises:
         RuntimeError: no tick is collecting writes (check ``collecting_ahead`` first).
@@ -52,33 +63,72 @@ def ahead(client: Any, op: Op) -> None:
     queue = _ahead.get()
     if queue is None:
         raise RuntimeError("batch.ahead() outside a collecting() block")
-    queue.append((client, op))
+    queue.append((client, Ahead(op, check)))
 
 
-def take_ahead(client: Any) -> list[Op]:
+def has_ahead() -> bool:
+    """True if ahead writes wait to be sent (a read must send them first)."""
+    return bool(_ahead.get())
+
+
+def take_ahead(client: Any) -> list[Ahead]:
     """The queued ahead writes, in order, handed over for sending now in a pipeline of
-    ``client``. Writes queued for another Redis server go out first, on their own."""
+    ``client`` (then ``settle_ahead``). Writes queued for another Redis server go out
+    first, on their own."""
     queue = _ahead.get()
     if not queue:
         return []
     entries = list(queue)
     queue.clear()
     pool = getattr(client, "connection_pool", None)
-    out: list[Op] = []
-    for other, op in entries:
+    out: list[Ahead] = []
+    for other, item in entries:
         if getattr(other, "connection_pool", None) is pool:
-            out.append(op)
+            out.append(item)
         else:
-            op(other)
+            settle_ahead(other, [item], [item.op(other)])
     return out
+
+
+def settle_ahead(client: Any, items: list[Ahead], results: list[Any]) -> None:
+    """After ``pipe.execute(raise_on_error=False)``: in order, run again on ``client`` an op
+    whose script the server had forgotten (NOSCRIPT ran nothing), raise a Redis error,
+    and let each check see its reply.
+
+    Raises:
+        Exception: the first Redis error or refused check (LeaseLostError, ...).
+    """
+    from redis.exceptions import NoScriptError
+
+    for item, result in zip(items, results):
+        if isinstance(result, NoScriptError):
+            result = item.op(client)
+        elif isinstance(result, Exception):
+            raise result
+        if item.check is not None:
+            item.check(result)
+
+
+def send_ahead(client: Any) -> None:
+    """Send the queued ahead writes now, in one pipeline (a read is about to need them).
+
+    Raises:
+        Exception: as ``settle_ahead``.
+    """
+    items = take_ahead(client)
+    if items:
+        pipe = client.pipeline(transaction=False)
+        for item in items:
+            item.op(pipe)
+        settle_ahead(client, items, pipe.execute(raise_on_error=False))
 
 
 def _flush_leftovers() -> None:
     """Send ahead writes nobody took (a block that never wrote again): never drop one."""
     queue = _ahead.get()
     while queue:
-        other, op = queue.pop(0)
-        op(other)
+        other, item = queue.pop(0)
+        settle_ahead(other, [item], [item.op(other)])
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
 from . import _scripts
-from .batch import Op
+from .batch import Ahead, Op, ahead, settle_ahead
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Leases(Protocol):
 
     def acquire(self, run_id: str) -> Lease | None: ...
     def renew(self, lease: Lease) -> bool: ...
-    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Op] = ()) -> bool: ...
+    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Ahead] = ()) -> bool: ...
     def is_held(self, run_id: str) -> bool: ...
     def still_ours(self, lease: Lease) -> bool: ...
     def holds(self, key: str, token: str) -> bool: ...
@@ -108,11 +108,33 @@ class RedisLeases:
         # Read errors come back as values: the caller holds the lease and must release it.
         return (Lease(run_id, key, token) if int(got) == 1 else None), results
 
+    def reserve(self, run_id: str) -> Lease:
+        """Take the lease of a run whose id this process has just made up (nobody else can
+        know it yet), without a round trip of its own: the acquire is queued ahead of the
+        tick's first write (``batch.ahead``), and that write is fenced by it.
+
+        Raises:
+            RuntimeError: no tick is collecting writes.
+        """
+        token = uuid.uuid4().hex
+        key = self.key(run_id)
+        keys, args = [key, self._pending_key(run_id)], [token, self._ttl_ms]
+        script = self._acquire
+
+        def taken(got: Any) -> None:
+            if int(got) != 1:
+                from .errors import LeaseLostError
+
+                raise LeaseLostError(run_id)
+
+        ahead(self.client, lambda target: _scripts.call_in(target, script, keys, args), taken)
+        return Lease(run_id, key, token)
+
     def renew(self, lease: Lease) -> bool:
         """Extend the lease; False if it was lost (expired and maybe taken)."""
         return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
 
-    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Op] = ()) -> bool:
+    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Ahead] = ()) -> bool:
         """Give the lease back, in one round trip with the tick's queued writes:
         ``ahead`` (ledger appends) before the release script, ``ops`` (counters,
         bookkeeping) after it. True if a tick was asked for while we held it.
@@ -122,15 +144,15 @@ class RedisLeases:
         """
         keys, args = [lease.key, self._pending_key(lease.run_id)], [lease.token]
         pipe = self.client.pipeline(transaction=False)
-        for op in ahead:
-            op(pipe)
+        for item in ahead:
+            item.op(pipe)
         _scripts.call_in(pipe, self._release, keys, args)
         for op in ops:
             op(pipe)
         results = pipe.execute(raise_on_error=False)
         n = len(ahead)
         res = int(_scripts.settle(results[n], self._release, keys, args))
-        _scripts.run_ops(self.client, ahead, results[:n])
+        settle_ahead(self.client, list(ahead), results[:n])
         try:
             _scripts.run_ops(self.client, ops, results[n + 1:])
         except Exception as exc:  # counters and bookkeeping; the run's state is already saved
@@ -191,7 +213,7 @@ class LocalLeases:
             self._leases[lease.run_id] = (lease.token, time.monotonic() + self.ttl_s)
             return True
 
-    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Op] = ()) -> bool:
+    def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Ahead] = ()) -> bool:
         # In the embedded mode nothing defers its writes: ``ops`` and ``ahead`` stay empty.
         with self._lock:
             entry = self._live(lease.run_id)

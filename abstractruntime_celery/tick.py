@@ -22,7 +22,7 @@ from . import timers
 from .batch import collecting, take_ahead
 from .errors import LeaseLostError, RunControlledError, UnknownRunError, UnknownWorkflowError
 from .inbox import Event
-from .lease import fenced
+from .lease import Lease, fenced
 from .stores.handoff import handing_off
 from .stores.known import knowing, learn
 from .stores.redis_runs import control_of
@@ -48,43 +48,65 @@ class TickOutcome:
 
 
 def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int | None = None,
-             create: Callable[[], Any] | None = None) -> TickOutcome:
+             create: Callable[[], Any] | None = None, fresh: bool = False) -> TickOutcome:
     """Advance one run as far as it can go now, under its lease; ``create`` (a start)
-    makes the run under the same lease first.
+    makes the run under the same lease first (``fresh``: see ``Driver.begin_tick``).
 
     Raises:
         Exception: whatever a node handler or ``create`` raised, after counting it (the caller retries).
     """
     if reason == "timer" and d.dispatcher.min_eta_s > 0:
         _wait_out_short_remainder(d, run_id)
-    lease, reads = d.begin_tick(run_id)
-    if lease is None:
+    outcome: TickOutcome | None = None
+    asked_again = False
+    with collecting() as deferred, knowing():
+        lease, reads = d.begin_tick(run_id, fresh=fresh and create is not None)
+        if lease is not None:
+            outcome, asked_again = _leased_tick(d, lease, reads, reason, max_steps, create, deferred)
+    # counted here, after the release pipeline has gone: outside ``collecting`` it goes at once
+    if outcome is None:
         d.coord.stats.incr("lease_busy")
         return TickOutcome(run_id, None, skipped="busy")
+    if outcome.skipped == "lease_lost":
+        d.coord.stats.incr("lease_lost")
+        log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
+    elif outcome.skipped == "controlled":
+        d.coord.stats.incr("controlled")
+        log.info("run %s: a cancel or pause landed mid-tick; the tick's save was refused", run_id)
+    if asked_again:
+        d.dispatcher.tick(run_id, reason="asked")
+    return outcome
+
+
+def _leased_tick(d: "Driver", lease: Lease, reads: Callable[[], Any], reason: str, max_steps: int | None,
+                 create: Callable[[], Any] | None, deferred: list[Any]) -> tuple[TickOutcome, bool]:
+    """The tick proper, holding ``lease``; releases it (with the queued writes) however it ends.
+    Returns the outcome and whether a tick was asked for meanwhile. A write refused for a
+    lost lease or a control action, during the tick or as the release sends it, ends it quietly.
+
+    Raises:
+        Exception: a node handler's or ``create``'s error (after the release).
+    """
+    run_id = lease.run_id
+    asked_again = False
     d.keeper.hold(lease)
-    with collecting() as deferred, knowing():
+    try:
         try:
             events, run = reads()
             with fenced(run_id, lease.key, lease.token):
                 if create is not None:
                     run = _create(d, run_id, run, create)
                 outcome = _advance(d, run, run_id, reason, max_steps or d.settings.tick_max_steps, events)
-        except LeaseLostError:
-            d.coord.stats.incr("lease_lost")
-            log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
-            outcome = TickOutcome(run_id, None, skipped="lease_lost")
-        except RunControlledError as exc:
-            d.coord.stats.incr("controlled")
-            log.info("run %s: %s", run_id, exc)
-            outcome = TickOutcome(run_id, exc.status, skipped="controlled")
         finally:
             d.keeper.drop(lease)
             client = getattr(d.coord.leases, "client", None)
             ahead = take_ahead(client) if client is not None else []
             asked_again = d.coord.leases.release(lease, deferred, ahead)
-    if asked_again:
-        d.dispatcher.tick(run_id, reason="asked")
-    return outcome
+    except LeaseLostError:
+        outcome = TickOutcome(run_id, None, skipped="lease_lost")
+    except RunControlledError as exc:
+        outcome = TickOutcome(run_id, exc.status, skipped="controlled")
+    return outcome, asked_again
 
 
 def _create(d: "Driver", run_id: str, run: RunState | None, create: Callable[[], Any]) -> RunState | None:
@@ -132,8 +154,8 @@ def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_st
                     break
             else:  # more input than one tick applies: yield, and go on in another tick
                 d.dispatcher.tick(run_id, reason="continue")
-    except LeaseLostError:
-        raise
+    except (LeaseLostError, RunControlledError):
+        raise  # a refused write, not a failing node: the caller ends the tick quietly
     except Exception as exc:
         _tick_failed(d, run_id, exc)
         raise

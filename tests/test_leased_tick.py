@@ -145,7 +145,8 @@ def test_a_cancel_that_lands_mid_tick_stands(prefix: str, ttl: float) -> None:
     assert run.status == RunStatus.CANCELLED and run.current_node == "first" and not run.output
     assert outcome.status == "cancelled"
     # trusting the lease's read, the save is what notices; reading Redis, the probe does
-    assert driver.coord.stats.snapshot().controlled == (1 if ttl else 0)
+    stats = driver.coord.stats.snapshot()
+    assert stats.controlled == (1 if ttl else 0) and stats.tick_errors == 0  # not a failing node
 
 
 def test_start_and_tick_creates_under_the_lease_in_few_round_trips(prefix: str) -> None:
@@ -167,6 +168,41 @@ def test_start_and_tick_creates_under_the_lease_in_few_round_trips(prefix: str) 
     again, outcome = driver.start_and_tick("one", run_id="r-start")
     assert again == "r-start" and outcome.status == "completed"
     assert driver.coord.stats.snapshot().duplicates >= 1
+
+
+def test_a_start_with_an_id_made_up_here_sends_lease_create_and_save_in_one_round_trip(prefix: str) -> None:
+    from bench.roundtrips import count_roundtrips
+
+    reg = WorkflowRegistry()
+    reg.register(WorkflowSpec("one", "only", {"only": lambda run, ctx: StepPlan(node_id="only",
+                                                                                 complete_output={"ok": 1})}))
+    driver = Driver(make_settings(prefix), reg)
+    driver.start_and_tick("one")  # warm
+    with count_roundtrips() as rt:
+        run_id, outcome = driver.start_and_tick("one")
+    assert outcome.status == "completed" and driver.load(run_id).output == {"ok": 1}
+    names = [names for _, names in rt.trips]
+    assert len(names) == 2, names  # [acquire, create, record, save], [record, release, counters]
+    assert names[0][:2] == ["EVALSHA", "EVALSHA"] and len(names[0]) >= 4
+    assert not driver.coord.leases.is_held(run_id)
+    assert [r.get("idempotency_key") for r in driver.runtime.ledger_store.list(run_id)][0] == "system:completion:only"
+
+
+def test_a_made_up_id_that_exists_after_all_is_refused_not_overwritten(prefix: str) -> None:
+    """``fresh`` promises nobody else knows the id; if that is broken, the queued create
+    must fail loudly instead of the save overwriting someone else's run."""
+    from tests.workflows import registry
+
+    driver = Driver(make_settings(prefix), registry)
+    driver.start_run("steps", run_id="mine", vars={"n": 2}, dispatch=False)  # RUNNING, never ticked
+    before = driver.load("mine")
+    records = driver.runtime.ledger_store.count("mine")
+    with pytest.raises(Exception, match="already existed"):
+        driver.start_and_tick("steps", run_id="mine", vars={"n": 5}, fresh=True)
+    after = driver.load("mine")
+    assert after.vars == before.vars and after.status == before.status == RunStatus.RUNNING
+    assert driver.runtime.ledger_store.count("mine") == records  # the queued appends were refused too
+    assert not driver.coord.leases.is_held("mine")
 
 
 def test_start_and_tick_refuses_an_id_taken_by_another_workflow(prefix: str) -> None:

@@ -72,7 +72,7 @@ def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseC
 
         client = client if client is not None else connect(url)
         return (RedisRunStore(client, prefix=prefix, fence=fence, control_ttl_s=control_ttl_s),
-                RedisLedgerStore(client, prefix=prefix))
+                RedisLedgerStore(client, prefix=prefix, fence=fence))
     raise ConfigError(
         f"Unknown store URL {url!r}: use memory://, file:///dir, sqlite:///file.db or redis://host:port/db"
     )

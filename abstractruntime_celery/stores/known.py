@@ -40,6 +40,7 @@ class Known:
     done_empty: bool = False  # the completed-steps index was empty when the lease was taken
     done: dict[str, str] = field(default_factory=dict)  # idempotency key -> record JSON, added by this tick
     created: Any = None  # the RunState this tick's create just wrote (a start), for its first load
+    fresh: bool = False  # a run id this process just made up: its create may be queued, unchecked by a read
 
     def confirm(self, control: Control, at: float | None = None) -> None:
         self.control = control

@@ -24,7 +24,7 @@ from abstractruntime.core.models import StepRecord, StepStatus
 from abstractruntime.storage.base import LedgerStore
 
 from .. import _scripts
-from ..batch import ahead, collecting_ahead, take_ahead
+from ..batch import ahead, collecting_ahead, send_ahead, settle_ahead, take_ahead
 from ..errors import LeaseLostError, PayloadError
 from .known import known
 from .redis_conn import load_script, redis_errors
@@ -110,7 +110,12 @@ class RedisLedgerStore(LedgerStore):
         args = [payload, key, status, token]
         if collecting_ahead():
             script = self._append_script
-            ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args))
+
+            def refused(seq: Any) -> None:
+                if int(seq) < 0:
+                    raise LeaseLostError(run_id)
+
+            ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args), refused)
             entry = known(run_id)
             if entry is not None and key and status == StepStatus.COMPLETED.value:
                 entry.done.setdefault(key, payload.decode("utf-8"))
@@ -124,27 +129,22 @@ class RedisLedgerStore(LedgerStore):
     def _read(self, read: Callable[[Any], Any]) -> Any:
         """``read(client)``, behind the appends a tick queued: one round trip, and the
         read sees them. Call inside ``redis_errors``."""
-        ops = take_ahead(self._r)
-        if not ops:
+        items = take_ahead(self._r)
+        if not items:
             return read(self._r)
         pipe = self._r.pipeline(transaction=False)
-        for op in ops:
-            op(pipe)
+        for item in items:
+            item.op(pipe)
         read(pipe)
         results = pipe.execute(raise_on_error=False)
-        _scripts.run_ops(self._r, ops, results[:-1])
+        settle_ahead(self._r, items, results[:-1])
         if isinstance(results[-1], Exception):
             raise results[-1]
         return results[-1]
 
     def _send_ahead(self) -> None:
         """Send the appends a tick queued before a write that cannot carry them."""
-        ops = take_ahead(self._r)
-        if ops:
-            pipe = self._r.pipeline(transaction=False)
-            for op in ops:
-                op(pipe)
-            _scripts.run_ops(self._r, ops, pipe.execute(raise_on_error=False))
+        send_ahead(self._r)
 
     def append(self, record: StepRecord) -> None:
         """Append one record (and index it if it is a COMPLETED idempotent step).

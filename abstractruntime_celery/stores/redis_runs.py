@@ -25,7 +25,7 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from abstractruntime.storage.base import RunStore
 
 from .. import _scripts
-from ..batch import take_ahead
+from ..batch import ahead, has_ahead, send_ahead, settle_ahead, take_ahead
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
@@ -326,15 +326,15 @@ class RedisRunStore(RunStore):
     def _run_save(self, keys: List[str], args: List[Any]) -> Any:
         """The save script, behind any ledger appends the tick queued (``batch.ahead``):
         one round trip, and the appends land first, as the Runtime ordered them."""
-        ops = take_ahead(self._r)
-        if not ops:
+        items = take_ahead(self._r)
+        if not items:
             return self._save_script(keys=keys, args=args)
         pipe = self._r.pipeline(transaction=False)
-        for op in ops:
-            op(pipe)
+        for item in items:
+            item.op(pipe)
         _scripts.call_in(pipe, self._save_script, keys, args)
         results = pipe.execute(raise_on_error=False)
-        _scripts.run_ops(self._r, ops, results[:-1])
+        settle_ahead(self._r, items, results[:-1])
         return _scripts.settle(results[-1], self._save_script, keys, args)
 
     def save(self, run: RunState, expected_version: int | None = None) -> int:
@@ -366,12 +366,48 @@ class RedisRunStore(RunStore):
             CorruptRunError: the id's key holds garbage.
             LeaseLostError, PayloadError, StoreUnavailableError: as ``save``.
         """
+        queued = self._create_fresh(run)
+        if queued is not None:
+            return queued, True
         res = self._write(run, mode="create", expected_version=None)
         if int(res[0]) == 1:
             return run, True
         existing = self._decode(str(run.run_id), res[2])
         _verify_identity(existing, run)
         return existing, False
+
+    def _create_fresh(self, run: RunState) -> Optional[RunState]:
+        """In a start's tick, under the lease of a run id this process just made up, queue
+        the create ahead of the tick's next write instead of sending it (nobody else can
+        have created that id). Returns ``run`` if queued, else None."""
+        rid = str(run.run_id or "").strip()
+        fenced = self._fence(rid) if rid and self._fence is not None else None
+        entry = known(rid) if fenced is not None else None
+        if entry is None or not entry.fresh:
+            return None
+        entry.fresh = False
+        argv_tail = self._encode(run)
+        keys = [self.run_key(rid), fenced[0]]
+        args = [self._prefix, rid, "", fenced[1], "create", *argv_tail, "", "", "1"]
+        script = self._save_script
+
+        def created(res: Any) -> None:
+            code = int(res[0])
+            if code == -1:
+                raise LeaseLostError(rid)
+            if code != 1:
+                raise CorruptRunError(rid, f"a run made up here already existed (create returned {code})")
+
+        ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args), created)
+        entry.confirm((argv_tail[1], argv_tail[2] == "1"))
+        entry.created = run
+        return run
+
+    def _send_ahead(self) -> None:
+        """A read must see what the tick queued: send it first."""
+        if has_ahead():
+            with redis_errors(self._r):
+                send_ahead(self._r)
 
     def load(self, run_id: str) -> Optional[RunState]:
         """The stored run, or None when no run has this id (like the built-in stores).
@@ -386,6 +422,7 @@ class RedisRunStore(RunStore):
         handed = take(rid)  # the tick path's own read of this run, under its lease
         if handed is not None:
             return handed
+        self._send_ahead()
         with redis_errors(self._r):
             try:
                 # One read: "HGET doc, then EXISTS" raced with a concurrent create.
@@ -424,6 +461,7 @@ class RedisRunStore(RunStore):
         Raises:
             CorruptRunError, StoreUnavailableError: as ``load``.
         """
+        self._send_ahead()
         rid = str(run_id or "").strip()
         with redis_errors(self._r):
             try:
@@ -441,6 +479,7 @@ class RedisRunStore(RunStore):
             CorruptRunError: the key holds a non-hash value.
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         rid = str(run_id or "").strip()
         with redis_errors(self._r):
             try:
@@ -465,6 +504,7 @@ class RedisRunStore(RunStore):
         confirmed = entry.fresh_control(self._control_ttl_s) if entry is not None else None
         if confirmed is not None:
             return confirmed  # a leased tick's own run, confirmed moments ago (see known.py)
+        self._send_ahead()
         with redis_errors(self._r):
             try:
                 status, paused = self._r.hmget(self.run_key(rid), ["status", "paused"])
@@ -480,6 +520,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         rid = str(run_id or "").strip()
         if not rid:
             return False
@@ -490,6 +531,7 @@ class RedisRunStore(RunStore):
 
     def _fetch(self, ids: Sequence[str], field: str = "doc") -> List[Tuple[str, Any]]:
         """``(run_id, field value)`` for each id, one round trip; corrupt keys give None."""
+        self._send_ahead()
         if not ids:
             return []
         with redis_errors(self._r):
@@ -506,6 +548,7 @@ class RedisRunStore(RunStore):
 
     def _fetch_one(self, rid: str, field: str) -> Any:
         """One field, or the exception reading it raised (as ``raise_on_error=False`` gives)."""
+        self._send_ahead()
         try:
             return self._r.hget(self.run_key(rid), field)
         except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:
@@ -538,6 +581,7 @@ class RedisRunStore(RunStore):
         Candidates are re-checked against their record, so an index entry that
         went stale can never leak a wrong run.
         """
+        self._send_ahead()
         out: List[RunState] = []
         start = 0
         chunk = min(max(limit, 16), 1000)
@@ -559,6 +603,7 @@ class RedisRunStore(RunStore):
         return out
 
     def _smallest(self, keys: List[str]) -> str:
+        self._send_ahead()
         if len(keys) == 1:
             return keys[0]
         with redis_errors(self._r):
@@ -637,6 +682,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         with redis_errors(self._r):
             pairs = self._r.zrangebyscore(
                 self.due_key, "-inf", repr(float(until_epoch)), start=0, num=max(1, int(limit)), withscores=True
@@ -663,6 +709,7 @@ class RedisRunStore(RunStore):
 
     def _members_by_score(self, keys: List[str]) -> List[str]:
         """Members of several sorted sets, highest score first, deduplicated."""
+        self._send_ahead()
         with redis_errors(self._r):
             pipe = self._r.pipeline(transaction=False)
             for k in keys:
@@ -749,6 +796,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         with redis_errors(self._r):
             ids = self._r.zrange(self.due_key, 0, 7)
             for rid in ids:
@@ -781,6 +829,7 @@ class RedisRunStore(RunStore):
             NotImplementedError: the installed abstractruntime has no run-index helpers.
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         if not _HAS_RUN_INDEX:
             raise NotImplementedError("list_run_index needs abstractruntime with core.run_attribution")
         st = _value(status) if status is not None else None
@@ -838,6 +887,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         sid = str(session_id or "").strip()
         if not sid or not _HAS_RUN_INDEX:
             return frozenset()
@@ -850,6 +900,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         if not _HAS_RUN_INDEX:
             return None
         rows = self.list_run_index(automation_id=str(automation_id), role="occurrence", limit=1_000_000)

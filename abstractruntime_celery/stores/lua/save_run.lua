@@ -14,6 +14,9 @@
 -- ARGV[20] expected status, ARGV[21] expected paused (0|1): with the lease only, and
 --          "" for no check. The control fields the tick last confirmed; if the
 --          stored ones differ, a cancel or pause landed mid-tick and must stand.
+-- ARGV[22] "1": a create queued ahead of other writes (a run id made up by the caller);
+--          if the run exists after all, drop the lease KEYS[2] so that every fenced
+--          write queued behind this one is refused too.
 --
 -- Returns {1, new_version} written | {0, version, doc} exists (create mode)
 --         {-1} lease lost | {-2, version} version conflict
@@ -40,12 +43,15 @@ if kind == 'hash' and #KEYS >= 2 and want_status ~= '' then
     return {-4, ctl[1], ctl[2] or '0'}
   end
 end
+local drop_lease = mode == 'create' and ARGV[22] == '1' and #KEYS >= 2
 if kind == 'hash' then
   cur = tonumber(redis.call('HGET', rk, 'v') or '0') or 0
   if mode == 'create' then
+    if drop_lease then redis.call('DEL', KEYS[2]) end
     return {0, cur, redis.call('HGET', rk, 'doc') or ''}
   end
 elseif kind ~= 'none' and mode == 'create' then
+  if drop_lease then redis.call('DEL', KEYS[2]) end
   return {-3}
 end
 
