@@ -27,10 +27,12 @@ Check = Callable[[Any], None]
 
 class Ahead(NamedTuple):
     """One queued ahead write: ``op(target)`` queues or runs it; ``check(result)``
-    raises if its reply says it was refused."""
+    raises if its reply says it was refused; ``commit``: it saves run state (which
+    must land before the tick runs another node or tells anyone to look)."""
 
     op: Op
     check: Optional[Check] = None
+    commit: bool = False
 
 
 _ops: contextvars.ContextVar[list[Op] | None] = contextvars.ContextVar("abstractruntime_celery_ops", default=None)
@@ -53,7 +55,7 @@ def collecting_ahead() -> bool:
     return _ahead.get() is not None
 
 
-def ahead(client: Any, op: Op, check: Check | None = None) -> None:
+def ahead(client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> None:
     """Queue ``op`` (a write on ``client``'s Redis) to go first in the next write's pipeline;
     ``check`` sees its reply there.
 
@@ -63,12 +65,43 @@ def ahead(client: Any, op: Op, check: Check | None = None) -> None:
     queue = _ahead.get()
     if queue is None:
         raise RuntimeError("batch.ahead() outside a collecting() block")
-    queue.append((client, Ahead(op, check)))
+    queue.append((client, Ahead(op, check, commit)))
 
 
 def has_ahead() -> bool:
     """True if ahead writes wait to be sent (a read must send them first)."""
     return bool(_ahead.get())
+
+
+def has_commit() -> bool:
+    """True if a queued write saves run state (``flush_all`` before the next node runs)."""
+    return any(item.commit for _, item in _ahead.get() or ())
+
+
+def flush_all() -> None:
+    """Send every queued ahead write now, one pipeline per Redis server: a message is
+    about to tell another process to look, or the tick is about to run another node.
+
+    Raises:
+        Exception: as ``settle_ahead`` (a refused save raises LeaseLostError, ...).
+    """
+    queue = _ahead.get()
+    if not queue:
+        return
+    entries = list(queue)
+    queue.clear()
+    i = 0
+    while i < len(entries):
+        client = entries[i][0]
+        pool = getattr(client, "connection_pool", None)
+        group: list[Ahead] = []
+        while i < len(entries) and getattr(entries[i][0], "connection_pool", None) is pool:
+            group.append(entries[i][1])
+            i += 1
+        pipe = client.pipeline(transaction=False)
+        for item in group:
+            item.op(pipe)
+        settle_ahead(client, group, pipe.execute(raise_on_error=False))
 
 
 def take_ahead(client: Any) -> list[Ahead]:
@@ -109,26 +142,29 @@ def settle_ahead(client: Any, items: list[Ahead], results: list[Any]) -> None:
             item.check(result)
 
 
-def send_ahead(client: Any) -> None:
-    """Send the queued ahead writes now, in one pipeline (a read is about to need them).
+def send_ahead(client: Any, then: Op | None = None) -> Any:
+    """Send the queued ahead writes now, in one pipeline, followed by ``then`` (a read or
+    write that needs them landed); returns ``then``'s reply (None without one).
 
     Raises:
-        Exception: as ``settle_ahead``.
+        Exception: as ``settle_ahead``; or ``then``'s own Redis error.
     """
     items = take_ahead(client)
-    if items:
-        pipe = client.pipeline(transaction=False)
-        for item in items:
-            item.op(pipe)
-        settle_ahead(client, items, pipe.execute(raise_on_error=False))
+    if not items:
+        return then(client) if then is not None else None
+    pipe = client.pipeline(transaction=False)
+    for item in items:
+        item.op(pipe)
+    if then is not None:
+        then(pipe)
+    results = pipe.execute(raise_on_error=False)
+    settle_ahead(client, items, results[:len(items)])
+    return results[-1] if then is not None else None
 
 
 def _flush_leftovers() -> None:
     """Send ahead writes nobody took (a block that never wrote again): never drop one."""
-    queue = _ahead.get()
-    while queue:
-        other, item = queue.pop(0)
-        settle_ahead(other, [item], [item.op(other)])
+    flush_all()
 
 
 @contextmanager

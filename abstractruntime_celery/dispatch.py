@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
+from .batch import flush_all
 from .timers import MIN_ETA_S
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ class CeleryDispatcher:
 
     def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
              event_id: str | None = None) -> None:
+        """Send a tick (or a resume) message; what this tick queued lands first.
+
+        Raises:
+            Exception: a queued save refused (LeaseLostError, ...) or the broker's error.
+        """
+        flush_all()
         if event_id is not None:
             self.app.send_task(RESUME_TASK, args=[run_id, event_id], queue=self.queue, eta=eta)
         else:
@@ -107,6 +114,7 @@ class LocalDispatcher:
 
     def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
              event_id: str | None = None) -> None:
+        flush_all()  # what this tick queued lands before anyone looks
         when = eta.timestamp() if eta is not None else 0.0
         with self._cond:
             if self._pool is None:

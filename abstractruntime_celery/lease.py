@@ -151,14 +151,20 @@ class RedisLeases:
             op(pipe)
         results = pipe.execute(raise_on_error=False)
         n = len(ahead)
+        refused: Exception | None = None
+        try:  # first, in order: a NOSCRIPT'd save must run again while we still hold the lease
+            settle_ahead(self.client, list(ahead), results[:n])
+        except Exception as exc:
+            refused = exc
         res = int(_scripts.settle(results[n], self._release, keys, args))
-        settle_ahead(self.client, list(ahead), results[:n])
         try:
             _scripts.run_ops(self.client, ops, results[n + 1:])
         except Exception as exc:  # counters and bookkeeping; the run's state is already saved
             log.warning("a deferred write of run %s failed: %s", lease.run_id, exc)
         if res < 0:
             log.warning("lease on run %s was lost before release", lease.run_id)
+        if refused is not None:
+            raise refused
         return res == 1
 
     def is_held(self, run_id: str) -> bool:

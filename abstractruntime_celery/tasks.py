@@ -216,9 +216,10 @@ def _register_tasks(app: Celery) -> None:
         sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
         create its run fails the task; a node's error is the tick path's (counted, retried)."""
         driver = driver_for(app)
+        fresh = run_id is None  # made up here: nobody else can know it (see Driver.begin_tick)
         run_id = run_id if run_id is not None else uuid.uuid4().hex
         try:
-            driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
+            driver.start_and_tick(workflow_id, vars=vars, run_id=run_id, fresh=fresh)
         except Exception as exc:
             if driver.run_store.load(run_id) is None:
                 raise

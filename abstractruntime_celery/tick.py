@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from abstractruntime import RunState, RunStatus, WaitReason, WorkflowSpec
 
 from . import timers
-from .batch import collecting, take_ahead
+from .batch import collecting, flush_all, has_commit, take_ahead
 from .errors import LeaseLostError, RunControlledError, UnknownRunError, UnknownWorkflowError
 from .inbox import Event
 from .lease import Lease, fenced
@@ -137,7 +137,7 @@ def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_st
         d.coord.stats.incr("duplicates")
         return TickOutcome(run_id, run.status.value)
     try:
-        workflow = d.workflow_for(run)
+        workflow = _saved_first(d.workflow_for(run))
     except UnknownWorkflowError as exc:
         return _unknown_workflow(d, run, exc)
 
@@ -172,6 +172,21 @@ def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_st
         d.coord.stats.incr("early" if reason == "timer" else "duplicates")
     _schedule_next(d, run, events)
     return TickOutcome(run_id, run.status.value, changed=changed)
+
+
+class _SavedFirst(WorkflowSpec):
+    """The workflow as the Runtime sees it in a tick: before it takes a node's handler,
+    the saves the tick queued are sent (``batch.flush_all``), so no node runs on state
+    that is not in the store, and a refused save stops the tick before the node."""
+
+    def get_node(self, node_id: str) -> Any:
+        if has_commit():
+            flush_all()
+        return super().get_node(node_id)
+
+
+def _saved_first(workflow: WorkflowSpec) -> WorkflowSpec:
+    return _SavedFirst(workflow.workflow_id, workflow.entry_node, workflow.nodes)
 
 
 def _fingerprint(run: RunState) -> tuple[Any, ...]:

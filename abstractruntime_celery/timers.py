@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from . import _scripts
+from .batch import send_ahead
 from .isotime import to_epoch as parse_until
 
 #: On brokers with native delayed delivery (RabbitMQ quorum queues), delays
@@ -62,12 +63,15 @@ class RedisTimerBook:
 
     def __init__(self, client: Any, prefix: str) -> None:
         self.prefix = prefix
+        self._client = client
         self._arm = _scripts.register(client, "timer_arm")
 
     def arm(self, run_id: str, until: str, ttl_s: float) -> bool:
-        """True if no message was in flight for this (run, until); records that one now is."""
-        ttl_ms = max(1000, int(ttl_s * 1000))
-        return bool(int(self._arm(keys=[f"{self.prefix}timer:{run_id}"], args=[until, ttl_ms])))
+        """True if no message was in flight for this (run, until); records that one now is.
+        In a tick, it rides the round trip that sends the tick's queued writes."""
+        keys, args = [f"{self.prefix}timer:{run_id}"], [until, max(1000, int(ttl_s * 1000))]
+        reply = send_ahead(self._client, lambda target: _scripts.call_in(target, self._arm, keys, args))
+        return bool(int(_scripts.settle(reply, self._arm, keys, args)))
 
 
 class LocalTimerBook:

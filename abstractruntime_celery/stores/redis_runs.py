@@ -25,7 +25,7 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from abstractruntime.storage.base import RunStore
 
 from .. import _scripts
-from ..batch import ahead, has_ahead, send_ahead, settle_ahead, take_ahead
+from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, settle_ahead, take_ahead
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
@@ -132,6 +132,23 @@ def _value(v: Any) -> str:
 def control_of(run: RunState) -> Control:
     """``(status, paused)`` of ``run`` exactly as a save stores them (what the control probe reads)."""
     return _value(run.status), bool(_is_paused(run.vars))
+
+
+def _refused(rid: str, res: Any, expected_version: int | None) -> None:
+    """Raise what a refusing reply of ``save_run.lua`` means.
+
+    Raises:
+        LeaseLostError, VersionConflictError, CorruptRunError, RunControlledError.
+    """
+    code = int(res[0])
+    if code == -1:
+        raise LeaseLostError(rid)
+    if code == -2:
+        raise VersionConflictError(rid, expected_version, int(res[1]))
+    if code == -3:
+        raise CorruptRunError(rid, "the key holds a non-hash value; create refused")
+    if code == -4:
+        raise RunControlledError(rid, str(res[1]), str(res[2]) == "1")
 
 
 #: How long a leased tick trusts the control fields it last confirmed (see ``known.py``).
@@ -306,18 +323,18 @@ class RedisRunStore(RunStore):
         control = entry.control if entry is not None and mode == "save" else None
         guard = [control[0], "1" if control[1] else "0"] if control is not None else ["", ""]
         args = [self._prefix, rid, expected, token, mode, *argv_tail, *guard]
+        if entry is not None and mode == "save" and expected_version is None and collecting_ahead():
+            # The tick's own run: the save rides the next round trip the tick makes anyway
+            # (before its next node runs, any message it sends, or its lease release).
+            script = self._save_script
+            ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args),
+                  lambda res: _refused(rid, res, None), commit=True)
+            entry.confirm((argv_tail[1], argv_tail[2] == "1"))
+            return [1, 0]
         with redis_errors(self._r):
             res = self._run_save(keys, args)
-        code = int(res[0])
-        if code == -1:
-            raise LeaseLostError(rid)
-        if code == -2:
-            raise VersionConflictError(rid, expected_version, int(res[1]))
-        if code == -3:
-            raise CorruptRunError(rid, "the key holds a non-hash value; create refused")
-        if code == -4:
-            raise RunControlledError(rid, str(res[1]), str(res[2]) == "1")
-        if entry is not None and code == 1:
+        _refused(rid, res, expected_version)
+        if entry is not None and int(res[0]) == 1:
             entry.confirm((argv_tail[1], argv_tail[2] == "1"))
             if mode == "create":
                 entry.created = run
@@ -339,6 +356,9 @@ class RedisRunStore(RunStore):
 
     def save(self, run: RunState, expected_version: int | None = None) -> int:
         """Write ``run`` and its index entries atomically; return its new version.
+
+        Inside a tick, a save of the tick's own leased run is queued to ride the tick's
+        next round trip (see ``batch.py``); it then returns 0 and a refusal is raised there.
 
         ``expected_version`` turns the save into compare-and-set (a missing run
         has version 0). Nothing is written when any check fails.
