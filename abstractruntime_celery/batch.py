@@ -55,9 +55,9 @@ def collecting_ahead() -> bool:
     return _ahead.get() is not None
 
 
-def ahead(client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> None:
+def ahead(client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> Ahead:
     """Queue ``op`` (a write on ``client``'s Redis) to go first in the next write's pipeline;
-    ``check`` sees its reply there.
+    ``check`` sees its reply there. Returns the queued item (for ``withdraw``).
 
     Raises:
         RuntimeError: no tick is collecting writes (check ``collecting_ahead`` first).
@@ -65,7 +65,19 @@ def ahead(client: Any, op: Op, check: Check | None = None, *, commit: bool = Fal
     queue = _ahead.get()
     if queue is None:
         raise RuntimeError("batch.ahead() outside a collecting() block")
-    queue.append((client, Ahead(op, check, commit)))
+    item = Ahead(op, check, commit)
+    queue.append((client, item))
+    return item
+
+
+def withdraw(item: Ahead) -> bool:
+    """Take ``item`` back out of the queue if it has not been sent; True if it was."""
+    queue = _ahead.get() or []
+    for i, (_, queued) in enumerate(queue):
+        if queued is item:
+            del queue[i]
+            return True
+    return False
 
 
 def has_ahead() -> bool:

@@ -4,24 +4,27 @@ same Redis with the same workers (``celery worker --pool=solo``, 2 processes and
 
     python -m bench throughput [--quick]
 
-Each contender gets N messages published by this process as fast as it can; the
-clock runs from the first publish to the last completion. Ours: N
-``abstractruntime.start`` tasks (the worker creates the run, then ticks it in a
-second task: two Celery tasks per run). Bare: N no-op tasks that INCR a counter.
-With ``profile=True`` a second pass of the 1-node case runs under py-spy on one
-worker (kept apart so the profiler's cost does not touch the measured numbers).
+Each contender gets N messages published before its workers start; the clock runs
+from the first completion to the last (the drain), so the rate is the workers', not
+this publisher's, which shares the same two cores. Bare and ours take turns,
+``repeat`` times, and the ratio is the median of the per-turn ratios. Ours: N
+``abstractruntime.start`` tasks (the worker creates the run and ticks it in the
+same task). Bare: N no-op tasks that INCR a counter. With ``profile=True`` a
+separate live pass of the 1-node case runs under py-spy on one worker (kept apart
+so the profiler's cost does not touch the measured numbers).
 """
 
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -31,69 +34,97 @@ from bench.common import (BROKER_DB, REDIS, RESULTS, Ours, bare_env, purge_queue
 WORKFLOWS = ("bench_chain1", "bench_chain10")
 
 
+def _drain(publish: Callable[[], None], start: Callable[[], list[subprocess.Popen]],
+           done: Callable[[], int], n: int) -> dict[str, Any]:
+    """Publish ``n`` messages with no worker running, then start the workers and time the
+    queue's drain from the first completion to the last: the workers' rate, not this
+    publisher's (which shares the two cores and would otherwise set the pace)."""
+    t0 = time.perf_counter()
+    publish()
+    t_sent = time.perf_counter() - t0
+    procs = start()
+    try:
+        deadline = time.monotonic() + 60
+        while done() == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        t_first, c_first = time.perf_counter(), done()
+        ok = wait_for(done, n, 60 + n * 0.05, interval=0.005)
+        t_last = time.perf_counter()
+        finished = done()
+    finally:
+        stop_workers(procs)
+    wall = max(1e-6, t_last - t_first)
+    return {"n": n, "completed": finished, "wall_s": wall, "publish_s": t_sent,
+            "per_s": (finished - c_first) / wall, "all_done": ok}
+
+
 def _bare(n: int, workers: int, logdir: Path) -> dict[str, Any]:
     queue = f"bench-tput-{uuid.uuid4().hex[:8]}"
     key = f"{queue}:count"
     broker = f"{REDIS}/{BROKER_DB}"
-    procs = start_workers("bench.bare:app", bare_env(broker), workers, queue, logdir, tag="tput")
     client = redis.Redis.from_url(broker)
     try:
         from bench.bare import app
 
         app.conf.broker_url = broker
-        wait_ready(procs, broker, queue)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            app.send_task("bench.count", args=[key], queue=queue)
-        t_sent = time.perf_counter() - t0
-        ok = wait_for(lambda: int(client.get(key) or 0), n, 60 + n * 0.02, interval=0.01)
-        wall = time.perf_counter() - t0
-        done = int(client.get(key) or 0)
-        return {"contender": "bare Celery no-op", "workflow": "-", "workers": workers, "n": n, "completed": done,
-                "wall_s": wall, "publish_s": t_sent, "per_s": done / wall, "all_done": ok}
+        row = _drain(lambda: [app.send_task("bench.count", args=[key], queue=queue) for _ in range(n)],
+                     lambda: start_workers("bench.bare:app", bare_env(broker), workers, queue, logdir, tag="tput"),
+                     lambda: int(client.get(key) or 0), n)
+        return {"contender": "bare Celery no-op", "workflow": "-", "workers": workers, **row}
     finally:
-        stop_workers(procs)
         client.delete(key)
         purge_queue(broker, queue)
 
 
-def _ours(n: int, workers: int, logdir: Path, profile_to: Path | None = None) -> list[dict[str, Any]]:
+def _ours(n: int, workers: int, logdir: Path, workflows: tuple[str, ...] = WORKFLOWS) -> list[dict[str, Any]]:
+    from abstractruntime_celery.dispatch import START_TASK
+
+    rows = []
+    for wf in workflows:
+        ours = Ours("bench-tput")
+        try:
+            sr = ours.scheduled_runtime()
+            client = sr.driver.coord.client
+            app = sr.scheduler.app
+            row = _drain(lambda: [app.send_task(START_TASK, args=[wf, {}], queue=ours.queue) for _ in range(n)],
+                         lambda: start_workers("abstractruntime_celery", ours.env, workers, ours.queue, logdir,
+                                               tag="tput"),
+                         lambda: ours.completed(client), n)
+            after = sr.stats
+            rows.append({"contender": "abstractruntime_celery", "workflow": wf, "workers": workers, **row,
+                         **{k: getattr(after, k) for k in ("duplicates", "lease_busy", "early", "ticks",
+                                                           "tick_errors", "runs_started")}})
+        finally:
+            ours.cleanup()
+    return rows
+
+
+def _profile(n: int, logdir: Path, raw: Path) -> dict[str, Any]:
+    """A separate live pass (publishing while two workers run) with py-spy on one worker,
+    kept apart so the profiler's cost does not touch the measured numbers."""
     from abstractruntime_celery.dispatch import START_TASK
 
     ours = Ours("bench-tput")
-    procs = start_workers("abstractruntime_celery", ours.env, workers, ours.queue, logdir, tag="tput")
-    rows = []
+    procs = start_workers("abstractruntime_celery", ours.env, 2, ours.queue, logdir, tag="tput")
     try:
         sr = ours.scheduled_runtime()
         client = sr.driver.coord.client
         app = sr.scheduler.app
         wait_ready(procs, ours.broker, ours.queue)
-        for wf in WORKFLOWS if profile_to is None else WORKFLOWS[:1]:
-            before = sr.stats
-            base = ours.completed(client)
-            spy = None
-            if profile_to is not None:
-                spy = subprocess.Popen(["py-spy", "record", "--pid", str(procs[0].pid), "--rate", "250",
-                                        "--format", "raw", "-o", str(profile_to), "--nonblocking"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(1.0)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                app.send_task(START_TASK, args=[wf, {}], queue=ours.queue)
-            t_sent = time.perf_counter() - t0
-            ok = wait_for(lambda: ours.completed(client) - base, n, 60 + n * 0.05, interval=0.01)
-            wall = time.perf_counter() - t0
-            if spy is not None:
-                spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-                spy.wait(30)
-            done = ours.completed(client) - base
-            after = sr.stats
-            rows.append({"contender": "abstractruntime_celery", "workflow": wf, "workers": workers, "n": n,
-                         "completed": done, "wall_s": wall, "publish_s": t_sent, "per_s": done / wall,
-                         "all_done": ok, **{k: getattr(after, k) - getattr(before, k)
-                                            for k in ("duplicates", "lease_busy", "early", "ticks", "tick_errors",
-                                                      "runs_started")}})
-        return rows
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(procs[0].pid), "--rate", "250",
+                                "--format", "raw", "-o", str(raw), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            app.send_task(START_TASK, args=[WORKFLOWS[0], {}], queue=ours.queue)
+        ok = wait_for(lambda: ours.completed(client), n, 60 + n * 0.05, interval=0.01)
+        wall = time.perf_counter() - t0
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(30)
+        done = ours.completed(client)
+        return {"contender": "abstractruntime_celery", "workflow": WORKFLOWS[0], "workers": 2, "n": n,
+                "completed": done, "wall_s": wall, "per_s": done / wall, "all_done": ok}
     finally:
         stop_workers(procs)
         ours.cleanup()
@@ -145,32 +176,52 @@ def _short(frame: str) -> str:
 
 
 def run(quick: bool = False, *, n: int | None = None, worker_counts: tuple[int, ...] = (2, 1),
-        profile: bool = False, out_dir: Path | None = None, logdir: Path | None = None) -> dict[str, Any]:
+        profile: bool = False, out_dir: Path | None = None, logdir: Path | None = None,
+        repeat: int | None = None) -> dict[str, Any]:
+    """Bare and ours drained in turn, ``repeat`` times (1-node runs; 10-node runs once);
+    each row is the median of its repeats, and ``ratio_vs_bare`` the median of the
+    per-repeat ratios (this machine's speed drifts between minutes, not within one pair)."""
     n = n or (300 if quick else 3000)
+    repeat = repeat or (1 if quick else 3)
     logdir = logdir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
     for w in worker_counts:
-        rows.append(_bare(n, w, logdir))
-        rows.extend(_ours(n, w, logdir))
-    for w in worker_counts:
-        bare = next(r for r in rows if r["workers"] == w and r["contender"].startswith("bare"))
-        for r in rows:
-            if r["workers"] == w:
-                r["ratio_vs_bare"] = r["per_s"] / bare["per_s"]
-    data: dict[str, Any] = {"n": n, "pool": "solo", "rows": rows}
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for i in range(repeat):
+            bare = _bare(n, w, logdir)
+            ours = _ours(n, w, logdir, WORKFLOWS if i == 0 else WORKFLOWS[:1])
+            samples.extend([bare, *ours])
+            pairs.append((bare, ours[0]))
+            if i == 0:
+                ten = ours[1:]
+        ratios = [o["per_s"] / b["per_s"] for b, o in pairs]
+        bare_row = _median_row([b for b, _ in pairs])
+        one_row = dict(_median_row([o for _, o in pairs]), ratio_vs_bare=statistics.median(ratios),
+                       ratios=ratios)
+        rows.extend([dict(bare_row, ratio_vs_bare=1.0), one_row])
+        rows.extend(dict(r, ratio_vs_bare=r["per_s"] / bare_row["per_s"]) for r in ten)
+    data: dict[str, Any] = {"n": n, "pool": "solo", "repeat": repeat, "method": "drain", "rows": rows,
+                            "samples": samples}
     if profile:
         if shutil.which("py-spy"):
             raw = Path(out_dir or RESULTS) / "profile-worker.txt"
             raw.parent.mkdir(parents=True, exist_ok=True)
-            prow = _ours(max(n, 3000), 2, logdir, profile_to=raw)
+            prow = _profile(max(n, 3000), logdir, raw)
             data["profile"] = {"tool": "py-spy record --rate 250 --format raw", "raw": str(raw),
-                               "during": prow[0], **(top_costs(raw) if raw.exists() else {"error": "no output"})}
+                               "during": prow, **(top_costs(raw) if raw.exists() else {"error": "no output"})}
         else:
             data["profile"] = {"error": "py-spy not installed (pip install py-spy)"}
     print_table(rows)
     path = write_json("throughput", data, out_dir)
     print(f"wrote {path}")
     return data
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row whose rate is the median (a real run, so its other columns fit it)."""
+    ordered = sorted(rows, key=lambda r: r["per_s"])
+    return dict(ordered[len(ordered) // 2], repeats=len(rows))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -41,6 +41,7 @@ class Known:
     done: dict[str, str] = field(default_factory=dict)  # idempotency key -> record JSON, added by this tick
     created: Any = None  # the RunState this tick's create just wrote (a start), for its first load
     fresh: bool = False  # a run id this process just made up: its create may be queued, unchecked by a read
+    queued_create: Any = None  # that create while it waits in the queue: a later save replaces it
 
     def confirm(self, control: Control, at: float | None = None) -> None:
         self.control = control

@@ -25,7 +25,7 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from abstractruntime.storage.base import RunStore
 
 from .. import _scripts
-from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, settle_ahead, take_ahead
+from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, settle_ahead, take_ahead, withdraw
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
@@ -326,6 +326,11 @@ class RedisRunStore(RunStore):
         if entry is not None and mode == "save" and expected_version is None and collecting_ahead():
             # The tick's own run: the save rides the next round trip the tick makes anyway
             # (before its next node runs, any message it sends, or its lease release).
+            if entry.queued_create is not None and withdraw(entry.queued_create):
+                # not sent yet: create it as it is now
+                self._queue_create(run, fenced, entry, commit=True, argv_tail=argv_tail)
+                return [1, 0]
+            entry.queued_create = None
             script = self._save_script
             ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args),
                   lambda res: _refused(rid, res, None), commit=True)
@@ -406,7 +411,17 @@ class RedisRunStore(RunStore):
         if entry is None or not entry.fresh:
             return None
         entry.fresh = False
-        argv_tail = self._encode(run)
+        self._queue_create(run, fenced, entry, commit=False)  # nobody knows the id: no hurry
+        entry.created = run
+        return run
+
+    def _queue_create(self, run: RunState, fenced: Tuple[str, str], entry: Any, *, commit: bool,
+                      argv_tail: Optional[List[Any]] = None) -> None:
+        """Queue a create of ``run`` (as it is now) that drops our lease if the run exists
+        after all, so nothing queued behind it can write (see save_run.lua, ARGV[22]).
+        ``commit``: it carries a save's state, which must land before the next node."""
+        rid = str(run.run_id)
+        argv_tail = self._encode(run) if argv_tail is None else argv_tail
         keys = [self.run_key(rid), fenced[0]]
         args = [self._prefix, rid, "", fenced[1], "create", *argv_tail, "", "", "1"]
         script = self._save_script
@@ -418,10 +433,9 @@ class RedisRunStore(RunStore):
             if code != 1:
                 raise CorruptRunError(rid, f"a run made up here already existed (create returned {code})")
 
-        ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args), created)
+        entry.queued_create = ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args),
+                                    created, commit=commit)
         entry.confirm((argv_tail[1], argv_tail[2] == "1"))
-        entry.created = run
-        return run
 
     def _send_ahead(self) -> None:
         """A read must see what the tick queued: send it first."""
