@@ -38,8 +38,8 @@ __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
     "RunHandle", "install", "Settings", "load_settings", "app",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "LeaseLostError", "PayloadError",
-    "RunControlledError", "RunNotWaitingError", "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError",
-    "UnknownWorkflowError", "VersionConflictError", "WaitKeyMismatchError",
+    "RunControlledError", "RunNotWaitingError", "RunWaitTimeout", "StoreError", "StoreUnavailableError",
+    "UnknownRunError", "UnknownWorkflowError", "VersionConflictError", "WaitKeyMismatchError",
 ]
 
 

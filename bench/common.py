@@ -69,7 +69,8 @@ def machine() -> dict[str, Any]:
         redis_version = redis.Redis.from_url(REDIS).info("server")["redis_version"]
     except Exception:
         redis_version = "?"
-    return {"code": _code(), "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": mem_gib, "python": platform.python_version(),
+    return {"code": _code(), "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": mem_gib,
+            "python": platform.python_version(),
             "platform": platform.platform(), "redis_server": redis_version,
             "celery": _version("celery"), "kombu": _version("kombu"), "redis_py": _version("redis"),
             "abstractruntime": _version("abstractruntime"), "hostname": platform.node()}

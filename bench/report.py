@@ -216,7 +216,8 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
 
 # --- plots ------------------------------------------------------------------------------
 
-COLORS = {"abstractruntime_celery": "#1f77b4", "abstractruntime_celery (caller parks)": "#9467bd", "bare Celery ETA no-op": "#2ca02c", "built-in Scheduler": "#d62728"}
+COLORS = {"abstractruntime_celery": "#1f77b4", "abstractruntime_celery (caller parks)": "#9467bd",
+          "bare Celery ETA no-op": "#2ca02c", "built-in Scheduler": "#d62728"}
 
 
 def plots(r: dict[str, Any], img: Path = IMG) -> list[Path]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from bench.common import (REDIS, SCALE_DB, Ours, delete_prefix, free_mem_bytes, start_workers, stop_workers,
+from bench.common import (SCALE_DB, Ours, delete_prefix, free_mem_bytes, start_workers, stop_workers,
                           wait_for, wait_ready, worker_rss, write_json)
 
 BYTES_PER_RUN = 2600

@@ -159,7 +159,7 @@ def run(sizes: List[int], stores: set, redis_url: str = "redis://127.0.0.1:6379/
 
 def print_table(results: List[Dict[str, Any]]) -> None:
     cols = ["save", "load", "list_due_none_due", "list_runs_waiting_100"]
-    header = f"| store | runs | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | populate s | bytes/run |"
+    header = "| store | runs | " + " | ".join(f"{c} p50/p95 ms" for c in cols) + " | populate s | bytes/run |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in results:
