@@ -93,3 +93,32 @@ def test_workers_build_their_runtime_from_runtime_options(prefix: str) -> None:
                 break
             time.sleep(0.05)
     assert run is not None and run.output == {"tool": {"value": 42}}
+
+
+def test_the_start_task_creates_and_runs_a_run_on_a_worker(sr: Any, celery_app: Any, settings: Any) -> None:
+    """What a web process that only publishes does: one start message per run, no id given
+    (the worker makes it up and creates the run in its first write), or an explicit id
+    sent twice (one run)."""
+    import time
+
+    from abstractruntime_celery.dispatch import START_TASK
+
+    for _ in range(5):
+        celery_app.send_task(START_TASK, args=["steps", {"n": 3}], queue=settings.queue)
+    celery_app.send_task(START_TASK, args=["timer", {"delay": 0.3}, "mine-1"], queue=settings.queue)
+    celery_app.send_task(START_TASK, args=["timer", {"delay": 0.3}, "mine-1"], queue=settings.queue)
+    store = sr.driver.run_store
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        runs = store.list_runs(workflow_id="steps", limit=100)
+        if len(runs) == 5 and all(r.status == RunStatus.COMPLETED for r in runs):
+            break
+        time.sleep(0.05)
+    assert len(runs) == 5 and all(r.status == RunStatus.COMPLETED and r.output == {"i": 3} for r in runs), runs
+    for run in runs:  # each run's ledger is whole, completion record before the terminal one
+        keys = [r.get("idempotency_key") for r in sr.get_ledger(run.run_id)]
+        assert keys[-2:] == ["system:completion:step", "system:terminal_status:completed"], keys
+    mine = sr.wait_for("mine-1", timeout=10, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert mine.output["woke_at"] >= 0
+    assert len(store.list_runs(workflow_id="timer", limit=100)) == 1
+    assert sr.stats.runs_started >= 6 and sr.stats.tick_errors == 0
