@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
+from collections import Counter
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 Op = Callable[[Any], Any]
@@ -36,6 +37,9 @@ class Ahead(NamedTuple):
 
 
 _ops: contextvars.ContextVar[list[Op] | None] = contextvars.ContextVar("abstractruntime_celery_ops", default=None)
+_counts: contextvars.ContextVar[dict[str, Counter[str]] | None] = contextvars.ContextVar(
+    "abstractruntime_celery_counts", default=None
+)
 _ahead: contextvars.ContextVar[list[tuple[Any, Ahead]] | None] = contextvars.ContextVar(
     "abstractruntime_celery_ahead", default=None
 )
@@ -48,6 +52,36 @@ def defer(client: Any, op: Op) -> None:
         op(client)
     else:
         ops.append(op)
+
+
+def count(client: Any, key: str, field: str, by: int = 1) -> None:
+    """``HINCRBY key field by`` now, or, in a tick, added up with the tick's other counts of
+    ``key`` and sent with the release as one command."""
+    ops, table = _ops.get(), _counts.get()
+    if ops is None or table is None:
+        client.hincrby(key, field, by)
+        return
+    counts = table.get(key)
+    if counts is None:
+        counts = table[key] = Counter()
+        ops.append(lambda target: _add_counts(client, target, key, counts))
+    counts[field] += by
+
+
+_many_scripts: dict[int, Any] = {}
+
+
+def _add_counts(client: Any, target: Any, key: str, counts: Counter[str]) -> Any:
+    from . import _scripts
+
+    # exactly one command, whatever the counts: the caller pairs each op with one reply
+    items = [(f, n) for f, n in counts.items() if n] or [(next(iter(counts)), 0)]
+    if len(items) == 1:
+        return target.hincrby(key, items[0][0], items[0][1])
+    script = _many_scripts.get(id(client))
+    if script is None:
+        script = _many_scripts[id(client)] = _scripts.register(client, "hincrby_many")
+    return _scripts.call_in(target, script, [key], [x for f, n in items for x in (f, n)])
 
 
 def collecting_ahead() -> bool:
@@ -185,6 +219,7 @@ def collecting() -> Iterator[list[Op]]:
     ones (the list yielded) and ``take_ahead()``'s leftovers."""
     ops: list[Op] = []
     token = _ops.set(ops)
+    token_counts = _counts.set({})
     token_ahead = _ahead.set([])
     try:
         yield ops
@@ -193,4 +228,5 @@ def collecting() -> Iterator[list[Op]]:
             _flush_leftovers()
         finally:
             _ahead.reset(token_ahead)
-        _ops.reset(token)
+            _counts.reset(token_counts)
+            _ops.reset(token)

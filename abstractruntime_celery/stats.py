@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from abstractruntime.scheduler.scheduler import SchedulerStats as _SeedStats
 
-from .batch import defer
+from .batch import count
 
 MAX_ERRORS = 100
 
@@ -66,7 +66,7 @@ class RedisStats:
         self.errors_key = f"{prefix}stats:errors"
 
     def incr(self, name: str, by: int = 1) -> None:
-        defer(self.client, lambda c: c.hincrby(self.key, name, by))
+        count(self.client, self.key, name, by)
 
     def error(self, message: str) -> None:
         pipe = self.client.pipeline(transaction=False)

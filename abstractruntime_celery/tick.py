@@ -24,7 +24,7 @@ from .errors import LeaseLostError, RunControlledError, UnknownRunError, Unknown
 from .inbox import Event
 from .lease import Lease, fenced
 from .stores.handoff import handing_off
-from .stores.known import knowing, learn
+from .stores.known import knowing, known, learn
 from .stores.redis_runs import control_of
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ def _create(d: "Driver", run_id: str, run: RunState | None, create: Callable[[],
     if created is None:
         return d.run_store.load(run_id)
     entry.created = None
+    entry.born = True
     entry.confirm(control_of(created))
     return created
 
@@ -159,7 +160,9 @@ def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_st
     except Exception as exc:
         _tick_failed(d, run_id, exc)
         raise
-    d.marks.clear_attempts(run_id)
+    entry = known(run_id)
+    if entry is None or not entry.born:
+        d.marks.clear_attempts(run_id)  # (a run created in this tick has no failed attempts)
 
     changed = _fingerprint(run) != before
     d.coord.stats.incr("ticks")

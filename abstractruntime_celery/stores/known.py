@@ -42,6 +42,7 @@ class Known:
     created: Any = None  # the RunState this tick's create just wrote (a start), for its first load
     fresh: bool = False  # a run id this process just made up: its create may be queued, unchecked by a read
     queued_create: Any = None  # that create while it waits in the queue: a later save replaces it
+    born: bool = False  # this tick created the run
 
     def confirm(self, control: Control, at: float | None = None) -> None:
         self.control = control
