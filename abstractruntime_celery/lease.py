@@ -77,6 +77,10 @@ class RedisLeases:
         self.prefix = prefix
         self.ttl_s = ttl_s
         self._acquire = _scripts.register(client, "lease_acquire")
+        # Tokens of reserved leases whose acquire has not been sent yet (see ``reserve``):
+        # the keeper thread must not renew them (there is nothing in Redis to renew).
+        self._unsent: set[str] = set()
+        self._unsent_lock = threading.Lock()
         self._release = _scripts.register(client, "lease_release")
         self._renew = _scripts.register(client, "lease_renew")
 
@@ -122,16 +126,27 @@ class RedisLeases:
         script = self._acquire
 
         def taken(got: Any) -> None:
+            self._sent(token)
             if int(got) != 1:
                 from .errors import LeaseLostError
 
                 raise LeaseLostError(run_id)
 
+        with self._unsent_lock:
+            self._unsent.add(token)
         ahead(self.client, lambda target: _scripts.call_in(target, script, keys, args), taken)
         return Lease(run_id, key, token)
 
+    def _sent(self, token: str) -> None:
+        with self._unsent_lock:
+            self._unsent.discard(token)
+
     def renew(self, lease: Lease) -> bool:
-        """Extend the lease; False if it was lost (expired and maybe taken)."""
+        """Extend the lease; False if it was lost (expired and maybe taken). A reserved lease
+        not sent yet is kept as it is: its acquire, when it goes, sets a full time to live."""
+        with self._unsent_lock:
+            if lease.token in self._unsent:
+                return True
         return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
 
     def release(self, lease: Lease, ops: Sequence[Op] = (), ahead: Sequence[Ahead] = ()) -> bool:
@@ -143,6 +158,7 @@ class RedisLeases:
             Exception: an ``ahead`` write failed (Redis's own error); the lease is released anyway.
         """
         keys, args = [lease.key, self._pending_key(lease.run_id)], [lease.token]
+        self._sent(lease.token)  # sent now at the latest (its check runs below)
         pipe = self.client.pipeline(transaction=False)
         for item in ahead:
             item.op(pipe)

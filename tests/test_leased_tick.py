@@ -5,6 +5,7 @@ read (with the save script as the guard), and a start that creates under the lea
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -244,3 +245,21 @@ def test_a_save_refused_for_a_lost_lease_stops_the_tick_before_the_next_node(pre
     stored = driver.load(run_id)
     assert stored.current_node == "first" and stored.status == RunStatus.RUNNING  # node 1's save refused
     assert driver.coord.stats.snapshot().lease_lost == 1
+
+
+def test_the_lease_keeper_leaves_a_reserved_lease_alone_until_its_acquire_is_sent(prefix: str) -> None:
+    """A start's lease is reserved, its acquire queued; a long first node must not make the
+    keeper report it lost (there is nothing in Redis to renew yet)."""
+    from abstractruntime_celery.lease import LeaseKeeper
+
+    leases = RedisLeases(connect(STORE_URL), prefix, ttl_s=0.3)
+    keeper = LeaseKeeper(leases)
+    with collecting():
+        lease = leases.reserve("r-long")
+        keeper.hold(lease)
+        time.sleep(0.35)  # the keeper ran at least once
+        assert leases.renew(lease) is True and not leases.is_held("r-long")
+        assert keeper.drop(lease) is False  # not seen lost
+    assert leases.is_held("r-long")  # the block's end sent the acquire
+    assert leases.renew(lease) is True and leases.release(lease) is False
+    assert not leases.is_held("r-long")
