@@ -20,14 +20,11 @@ def register(client: Any, name: str) -> Any:
 
 def run_ops(client: Any, ops: Sequence[Any], results: list[Any]) -> None:
     """After ``pipe.execute(raise_on_error=False)``: an op whose script the server had
-    forgotten (NOSCRIPT, so it ran nothing) runs again on ``client``, which loads it."""
-    from redis.exceptions import NoScriptError
+    forgotten (NOSCRIPT, so it ran nothing) runs again on ``client``, which loads it;
+    any other error is raised."""
+    from .batch import Ahead, settle_ahead
 
-    for op, result in zip(ops, results):
-        if isinstance(result, NoScriptError):
-            op(client)
-        elif isinstance(result, Exception):
-            raise result
+    settle_ahead(client, [Ahead(op) for op in ops], results)
 
 
 def call_in(target: Any, script: Any, keys: list[str], args: list[Any]) -> Any:

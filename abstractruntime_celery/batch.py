@@ -190,11 +190,14 @@ def settle_ahead(client: Any, items: list[Ahead], results: list[Any]) -> None:
 
 def send_ahead(client: Any, then: Op | None = None) -> Any:
     """Send the queued ahead writes now, in one pipeline, followed by ``then`` (a read or
-    write that needs them landed); returns ``then``'s reply (None without one).
+    write that needs them landed); returns ``then``'s reply (None without one). A NOSCRIPT
+    reply is returned, for the caller's ``_scripts.settle``.
 
     Raises:
         Exception: as ``settle_ahead``; or ``then``'s own Redis error.
     """
+    from redis.exceptions import NoScriptError
+
     items = take_ahead(client)
     if not items:
         return then(client) if then is not None else None
@@ -205,12 +208,10 @@ def send_ahead(client: Any, then: Op | None = None) -> Any:
         then(pipe)
     results = pipe.execute(raise_on_error=False)
     settle_ahead(client, items, results[:len(items)])
-    return results[-1] if then is not None else None
-
-
-def _flush_leftovers() -> None:
-    """Send ahead writes nobody took (a block that never wrote again): never drop one."""
-    flush_all()
+    reply = results[-1] if then is not None else None
+    if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+        raise reply
+    return reply
 
 
 @contextmanager
@@ -225,7 +226,7 @@ def collecting() -> Iterator[list[Op]]:
         yield ops
     finally:
         try:
-            _flush_leftovers()
+            flush_all()  # ahead writes nobody took (the block never wrote again): never drop one
         finally:
             _ahead.reset(token_ahead)
             _counts.reset(token_counts)

@@ -24,7 +24,7 @@ from abstractruntime.core.models import StepRecord, StepStatus
 from abstractruntime.storage.base import LedgerStore
 
 from .. import _scripts
-from ..batch import ahead, collecting_ahead, send_ahead, settle_ahead, take_ahead
+from ..batch import ahead, collecting_ahead, send_ahead
 from ..errors import LeaseLostError, PayloadError
 from .known import known
 from .redis_conn import load_script, redis_errors
@@ -126,26 +126,6 @@ class RedisLedgerStore(LedgerStore):
             raise LeaseLostError(run_id)
         return seq
 
-    def _read(self, read: Callable[[Any], Any]) -> Any:
-        """``read(client)``, behind the appends a tick queued: one round trip, and the
-        read sees them. Call inside ``redis_errors``."""
-        items = take_ahead(self._r)
-        if not items:
-            return read(self._r)
-        pipe = self._r.pipeline(transaction=False)
-        for item in items:
-            item.op(pipe)
-        read(pipe)
-        results = pipe.execute(raise_on_error=False)
-        settle_ahead(self._r, items, results[:-1])
-        if isinstance(results[-1], Exception):
-            raise results[-1]
-        return results[-1]
-
-    def _send_ahead(self) -> None:
-        """Send the appends a tick queued before a write that cannot carry them."""
-        send_ahead(self._r)
-
     def append(self, record: StepRecord) -> None:
         """Append one record (and index it if it is a COMPLETED idempotent step).
 
@@ -176,7 +156,7 @@ class RedisLedgerStore(LedgerStore):
             raise ValueError("StepRecord.run_id must be non-empty")
         lkey = self.ledger_key(run_id)
         with redis_errors(self._r):
-            self._send_ahead()
+            send_ahead(self._r)
             while True:
                 with self._r.pipeline(transaction=True) as pipe:
                     try:
@@ -208,7 +188,7 @@ class RedisLedgerStore(LedgerStore):
         if not rid:
             return []
         with redis_errors(self._r):
-            raws = self._read(lambda c: c.lrange(self.ledger_key(rid), 0, -1))
+            raws = send_ahead(self._r, lambda c: c.lrange(self.ledger_key(rid), 0, -1))
         out: List[Dict[str, Any]] = []
         for i, raw in enumerate(raws):
             obj = _parse(raw)
@@ -234,7 +214,7 @@ class RedisLedgerStore(LedgerStore):
             return None  # empty when the lease was taken; only this tick adds (see known.py)
         if raw is None:
             with redis_errors(self._r):
-                raw = self._read(lambda c: c.hget(self.done_key(rid), key))
+                raw = send_ahead(self._r, lambda c: c.hget(self.done_key(rid), key))
         rec = _parse(raw) if raw is not None else None
         return rec.get("result") if rec is not None else None
 
@@ -245,7 +225,7 @@ class RedisLedgerStore(LedgerStore):
             StoreUnavailableError: Redis cannot be reached.
         """
         with redis_errors(self._r):
-            raw = self._read(lambda c: c.lindex(self.ledger_key(str(run_id)), -1))
+            raw = send_ahead(self._r, lambda c: c.lindex(self.ledger_key(str(run_id)), -1))
         return _parse(raw) if raw is not None else None
 
     def count(self, run_id: str) -> int:
@@ -255,7 +235,7 @@ class RedisLedgerStore(LedgerStore):
             StoreUnavailableError: Redis cannot be reached.
         """
         with redis_errors(self._r):
-            return int(self._read(lambda c: c.llen(self.ledger_key(str(run_id)))))
+            return int(send_ahead(self._r, lambda c: c.llen(self.ledger_key(str(run_id)))))
 
     def count_many(self, run_ids: List[str]) -> Dict[str, int]:
         """Record counts of several runs (runs without records are left out), one round trip.
@@ -267,7 +247,7 @@ class RedisLedgerStore(LedgerStore):
         if not ids:
             return {}
         with redis_errors(self._r):
-            self._send_ahead()
+            send_ahead(self._r)
             pipe = self._r.pipeline(transaction=False)
             for rid in ids:
                 pipe.llen(self.ledger_key(rid))
@@ -286,7 +266,7 @@ class RedisLedgerStore(LedgerStore):
         if not rid:
             return [], a
         with redis_errors(self._r):
-            raws = self._read(lambda c: c.lrange(self.ledger_key(rid), a, a + lim - 1))
+            raws = send_ahead(self._r, lambda c: c.lrange(self.ledger_key(rid), a, a + lim - 1))
         out = [obj for obj in (_parse(r) for r in raws) if obj is not None]
         return out, a + len(raws)
 
@@ -300,7 +280,7 @@ class RedisLedgerStore(LedgerStore):
         if not rid:
             return 0
         with redis_errors(self._r):
-            self._send_ahead()
+            send_ahead(self._r)
             pipe = self._r.pipeline(transaction=True)
             pipe.llen(self.ledger_key(rid))
             pipe.delete(self.ledger_key(rid), self.done_key(rid))

@@ -25,7 +25,7 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 from abstractruntime.storage.base import RunStore
 
 from .. import _scripts
-from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, settle_ahead, take_ahead, withdraw
+from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, withdraw
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
@@ -348,16 +348,9 @@ class RedisRunStore(RunStore):
     def _run_save(self, keys: List[str], args: List[Any]) -> Any:
         """The save script, behind any ledger appends the tick queued (``batch.ahead``):
         one round trip, and the appends land first, as the Runtime ordered them."""
-        items = take_ahead(self._r)
-        if not items:
-            return self._save_script(keys=keys, args=args)
-        pipe = self._r.pipeline(transaction=False)
-        for item in items:
-            item.op(pipe)
-        _scripts.call_in(pipe, self._save_script, keys, args)
-        results = pipe.execute(raise_on_error=False)
-        settle_ahead(self._r, items, results[:-1])
-        return _scripts.settle(results[-1], self._save_script, keys, args)
+        script = self._save_script
+        reply = send_ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args))
+        return _scripts.settle(reply, script, keys, args)
 
     def save(self, run: RunState, expected_version: int | None = None) -> int:
         """Write ``run`` and its index entries atomically; return its new version.
@@ -565,7 +558,6 @@ class RedisRunStore(RunStore):
 
     def _fetch(self, ids: Sequence[str], field: str = "doc") -> List[Tuple[str, Any]]:
         """``(run_id, field value)`` for each id, one round trip; corrupt keys give None."""
-        self._send_ahead()
         if not ids:
             return []
         with redis_errors(self._r):
@@ -582,7 +574,6 @@ class RedisRunStore(RunStore):
 
     def _fetch_one(self, rid: str, field: str) -> Any:
         """One field, or the exception reading it raised (as ``raise_on_error=False`` gives)."""
-        self._send_ahead()
         try:
             return self._r.hget(self.run_key(rid), field)
         except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:
@@ -615,7 +606,6 @@ class RedisRunStore(RunStore):
         Candidates are re-checked against their record, so an index entry that
         went stale can never leak a wrong run.
         """
-        self._send_ahead()
         out: List[RunState] = []
         start = 0
         chunk = min(max(limit, 16), 1000)
@@ -637,7 +627,6 @@ class RedisRunStore(RunStore):
         return out
 
     def _smallest(self, keys: List[str]) -> str:
-        self._send_ahead()
         if len(keys) == 1:
             return keys[0]
         with redis_errors(self._r):
@@ -662,6 +651,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         keys: List[str] = []
         st = _value(status) if status is not None else None
         wr = _value(wait_reason) if wait_reason is not None else None
@@ -695,6 +685,7 @@ class RedisRunStore(RunStore):
             PayloadError: ``now_iso`` is not an ISO-8601 time.
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         try:
             now = iso_to_epoch(now_iso)
         except (TypeError, ValueError) as exc:
@@ -729,6 +720,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         parent = str(parent_run_id or "").strip()
         if not parent:
             return []
@@ -743,7 +735,6 @@ class RedisRunStore(RunStore):
 
     def _members_by_score(self, keys: List[str]) -> List[str]:
         """Members of several sorted sets, highest score first, deduplicated."""
-        self._send_ahead()
         with redis_errors(self._r):
             pipe = self._r.pipeline(transaction=False)
             for k in keys:
@@ -780,6 +771,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         wanted = [str(k) for k in (wait_keys or []) if isinstance(k, str) and k]
         if not wanted:
             return []
@@ -793,6 +785,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         pre = str(prefix or "")
         if not pre:
             return []
@@ -814,6 +807,7 @@ class RedisRunStore(RunStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
+        self._send_ahead()
         wanted = {str(n).strip() for n in (names or []) if isinstance(n, str) and str(n).strip()}
         if not wanted:
             return []
