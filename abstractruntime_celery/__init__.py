@@ -14,10 +14,13 @@ from .errors import (
     AbstractRuntimeCeleryError,
     ConfigError,
     CorruptRunError,
+    InboxFullError,
     LeaseLostError,
     PayloadError,
+    RunBusyError,
     RunControlledError,
     RunNotWaitingError,
+    RunPausedError,
     RunWaitTimeout,
     StoreError,
     StoreUnavailableError,
@@ -30,16 +33,18 @@ from .registry import WorkflowRegistry
 from .runtime import ScheduledRuntime, create_scheduled_runtime
 from .scheduler import RunHandle, Scheduler
 from .stats import SchedulerStats
+from .stores.redis import RedisLedgerStore, RedisRunStore
 from .tasks import install
 
 __version__ = "0.1.0"
 
 __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
-    "RunHandle", "install", "Settings", "load_settings", "app",
-    "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "LeaseLostError", "PayloadError",
-    "RunControlledError", "RunNotWaitingError", "RunWaitTimeout", "StoreError", "StoreUnavailableError",
-    "UnknownRunError", "UnknownWorkflowError", "VersionConflictError", "WaitKeyMismatchError",
+    "RunHandle", "install", "Settings", "load_settings", "app", "RedisRunStore", "RedisLedgerStore",
+    "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "InboxFullError", "LeaseLostError",
+    "PayloadError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
+    "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
+    "VersionConflictError", "WaitKeyMismatchError",
 ]
 
 

@@ -58,11 +58,27 @@ class Settings:
     control_ttl_s: float = 0.25
     #: Queue for tick/resume/start tasks.
     queue: str = "abstractruntime"
+    #: Which waits an event may answer. "strict": only EVENT, USER and JOB waits, and only
+    #: under their exact key (a key must be given). "seed": as the seed, a key of None answers
+    #: any wait (a timer, a child). "auto": strict on a fleet, seed in the embedded mode.
+    wait_key_mode: str = "auto"
+    #: Longest wait key accepted, in bytes of UTF-8.
+    max_wait_key_bytes: int = 1024
+    #: Most unapplied events one run's inbox holds.
+    max_inbox_events: int = 100
+    #: Most payload bytes one run's inbox holds.
+    max_inbox_bytes: int = 1024 * 1024
+    #: Failing ticks are retried after factor * 2**(attempt-1) seconds, capped, with jitter.
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 60.0
+    retry_jitter: bool = True
+    #: How long pause/resume/cancel wait for a tick's lease (stores without compare-and-set).
+    control_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value, kind = getattr(self, f.name), type(f.default)
-            ok = isinstance(value, kind) and not isinstance(value, bool)
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
             if kind is float:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not ok:
@@ -75,6 +91,12 @@ class Settings:
             raise ConfigError("control_ttl_s must be >= 0")
         if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:
             raise ConfigError("max_payload_bytes, tick_max_steps and sweep_batch must be > 0")
+        if self.wait_key_mode not in ("auto", "strict", "seed"):
+            raise ConfigError(f"wait_key_mode must be auto, strict or seed, got {self.wait_key_mode!r}")
+        if min(self.max_wait_key_bytes, self.max_inbox_events, self.max_inbox_bytes) <= 0:
+            raise ConfigError("max_wait_key_bytes, max_inbox_events and max_inbox_bytes must be > 0")
+        if self.retry_backoff_s < 0 or self.retry_backoff_max_s < 0 or self.control_timeout_s <= 0:
+            raise ConfigError("retry_backoff_s and retry_backoff_max_s must be >= 0, control_timeout_s > 0")
 
     def resolved_coord_url(self, broker_url: str | None = None) -> str:
         """The URL of the coordination Redis, or ``memory://`` for the embedded mode."""
@@ -91,7 +113,10 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         return raw
     try:
         if isinstance(default, bool):
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+            word = str(raw).strip().lower()
+            if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(word)
+            return word in ("1", "true", "yes", "on")
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):

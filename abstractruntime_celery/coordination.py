@@ -1,5 +1,6 @@
 """The shared state beside the run store: leases, inboxes, the timer book, stats,
-and the sweep's cluster lock. In Redis for a fleet; in memory for the embedded mode."""
+marks, notices, and the sweep's lock and cursors. In Redis for a fleet; in memory
+for the embedded mode. ``open_coordination`` builds them all, in one place."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Protocol
 
 from .inbox import Inbox, LocalInbox, RedisInbox
+from .keys import Keys
 from .lease import Leases, LocalLeases, RedisLeases
+from .marks import RunMarks
+from .signals import Notices
 from .stats import LocalStats, RedisStats, Stats
+from .stores.redis.queries import START, Cursor
 from .timers import LocalTimerBook, RedisTimerBook, TimerBook
 
 
@@ -40,42 +46,103 @@ class SweepLock:
             return True
 
 
+class SweepCursors(Protocol):
+    """Where each pass of the sweep goes on from (shared by every sweeper of the cluster),
+    read when a sweep begins and written when it ends, with the sweep's own counters."""
+
+    def begin(self) -> dict[str, Cursor]: ...
+    def end(self, cursors: dict[str, Cursor]) -> None: ...
+
+
+class RedisSweepCursors:
+    """``{p}sweep-cursor`` hash: pass name -> ``<score>|<skip>``; one round trip at each end."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.key = keys.sweep_cursor
+        self.stats = keys.stats
+
+    def begin(self) -> dict[str, Cursor]:
+        """Count the sweep and read every pass's cursor."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self.stats, "sweeps", 1)
+        pipe.hgetall(self.key)
+        _, raw = pipe.execute()
+        return {name: _cursor(value) for name, value in raw.items()}
+
+    def end(self, cursors: dict[str, Cursor]) -> None:
+        """Write the cursors, and what the seed's stats say of a poll cycle."""
+        pipe = self.client.pipeline(transaction=False)
+        if cursors:
+            pipe.hset(self.key, mapping={name: f"{c[0]!r}|{c[1]}" for name, c in cursors.items()})
+        pipe.hincrby(self.stats, "poll_cycles", 1)
+        pipe.hset(self.stats, "last_poll_at", datetime.now(timezone.utc).isoformat())
+        pipe.execute()
+
+
+def _cursor(raw: Any) -> Cursor:
+    try:
+        score, _, skip = str(raw).partition("|")
+        return float(score), int(skip)
+    except (TypeError, ValueError):
+        return START
+
+
+class LocalSweepCursors:
+    def __init__(self, stats: Stats) -> None:
+        self._cursors: dict[str, Cursor] = {}
+        self._stats = stats
+
+    def begin(self) -> dict[str, Cursor]:
+        self._stats.incr("sweeps")
+        return dict(self._cursors)
+
+    def end(self, cursors: dict[str, Cursor]) -> None:
+        self._cursors.update(cursors)
+        self._stats.polled()
+
+
 @dataclass
 class Coordination:
+    keys: Keys
     leases: Leases
     inbox: Inbox
     timers: TimerBook
     stats: Stats
+    marks: RunMarks
+    notices: Notices
     sweep_lock: SweepLock
+    cursors: SweepCursors
     client: Any | None = None
 
-    @property
-    def embedded(self) -> bool:
-        return self.client is None
 
-
-def open_coordination(url: str, prefix: str, lease_ttl_s: float) -> Coordination:
-    """Redis-backed coordination for ``redis://`` URLs, in-process for ``memory://``.
+def open_coordination(url: str, keys: Keys, lease_ttl_s: float) -> Coordination:
+    """Redis-backed coordination for Redis URLs, in-process for ``memory://``.
 
     Raises:
         ValueError: the Redis URL is malformed.
+        ConfigError: the prefix holds data of another key layout (``keys.check_layout``).
+        StoreUnavailableError: the Redis cannot be reached.
     """
     if url == "memory://":
-        return Coordination(
-            leases=LocalLeases(prefix, lease_ttl_s),
-            inbox=LocalInbox(),
-            timers=LocalTimerBook(),
-            stats=LocalStats(),
-            sweep_lock=SweepLock(None, f"{prefix}sweep:lock"),
-        )
-    from .stores.redis_conn import connect
+        stats = LocalStats()
+        return Coordination(keys=keys, leases=LocalLeases(keys, lease_ttl_s), inbox=LocalInbox(),
+                            timers=LocalTimerBook(lambda: stats.incr("timers_armed")), stats=stats,
+                            marks=RunMarks(None, keys),
+                            notices=Notices(None, keys), sweep_lock=SweepLock(None, keys.sweep_lock),
+                            cursors=LocalSweepCursors(stats))
+    from .keys import check_layout
+    from .redact import redact_url
+    from .stores.redis.connection import connect, redis_errors
+
+    from .scripts import preload
 
     client = connect(url)
-    return Coordination(
-        leases=RedisLeases(client, prefix, lease_ttl_s),
-        inbox=RedisInbox(client, prefix),
-        timers=RedisTimerBook(client, prefix),
-        stats=RedisStats(client, prefix),
-        sweep_lock=SweepLock(client, f"{prefix}sweep:lock"),
-        client=client,
-    )
+    with redis_errors(client):
+        check_layout(client, keys, redact_url(url))
+        preload(client)
+    return Coordination(keys=keys, leases=RedisLeases(client, keys, lease_ttl_s), inbox=RedisInbox(client, keys),
+                        timers=RedisTimerBook(client, keys), stats=RedisStats(client, keys),
+                        marks=RunMarks(client, keys), notices=Notices(client, keys),
+                        sweep_lock=SweepLock(client, keys.sweep_lock), cursors=RedisSweepCursors(client, keys),
+                        client=client)

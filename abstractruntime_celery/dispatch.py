@@ -1,9 +1,9 @@
 """How a tick gets to a worker: a Celery message, or the embedded in-process queue.
 
-Messages carry ids only (run id, event id, a reason); the store and the inbox
-hold the data. The embedded dispatcher is the same contract in one process: a
-few worker threads and a timer heap, so the seed's zero-config quick start runs
-with no server and its timers fire on time instead of on a 1 s poll.
+Messages carry a run id and a reason only; the store and the inbox hold the data.
+The embedded dispatcher is the same contract in one process: a few worker threads
+and a timer heap, so the seed's zero-config quick start runs with no server and
+its timers fire on time instead of on a 1 s poll.
 """
 
 from __future__ import annotations
@@ -13,50 +13,36 @@ import itertools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional
 
-from .batch import flush_all
 from .timers import MIN_ETA_S
 
 log = logging.getLogger(__name__)
 
 TICK_TASK = "abstractruntime.tick"
 START_TASK = "abstractruntime.start"
+#: Kept registered for messages of earlier versions; new events are sent as ticks.
 RESUME_TASK = "abstractruntime.resume"
 SWEEP_TASK = "abstractruntime.sweep"
 
 
-class Dispatcher(Protocol):
-    #: Shortest delay the transport accepts as an ETA (see timers.MIN_ETA_S).
-    min_eta_s: float
-
-    def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
-             event_id: str | None = None) -> None: ...
-
-
 class CeleryDispatcher:
-    """Sends tick and resume messages through a Celery app."""
+    """Sends tick messages through a Celery app."""
 
     def __init__(self, app: Any, queue: str) -> None:
         self.app = app
         self.queue = queue
         self.min_eta_s = MIN_ETA_S if uses_native_delayed_delivery(app) else 0.0
 
-    def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
-             event_id: str | None = None) -> None:
-        """Send a tick (or a resume) message; what this tick queued lands first.
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+        """Send a tick message for ``run_id`` (``eta``: not before then).
 
         Raises:
-            Exception: a queued save refused (LeaseLostError, ...) or the broker's error.
+            Exception: the broker's error (kombu's OperationalError, ...).
         """
-        flush_all()
-        if event_id is not None:
-            self.app.send_task(RESUME_TASK, args=[run_id, event_id], queue=self.queue, eta=eta)
-        else:
-            self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason},
-                               queue=self.queue, eta=eta)
+        self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta)
 
 
 def uses_native_delayed_delivery(app: Any) -> bool:
@@ -78,19 +64,30 @@ TickHandler = Callable[[str, str], Any]
 
 
 class LocalDispatcher:
-    """An in-memory broker with an embedded worker: a thread pool and a timer heap."""
+    """An in-memory broker with an embedded worker: a thread pool and a timer heap.
+
+    While it is stopped (``auto_start=False``, or after ``stop()``), ticks are held,
+    not dropped: ``start()`` sends them, ``take_held()`` hands them to a caller that
+    ticks them itself (``Scheduler.poll_once``).
+    """
 
     min_eta_s = 0.0
 
     def __init__(self, handler: TickHandler, workers: int = 4) -> None:
         self._handler = handler
         self._workers = workers
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Optional[ThreadPoolExecutor] = None
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
-        self._timer: threading.Thread | None = None
+        self._timer: Optional[threading.Thread] = None
         self._stopping = False
+        self._held: list[tuple[str, str]] = []
+        self._queued: dict[Future[Any], tuple[str, str]] = {}
+
+    @property
+    def running(self) -> bool:
+        return self._pool is not None
 
     def start(self) -> None:
         with self._cond:
@@ -100,34 +97,64 @@ class LocalDispatcher:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="arc-embedded")
             self._timer = threading.Thread(target=self._timer_loop, name="arc-embedded-timer", daemon=True)
             self._timer.start()
+            held, self._held = self._held, []
+            for run_id, reason in held:
+                self._submit(run_id, reason)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking ticks: queued ones are held for the next start (not run now);
+        waits at most ``timeout`` seconds for the ticks already running."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             pool, self._pool = self._pool, None
             self._stopping = True
             self._cond.notify_all()
+            queued = list(self._queued.items())
+        for future, item in queued:
+            if future.cancel():
+                with self._cond:
+                    self._held.append(item)
         if self._timer is not None:
-            self._timer.join(timeout)
+            self._timer.join(max(0.0, deadline - time.monotonic()))
             self._timer = None
+        with self._cond:
+            self._held.extend((run_id, reason) for _, _, run_id, reason in self._heap)
+            self._heap.clear()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=False)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for future in [f for f, _ in queued if not f.cancelled()]:
+                try:
+                    future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception:  # timed out, or the tick raised (logged by _run)
+                    pass
 
-    def tick(self, run_id: str, *, reason: str = "tick", eta: datetime | None = None,
-             event_id: str | None = None) -> None:
-        flush_all()  # what this tick queued lands before anyone looks
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
         when = eta.timestamp() if eta is not None else 0.0
         with self._cond:
             if self._pool is None:
-                return  # stopped: the store keeps the run; the next start's sweep finds it
+                self._held.append((run_id, reason))
+                return
             if when <= time.time():
                 self._submit(run_id, reason)
                 return
             heapq.heappush(self._heap, (when, next(self._seq), run_id, reason))
             self._cond.notify()
 
+    def take_held(self) -> list[tuple[str, str]]:
+        """The ticks held while stopped (the caller runs them)."""
+        with self._cond:
+            held, self._held = self._held, []
+        return held
+
     def _submit(self, run_id: str, reason: str) -> None:
         assert self._pool is not None
-        self._pool.submit(self._run, run_id, reason)
+        future = self._pool.submit(self._run, run_id, reason)
+        self._queued[future] = (run_id, reason)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: "Future[Any]") -> None:
+        with self._cond:  # (an RLock: the callback may run in the submitting thread)
+            self._queued.pop(future, None)
 
     def _run(self, run_id: str, reason: str) -> None:
         try:

@@ -1,345 +1,280 @@
-"""The driver: one object per process that wires the Runtime, the stores, the
-coordination state and a dispatcher together, and offers the caller-side
-operations (start a run, accept an event, wait for a run to settle).
+"""The driver: what one process needs to drive runs, built in one place (``build``),
+and the caller-side operations (start a run, accept an event, wait for a run).
 
-The tick path itself lives in ``tick.py`` and the sweep in ``sweep.py``.
+``build`` is the composition root: the Celery tasks, the ``Scheduler`` and
+``create_scheduled_runtime`` all get their stores, clients, leases, inbox,
+timers and tick from it, and nothing else opens a store or a Redis client.
+The tick itself is in ``tick.py``, control actions in ``control.py``, the sweep
+in ``sweep.py``.
 """
 
 from __future__ import annotations
 
-import contextvars
-import dataclasses
-import hashlib
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Optional, Protocol
 
-from abstractruntime import EffectType, Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
-from abstractruntime.scheduler.registry import WorkflowRegistry
+from abstractruntime import Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
 
-from .batch import collecting
 from .config import Settings
+from .context import TickContext, entered
+from .control import Control
 from .coordination import Coordination, open_coordination
-from .dispatch import Dispatcher
 from .errors import (
+    ConfigError,
     RunNotWaitingError,
+    RunPausedError,
     RunWaitTimeout,
     UnknownRunError,
     UnknownWorkflowError,
     WaitKeyMismatchError,
 )
-from .inbox import Event, RedisInbox, new_event_id
-from .lease import Lease, LeaseKeeper, RedisLeases, current_fence
-from .marks import RunMarks
-from .payloads import check_object, check_run_id
-from .registry import require_workflow
-from .signals import Notices
-from .stores import open_stores, require_queryable
-from .stores.known import learn
-from .stores.redis_ledger import RedisLedgerStore
-from .stores.redis_runs import RedisRunStore, control_of
-from .tick import TERMINAL, TickOutcome, tick_run
+from .inbox import Event, LocalInbox, new_event_id
+from .keys import Keys
+from .lease import LeaseKeeper
+from .payloads import check_new_run_id, check_object, check_run_id, check_wait_key, payload_bytes
+from .redact import redact_url
+from .registry import WorkflowRegistry, require_workflow
+from .runstate import EVENT_WAITS, TERMINAL, is_pause_wait, paused, takes
+from .stores import is_redis_url, open_stores, require_queryable
+from .stores.fenced import FencedRunStore
+from .stores.redis import RedisRunStore
+from .tick import Start, Ticker, TickOutcome
 
 log = logging.getLogger(__name__)
 
-#: Runs that EMIT_EVENT resumed during this tick; the tick path sends them ticks.
-_listeners: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "abstractruntime_celery_listeners", default=None
-)
-#: Wait reasons an event is addressed to; for others, an early event waits in the inbox.
-EVENT_WAITS = (WaitReason.EVENT, WaitReason.USER, WaitReason.JOB)
+#: Wait keys only the driver gives (a child's result, the pause wait): no event may use one.
+RESERVED_KEY_PREFIXES = ("subworkflow:", "pause:")
 
 
+class Dispatcher(Protocol):
+    """How a tick gets to a worker: a Celery message, or the embedded in-process queue."""
+
+    #: Shortest delay the transport accepts as an ETA (see timers.MIN_ETA_S).
+    min_eta_s: float
+
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None: ...
+
+
+class NullDispatcher:
+    """Until a dispatcher is wired in, ticks are left to the sweep (the store is the truth)."""
+
+    min_eta_s = 0.0
+
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+        log.debug("no dispatcher: tick of %s (%s) left to the sweep", run_id, reason)
+
+
+@dataclass
 class Driver:
-    """Everything one process needs to drive runs. Cheap to build; holds no threads
-    until a lease is first held (the lease keeper)."""
+    """Everything one process needs to drive runs (see ``build``)."""
 
-    def __init__(self, settings: Settings, registry: WorkflowRegistry, dispatcher: Dispatcher | None = None,
-                 *, coordination: Coordination | None = None, runtime: Runtime | None = None,
-                 broker_url: str | None = None, runtime_kwargs: dict[str, Any] | None = None) -> None:
-        """Use ``runtime`` as given, or build one on the stores of ``settings.store_url``
-        with ``runtime_kwargs`` (effect handlers, artifact store, effect policy, ...).
+    settings: Settings
+    registry: WorkflowRegistry
+    runtime: Runtime
+    coord: Coordination
+    keeper: LeaseKeeper
+    dispatcher: Dispatcher
+    ticker: Ticker
+    control: Control
+    #: Events answer only EVENT/USER/JOB waits under their exact key (``wait_key_mode``).
+    strict: bool
 
-        Raises:
-            ConfigError: a store or coordination URL is malformed.
-            TypeError: the run store is not a QueryableRunStore.
-        """
-        self.settings = settings
-        self.registry = registry
-        self.coord = coordination or open_coordination(
-            settings.resolved_coord_url(broker_url), settings.key_prefix, settings.lease_ttl_s
-        )
-        self.keeper = LeaseKeeper(self.coord.leases)
-        self.marks = RunMarks(self.coord.client, settings.key_prefix)
-        self.notices = Notices(self.coord.client, settings.key_prefix)
-        if runtime is None:
-            run_store, ledger_store = open_stores(
-                settings.store_url, prefix=settings.key_prefix, fence=current_fence,
-                still_ours=self.coord.leases.holds, control_ttl_s=settings.control_ttl_s,
-            )
-            runtime = Runtime(run_store=run_store, ledger_store=ledger_store, workflow_registry=registry,
-                              **(runtime_kwargs or {}))
-        self.runtime = runtime
-        require_queryable(self.runtime.run_store)
-        self.run_store: Any = self.runtime.run_store
-        self._wrap_builtin_effects()
-        self.dispatcher: Dispatcher = dispatcher if dispatcher is not None else _NullDispatcher()
+    @property
+    def run_store(self) -> Any:
+        return self.runtime.run_store
 
-    # --- wiring ----------------------------------------------------------------------
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+        self.dispatcher.send(run_id, reason, eta)
 
-    def _wrap_builtin_effects(self) -> None:
-        """Two built-in effects need the driver's help on a fleet.
+    # --- ticks ---------------------------------------------------------------------
 
-        EMIT_EVENT resumes listener runs with ``max_steps=0`` and leaves them RUNNING;
-        the list is only in the effect's result, so we catch it and the tick path
-        ticks them (without this, the sweep's orphan pass would, later).
-
-        START_SUBWORKFLOW without a ``run_id`` makes a fresh child id each time it
-        runs, so a spawn node re-run after a killed worker would start a second
-        child. We give it a deterministic id (parent, node, effect sequence): a
-        re-run finds the child the first attempt created (``create_if_absent``).
-        """
-        handlers = getattr(self.runtime, "_handlers", None)
-        if not isinstance(handlers, dict):
-            return
-        emit = handlers.get(EffectType.EMIT_EVENT)
-        spawn = handlers.get(EffectType.START_SUBWORKFLOW)
-
-        def emit_event(run: RunState, effect: Any, default_next_node: Any) -> Any:
-            outcome = emit(run, effect, default_next_node)
-            delivered = (getattr(outcome, "result", None) or {}).get("delivered_to") or []
-            bucket = _listeners.get()
-            if bucket is not None:
-                bucket.extend(str(r) for r in delivered)
-            return outcome
-
-        def start_subworkflow(run: RunState, effect: Any, default_next_node: Any) -> Any:
-            if isinstance(effect.payload, dict) and not effect.payload.get("run_id"):
-                payload = dict(effect.payload, run_id=child_run_id(run))
-                effect = dataclasses.replace(effect, payload=payload)
-            return spawn(run, effect, default_next_node)
-
-        if emit is not None:
-            handlers[EffectType.EMIT_EVENT] = emit_event
-        if spawn is not None:
-            handlers[EffectType.START_SUBWORKFLOW] = start_subworkflow
-
-    def take_listeners(self) -> list[str]:
-        bucket = _listeners.get()
-        if not bucket:
-            return []
-        out = list(dict.fromkeys(bucket))
-        bucket.clear()
-        return out
-
-    def begin_tick(self, run_id: str, *, fresh: bool = False
-                   ) -> tuple[Lease | None, Callable[[], tuple[list[Event], RunState | None]]]:
-        """Take the run's lease; on Redis, read its inbox (and the run itself and whether
-        its ledger has completed steps, when the stores share the connection) in the
-        same round trip.
-
-        Returns the lease (None when another process holds it) and a function that
-        decodes the reads and, inside ``knowing()``, notes what the tick now knows of
-        the run (``stores/known.py``); call it only while holding the lease (it may
-        raise CorruptRunError, and the caller must still release).
-
-        ``fresh``: ``run_id`` was just made up in this process, so there is nothing to
-        read and nobody else can hold its lease; with the Redis stores the lease is then
-        reserved (queued ahead of the tick's first write) with no round trip at all.
-        Call it inside ``batch.collecting()`` and ``knowing()``.
-        """
-        leases, inbox, store = self.coord.leases, self.coord.inbox, self.run_store
-        if not (isinstance(leases, RedisLeases) and isinstance(inbox, RedisInbox)):
-            lease = leases.acquire(run_id)
-            return lease, lambda: (inbox.pending(run_id), store.load(run_id))
-        reads = [inbox.read_op(run_id)]
-        shared = isinstance(store, RedisRunStore) and store.shares_connection(leases.client)
-        if shared:
-            reads.append(store.read_op(run_id))
-        ledger = self.runtime.ledger_store
-        ledger_shared = shared and isinstance(ledger, RedisLedgerStore) and ledger.shares_connection(leases.client)
-        if fresh and ledger_shared:
-            reserved = leases.reserve(run_id)
-
-            def nothing_yet() -> tuple[list[Event], RunState | None]:
-                entry = learn(run_id)
-                if entry is not None:
-                    entry.done_empty = entry.fresh = True
-                return [], None
-
-            return reserved, nothing_yet
-        if ledger_shared:
-            done_key = ledger.done_key(run_id)
-            reads.append(lambda pipe: pipe.exists(done_key))
-        read_at = time.monotonic()  # the reads are at least this fresh
-        lease, results = leases.acquire_reading(run_id, reads)
-
-        def unpack() -> tuple[list[Event], RunState | None]:
-            if isinstance(results[0], Exception):
-                raise results[0]
-            run = store.from_read(run_id, results[1]) if shared else store.load(run_id)
-            entry = learn(run_id) if shared else None
-            if entry is not None:
-                if run is not None:
-                    entry.confirm(control_of(run), at=read_at)
-                entry.done_empty = ledger_shared and results[2] == 0
-            return inbox.parse(results[0]), run
-
-        return lease, unpack
-
-    def workflow_for(self, run: RunState) -> WorkflowSpec:
-        """Raises UnknownWorkflowError naming the run when this process lacks its workflow."""
-        return require_workflow(self.registry, run.workflow_id, run.run_id)
-
-    # --- the tick path -------------------------------------------------------------------
-
-    def tick(self, run_id: str, reason: str = "tick", max_steps: int | None = None,
-             create: Callable[[], Any] | None = None, fresh: bool = False) -> TickOutcome:
-        """Advance ``run_id`` under its lease (see tick.py); ``create`` makes the run
-        first, under the same lease, if it is not there.
+    def tick(self, run_id: str, reason: str = "tick", max_steps: Optional[int] = None,
+             follow_up: bool = True) -> TickOutcome:
+        """Advance ``run_id`` under its lease (see tick.py).
 
         Raises:
-            UnknownRunError: no such run (and no ``create``).
-            Exception: a node handler's error (counted; the run stays RUNNING and is retried),
-                or ``create``'s own error.
+            PayloadError: ``run_id`` is not a run id.
+            UnknownRunError: no such run.
+            Exception: a node handler's error (counted; the run stays RUNNING and is retried).
         """
-        reset = _listeners.set([])
-        try:
-            return tick_run(self, run_id, reason=reason, max_steps=max_steps, create=create, fresh=fresh)
-        finally:
-            _listeners.reset(reset)
+        return self.ticker.tick(check_run_id(run_id), reason=reason, max_steps=max_steps, follow_up=follow_up)
 
-    def fail_run(self, run_id: str, error: str) -> None:
-        """Mark a run FAILED (fenced when called under its lease) and wake its parent."""
-        run = self.run_store.load(run_id)
-        if run is None or run.status in TERMINAL:
-            return
-        run.status = RunStatus.FAILED
-        run.error = error
-        run.waiting = None
-        from datetime import datetime, timezone
+    # --- starting runs ---------------------------------------------------------------
 
-        run.updated_at = datetime.now(timezone.utc).isoformat()
-        self.run_store.save(run)
-        if run.parent_run_id:
-            self.dispatcher.tick(run.parent_run_id, reason="child")
-
-    # --- caller side -----------------------------------------------------------------------
-
-    def _start_kwargs(self, workflow: WorkflowSpec | str, vars: dict[str, Any] | None, run_id: str | None,
-                      actor_id: str | None, session_id: str | None) -> dict[str, Any]:
+    def start_kwargs(self, workflow: WorkflowSpec | str, vars: Optional[dict[str, Any]], run_id: Optional[str],
+                     actor_id: Optional[str], session_id: Optional[str]) -> dict[str, Any]:
         """``Runtime.start`` arguments for a new run, checked (raises as ``start_run``)."""
         spec = workflow if isinstance(workflow, WorkflowSpec) else require_workflow(self.registry, workflow)
         check_object(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
                      limit=self.settings.max_payload_bytes)
-        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        run_id = check_new_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         kwargs: dict[str, Any] = {"workflow": spec, "vars": vars, "actor_id": actor_id, "run_id": run_id}
         if session_id is not None:
             kwargs["session_id"] = session_id
         return kwargs
 
-    def start_run(self, workflow: WorkflowSpec | str, *, vars: dict[str, Any] | None = None,
-                  run_id: str | None = None, actor_id: str | None = None, session_id: str | None = None,
-                  dispatch: bool = True) -> str:
-        """Create a RUNNING run and (by default) send its first tick.
+    def start_run(self, workflow: WorkflowSpec | str, *, vars: Optional[dict[str, Any]] = None,
+                  run_id: Optional[str] = None, actor_id: Optional[str] = None,
+                  session_id: Optional[str] = None, dispatch: bool = True) -> str:
+        """Create a RUNNING run (or find the one with this ``run_id``) and, by default,
+        send its first tick. ``runs_started`` counts only a run created here.
 
         Raises:
             UnknownWorkflowError: ``workflow`` is an id this process does not know.
-            PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or ``run_id`` is malformed.
+            PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or
+                ``run_id`` is malformed or in the children's id space.
+            RunIdentityConflict: ``run_id`` names a run with another creation identity.
         """
-        run_id = self.runtime.start(**self._start_kwargs(workflow, vars, run_id, actor_id, session_id))
-        self.coord.stats.incr("runs_started")
+        kwargs = self.start_kwargs(workflow, vars, run_id, actor_id, session_id)
+        ctx = TickContext(kwargs["run_id"], on_created=lambda: self.coord.stats.incr("runs_started"))
+        with entered(ctx):
+            self.runtime.start(**kwargs)
+            ctx.queue.flush()
         if dispatch:
-            self.dispatcher.tick(run_id, reason="start")
-        return run_id
+            self.send(kwargs["run_id"], "start")
+        return str(kwargs["run_id"])
 
-    def start_and_tick(self, workflow: WorkflowSpec | str, *, vars: dict[str, Any] | None = None,
-                       run_id: str | None = None, actor_id: str | None = None,
-                       session_id: str | None = None, fresh: bool | None = None) -> tuple[str, TickOutcome]:
+    def start_and_tick(self, workflow: WorkflowSpec | str, *, vars: Optional[dict[str, Any]] = None,
+                       run_id: Optional[str] = None, actor_id: Optional[str] = None,
+                       session_id: Optional[str] = None) -> tuple[str, TickOutcome]:
         """Create a run and tick it here, under one lease: what a start message does on a
-        worker. The lease is taken first, so the create rides the tick's round trips.
-        With an explicit ``run_id`` that exists already, the run is just ticked.
-        ``fresh`` (default: no ``run_id`` was given) says the id was made up here and
-        now: the lease and the create then ride the tick's first write.
+        worker. Delivered again, it ticks the run the first delivery created.
 
         Raises:
-            UnknownWorkflowError, PayloadError: as ``start_run`` (before anything is written).
-            RunIdentityConflict: ``run_id`` names a run with another creation identity.
+            UnknownWorkflowError, PayloadError, RunIdentityConflict: as ``start_run``.
             Exception: a node handler's error, as ``tick``.
         """
-        kwargs = self._start_kwargs(workflow, vars, run_id, actor_id, session_id)
+        kwargs = self.start_kwargs(workflow, vars, run_id, actor_id, session_id)
+        rid = str(kwargs["run_id"])
+        return rid, self.ticker.tick(rid, reason="start", start=Start(kwargs))
 
-        def create() -> Any:
-            self.coord.stats.incr("runs_started")
-            return self.runtime.start(**kwargs)
-
-        fresh = run_id is None if fresh is None else fresh
-        return kwargs["run_id"], self.tick(kwargs["run_id"], reason="start", create=create, fresh=fresh)
+    # --- reading -----------------------------------------------------------------------
 
     def load(self, run_id: str) -> RunState:
-        """Raises UnknownRunError if the run does not exist; CorruptRunError if its record is garbage."""
+        """Raises UnknownRunError if the run does not exist; CorruptRunError if its record is
+        garbage; PayloadError if ``run_id`` is not a run id."""
         run = self.run_store.load(check_run_id(run_id))
         if run is None:
             raise UnknownRunError(run_id)
         return run
 
-    def accept_event(self, run_id: str, wait_key: str | None, payload: dict[str, Any], *,
-                     dispatch: bool = True) -> Event:
-        """Validate an event, store it durably in the run's inbox, and send a resume message.
+    # --- events ------------------------------------------------------------------------
 
-        An event for a run that has not reached its wait yet stays in the inbox
-        until it does. Returns the stored event (its ``event_id`` names it).
+    def accept_event(self, run_id: str, wait_key: Optional[str], payload: dict[str, Any], *,
+                     dispatch: bool = True) -> Event:
+        """Validate an event, store it durably in the run's inbox, and send the run a tick.
+
+        An event for a run that has not reached its wait yet stays in the inbox until it
+        does. Returns the stored event (its ``event_id`` names it).
 
         Raises:
-            PayloadError: the run id or payload is malformed, not JSON, or too large.
+            PayloadError: the run id, wait key or payload is malformed, not JSON, or too large;
+                ``InboxFullError`` (a PayloadError): the run's inbox is at its limit.
             UnknownRunError: no such run.
             UnknownWorkflowError: this process's registry lacks the run's workflow.
-            RunNotWaitingError: the run has ended.
-            WaitKeyMismatchError: the run waits on an event under another key.
+            RunNotWaitingError: the run has ended, or (strict) waits on something no event may answer.
+            RunPausedError: the run is paused.
+            WaitKeyMismatchError: the run waits on an event under another key, or (strict) no key was given.
         """
-        check_object(payload, what=f"payload for run '{run_id}'", limit=self.settings.max_payload_bytes)
+        check_run_id(run_id)
+        what = f"event for run '{run_id}'"
+        body = payload_bytes(check_object(payload, what=what, limit=self.settings.max_payload_bytes))
         if wait_key is not None and not isinstance(wait_key, str):
-            raise WaitKeyMismatchError(run_id, None, repr(wait_key))
+            raise WaitKeyMismatchError(run_id, None, repr(wait_key)[:80])
+        if wait_key is not None:
+            check_wait_key(wait_key, limit=self.settings.max_wait_key_bytes, what=what)
         run = self.load(run_id)
+        self._check_can_take(run, wait_key)
+        event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key, accepted_at=time.time(),
+                      strict=self.strict, size=len(body))
+        if not self.strict and run.status == RunStatus.WAITING and self._already_answered(run, event):
+            raise RunNotWaitingError(run_id, run.status.value, "already has an event queued for its wait")
+        self.coord.inbox.put(event, body, (self.settings.max_inbox_events, self.settings.max_inbox_bytes))
+        if isinstance(self.coord.inbox, LocalInbox):
+            self.coord.stats.incr("events_accepted")
+        if dispatch:
+            self.send(run_id, "event")
+        return event
+
+    def _check_can_take(self, run: RunState, wait_key: Optional[str]) -> None:
+        """Raises as ``accept_event`` for a run that may not get this event."""
+        run_id = run.run_id
         if run.status in TERMINAL:
             raise RunNotWaitingError(run_id, run.status.value)
+        if paused(run) or is_pause_wait(run):
+            raise RunPausedError(run_id)
         if self.registry.get(run.workflow_id) is None:
             raise UnknownWorkflowError(run.workflow_id, run_id)
-        waiting = run.waiting
-        if (run.status == RunStatus.WAITING and waiting is not None and waiting.reason in EVENT_WAITS
-                and wait_key is not None and waiting.wait_key != wait_key):
+        waiting = run.waiting if run.status == RunStatus.WAITING else None
+        if self.strict:
+            if wait_key is None:
+                raise WaitKeyMismatchError(run_id, waiting.wait_key if waiting else None, None)
+            if wait_key.startswith(RESERVED_KEY_PREFIXES):
+                raise RunNotWaitingError(run_id, run.status.value,
+                                         f"cannot take an event under the driver's own key {wait_key[:60]!r}")
+        if waiting is None:
+            return  # RUNNING: an early event, kept until the run reaches its wait
+        if waiting.reason in EVENT_WAITS and wait_key is not None and waiting.wait_key != wait_key:
             raise WaitKeyMismatchError(run_id, waiting.wait_key, wait_key)
-        event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key,
-                      payload=payload, accepted_at=time.time())
-        with collecting() as ops:  # the counter rides the same round trip as the event
-            self.coord.stats.incr("events_accepted")
-        self.coord.inbox.put(event, ops)
-        if dispatch:
-            self.dispatcher.tick(run_id, reason="event", event_id=event.event_id)
-        return event
+        if self.strict and waiting.reason not in EVENT_WAITS and waiting.wait_key == wait_key:
+            raise RunNotWaitingError(run_id, run.status.value,
+                                     f"waits on {waiting.reason.value}, which no event may answer")
+
+    def _already_answered(self, run: RunState, event: Event) -> bool:
+        """Seed mode: the run's current wait already has an event queued that it will take
+        (the seed's second resume of one wait is refused, ``Run is not waiting``)."""
+        return takes(run, event) and any(takes(run, e) for e in self.coord.inbox.pending(run.run_id).events)
 
     def event_applied(self, event: Event) -> bool:
         return not self.coord.inbox.has(event.run_id, event.event_id)
+
+    # --- waiting for a run --------------------------------------------------------------
 
     def settled(self, run: RunState) -> bool:
         """A run is settled when it waits or has ended and no tick holds it."""
         return run.status != RunStatus.RUNNING and not self.coord.leases.is_held(run.run_id)
 
+    def snapshot(self, run_id: str, event: Optional[Event] = None) -> tuple[RunState, bool, bool]:
+        """``(run, event applied, settled)`` read consistently: in one MULTI on a shared
+        Redis (a tick's final save and its release are never split), else in the safe
+        order (the event first, then the run, then the lease).
+
+        Raises:
+            UnknownRunError: no such run.
+        """
+        store, coord = self.run_store, self.coord
+        if isinstance(store, RedisRunStore) and coord.client is not None and store.shares_connection(coord.client):
+            pipe = coord.client.pipeline(transaction=True)
+            store.read_op(check_run_id(run_id))(pipe)
+            pipe.exists(coord.keys.lease(run_id))
+            if event is not None:
+                pipe.hexists(coord.keys.inbox(run_id), event.event_id)
+            raw, held, *pending = pipe.execute()
+            run = store.from_read(run_id, raw)
+            if run is None:
+                raise UnknownRunError(run_id)
+            return run, not (pending and pending[0]), run.status != RunStatus.RUNNING and not held
+        applied = event is None or self.event_applied(event)
+        run = self.load(run_id)
+        return run, applied, self.settled(run)
+
     def wait_for(self, run_id: str, *, timeout: float = 30.0,
-                 until: Callable[[RunState], bool] | None = None, event: Event | None = None) -> RunState:
-        """Poll the store until ``until(run)`` holds (default: settled) and ``event`` is applied.
+                 until: Optional[Callable[[RunState], bool]] = None, event: Optional[Event] = None) -> RunState:
+        """Poll until ``event`` (if any) is applied and ``until(run)`` holds (default: settled).
 
         Raises:
             RunWaitTimeout: the condition did not hold within ``timeout`` seconds.
             UnknownRunError: the run does not exist.
         """
-        check = until or self.settled
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:
-            run = self.load(run_id)
-            if (event is None or self.event_applied(event)) and check(run):
+            run, applied, settled = self.snapshot(run_id, event)
+            if applied and (until(run) if until is not None else settled):
                 return run
             if time.monotonic() >= deadline:
                 raise RunWaitTimeout(run_id, timeout, run.status.value)
@@ -347,18 +282,96 @@ class Driver:
             delay = min(delay * 1.5, 0.05)
 
 
-def child_run_id(parent: RunState) -> str:
-    """A child id that is the same each time the parent's current effect is executed."""
-    runtime_ns = parent.vars.get("_runtime") if isinstance(parent.vars, dict) else None
-    seq = runtime_ns.get("effect_seq", 0) if isinstance(runtime_ns, dict) else 0
-    digest = hashlib.sha256(f"{parent.run_id}|{parent.current_node}|{seq}".encode()).hexdigest()
-    return f"sub-{digest[:32]}"
+def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[Dispatcher] = None, *,
+          distributed: bool = False, broker_url: Optional[str] = None, runtime: Optional[Runtime] = None,
+          run_store: Any = None, ledger_store: Any = None, runtime_kwargs: Optional[dict[str, Any]] = None,
+          coordination: Optional[Coordination] = None) -> Driver:
+    """Build the driver of this process: coordination, stores, Runtime, tick, control.
+
+    ``runtime``: use it as given (the seed's ``Scheduler(runtime=...)``); else one is built
+    on ``run_store``/``ledger_store`` or, by default, the stores of ``settings.store_url``.
+
+    Raises:
+        ConfigError: a store or coordination URL is malformed, the Redis store and the
+            coordination Redis differ, or the prefix holds data of another key layout.
+        StoreUnavailableError: a Redis cannot be reached.
+        TypeError: the run store is not a QueryableRunStore.
+    """
+    from . import effects
+    from .logguard import keep_host_logging
+
+    keep_host_logging()
+    keys = Keys(settings.key_prefix)
+    coord_url = settings.resolved_coord_url(broker_url)
+    _check_one_redis(settings, coord_url, runtime.run_store if runtime is not None else run_store)
+    coord = coordination or open_coordination(coord_url, keys, settings.lease_ttl_s)
+    if runtime is None:
+        runtime = _runtime(settings, registry, coord, run_store, ledger_store, distributed, runtime_kwargs or {})
+    require_queryable(runtime.run_store)
+    keeper = LeaseKeeper(coord.leases)
+    dispatcher = dispatcher if dispatcher is not None else NullDispatcher()
+    effects.install(runtime, coord.leases, keeper)
+    control = Control(runtime, coord.leases, coord.inbox, lambda r, why: dispatcher.send(r, why),
+                      settings.control_timeout_s)
+    strict = settings.wait_key_mode == "strict" or (settings.wait_key_mode == "auto" and distributed)
+    ticker = Ticker(settings=settings, runtime=runtime, registry=registry, coord=coord, keeper=keeper,
+                    send=lambda r, why, eta: dispatcher.send(r, why, eta), min_eta_s=dispatcher.min_eta_s,
+                    strict=strict, on_cancelled=lambda r: control.cancel_tree(r))
+    return Driver(settings=settings, registry=registry, runtime=runtime, coord=coord, keeper=keeper,
+                  dispatcher=dispatcher, ticker=ticker, control=control, strict=strict)
 
 
-class _NullDispatcher:
-    """Until a dispatcher is wired in, ticks are left to the sweep (the store is the truth)."""
+def _runtime(settings: Settings, registry: WorkflowRegistry, coord: Coordination, run_store: Any,
+             ledger_store: Any, distributed: bool, runtime_kwargs: dict[str, Any]) -> Runtime:
+    if run_store is None:
+        if distributed and settings.store_url == "memory://":
+            raise ConfigError("A distributed driver needs a store the workers share: set store_url to "
+                              "redis://... (or sqlite:/// / file:/// on one host)")
+        run_store, default_ledger = open_stores(settings.store_url, prefix=settings.key_prefix,
+                                                still_ours=coord.leases.holds, control_ttl_s=settings.control_ttl_s)
+        ledger_store = ledger_store or default_ledger
+    elif not isinstance(run_store, (FencedRunStore, RedisRunStore)):
+        run_store = FencedRunStore(run_store, coord.leases.holds)
+    if ledger_store is None:
+        from abstractruntime import InMemoryLedgerStore
 
-    min_eta_s = 0.0
+        ledger_store = InMemoryLedgerStore()
+    return Runtime(run_store=run_store, ledger_store=ledger_store, workflow_registry=registry, **runtime_kwargs)
 
-    def tick(self, run_id: str, *, reason: str = "tick", eta: Any = None, event_id: str | None = None) -> None:
-        log.debug("no dispatcher: tick of %s (%s) left to the sweep", run_id, reason)
+
+def _check_one_redis(settings: Settings, coord_url: str, run_store: Any) -> None:
+    """A Redis store fences its saves on the lease in its own Redis (in the save script):
+    the coordination Redis must be that same server and database.
+
+    Raises:
+        ConfigError: they differ (names both, passwords redacted).
+    """
+    store_where = _redis_place(settings.store_url) if is_redis_url(settings.store_url) else None
+    if isinstance(run_store, RedisRunStore):
+        store_where = _place_of(run_store.client.connection_pool.connection_kwargs)
+    if store_where is None or not is_redis_url(coord_url):
+        return
+    if _redis_place(coord_url) != store_where:
+        raise ConfigError(
+            f"coord_url {redact_url(coord_url)} is not the Redis store's server and database "
+            f"({redact_url(settings.store_url)}): a Redis store checks each save against the run's lease "
+            "in its own Redis, so leases, inboxes and timers must live there too. Leave coord_url empty "
+            "(it then follows the store) or set it to the store's URL.")
+
+
+def _redis_place(url: str) -> tuple[Any, ...]:
+    """(host, port, db, socket path) a Redis URL names.
+
+    Raises:
+        ConfigError: the URL is malformed.
+    """
+    import redis
+
+    try:
+        return _place_of(redis.ConnectionPool.from_url(url).connection_kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"Malformed Redis URL {redact_url(url)}: {exc}") from exc
+
+
+def _place_of(kw: dict[str, Any]) -> tuple[Any, ...]:
+    return kw.get("host") or "localhost", int(kw.get("port") or 6379), int(kw.get("db") or 0), kw.get("path")

@@ -126,3 +126,39 @@ class RunWaitTimeout(AbstractRuntimeCeleryError, TimeoutError):
         )
         self.run_id = run_id
         self.status = status
+
+
+class RunPausedError(AbstractRuntimeCeleryError, ValueError):
+    """An event was sent to a paused run (a ValueError, as the seed's ``Run is paused``).
+    Nothing was stored; resume the run first (``resume_run``)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Run '{run_id}' is paused; resume it before sending it events")
+        self.run_id = run_id
+
+
+class InboxFullError(PayloadError):
+    """The run's inbox is at its limit (events or bytes); nothing was stored."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(f"Run '{run_id}' inbox {detail}")
+        self.run_id = run_id
+
+
+class RunExistsError(StoreError):
+    """A start's create found the run already there (a redelivered start message):
+    nothing was written, and the lease it reserved was let go. The start ticks the
+    existing run instead."""
+
+    def __init__(self, run_id: str, existing: object = None) -> None:
+        super().__init__(f"Run '{run_id}' already exists")
+        self.run_id = run_id
+        self.existing = existing
+
+
+class RunBusyError(AbstractRuntimeCeleryError, TimeoutError):
+    """A control action (pause, resume, cancel) could not take the run's lease in time."""
+
+    def __init__(self, run_id: str, timeout: float) -> None:
+        super().__init__(f"Run '{run_id}' stayed leased by a tick for {timeout:.1f}s; try again")
+        self.run_id = run_id

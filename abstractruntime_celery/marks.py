@@ -7,23 +7,24 @@ import threading
 import time
 from typing import Any
 
-from .batch import defer
+from .context import TickContext
+from .keys import Keys
 
 DAY_S = 86400
 
 
 class RunMarks:
-    """``<prefix>attempts:<run_id>`` and ``<prefix>unknown:<run_id>`` in Redis, or a dict."""
+    """``{p}attempts:<id>`` and ``{p}unknown:<id>`` in Redis, or a dict."""
 
-    def __init__(self, client: Any | None, prefix: str) -> None:
+    def __init__(self, client: Any | None, keys: Keys) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = keys
         self._lock = threading.Lock()
         self._local: dict[str, float] = {}
 
     def add_attempt(self, run_id: str) -> int:
         """Count one more failed tick; returns the count."""
-        key = f"{self.prefix}attempts:{run_id}"
+        key = self.keys.attempts(run_id)
         if self.client is not None:
             pipe = self.client.pipeline(transaction=True)
             pipe.incr(key)
@@ -33,12 +34,12 @@ class RunMarks:
             self._local[key] = self._local.get(key, 0) + 1
             return int(self._local[key])
 
-    def clear_attempts(self, run_id: str) -> None:
-        self._clear(f"{self.prefix}attempts:{run_id}")
+    def clear_attempts(self, run_id: str, ctx: TickContext | None = None) -> None:
+        self._clear(self.keys.attempts(run_id), ctx)
 
     def unknown_since(self, run_id: str) -> float:
         """When this run was first seen with an unregistered workflow (now, if just now)."""
-        key = f"{self.prefix}unknown:{run_id}"
+        key = self.keys.unknown(run_id)
         now = time.time()
         if self.client is not None:
             self.client.set(key, now, nx=True, ex=30 * DAY_S)
@@ -46,12 +47,16 @@ class RunMarks:
         with self._lock:
             return self._local.setdefault(key, now)
 
-    def clear_unknown(self, run_id: str) -> None:
-        self._clear(f"{self.prefix}unknown:{run_id}")
+    def clear_unknown(self, run_id: str, ctx: TickContext | None = None) -> None:
+        self._clear(self.keys.unknown(run_id), ctx)
 
-    def _clear(self, key: str) -> None:
+    def _clear(self, key: str, ctx: TickContext | None) -> None:
+        """Now, or in a tick with its release (a cleanup nobody waits for)."""
         if self.client is not None:
-            defer(self.client, lambda c: c.delete(key))
+            if ctx is not None:
+                ctx.queue.add_after(self.client, lambda pipe: pipe.delete(key))
+            else:
+                self.client.delete(key)
             return
         with self._lock:
             self._local.pop(key, None)

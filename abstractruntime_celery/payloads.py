@@ -12,7 +12,11 @@ from typing import Any
 
 from .errors import PayloadError
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+#: A run id: checked with a full match and never altered after (no strip, no case fold):
+#: anything a store or Runtime.start would normalise is refused instead.
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Ids of children we spawn (``runstate.child_run_id``); callers may not choose one.
+_CHILD_ID = re.compile(r"sub-[0-9a-f]{32}")
 #: Deepest nesting of dicts/lists accepted. The stores, the ledger and deepcopy all
 #: recurse per level; a payload that only just serialises here would fail later in a worker.
 MAX_DEPTH = 100
@@ -60,8 +64,59 @@ def check_object(value: Any, *, what: str, limit: int) -> dict[str, Any]:
     return value
 
 
+def payload_bytes(value: dict[str, Any]) -> bytes:
+    """``value`` as the stores write it: compact JSON, UTF-8 (the same codec as the stores).
+
+    Raises:
+        PayloadError: not JSON, or text that UTF-8 cannot encode (a lone surrogate).
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise PayloadError(f"payload is not JSON that can be stored: {exc}") from exc
+
+
 def check_run_id(run_id: Any) -> str:
-    """Raises PayloadError unless ``run_id`` looks like an AbstractRuntime run id."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise PayloadError(f"run_id must match [A-Za-z0-9_-]{{1,128}}, got {run_id!r}")
+    """Return ``run_id`` if it is a run id (the whole string: ``[A-Za-z0-9_-]{1,128}``).
+
+    Raises:
+        PayloadError: it is not a str, or is not exactly a run id (a trailing newline,
+            spaces, other characters, too long); the message quotes it, cut short.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        shown = repr(run_id)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise PayloadError(f"run_id must be exactly [A-Za-z0-9_-]{{1,128}}, got {shown}")
     return run_id
+
+
+def check_new_run_id(run_id: Any) -> str:
+    """``check_run_id`` for an id a caller chooses for a new run: ids of the form
+    ``sub-<32 hex>`` are the children's, which the driver makes up (a caller could
+    otherwise plant a run where a parent will look for its child).
+
+    Raises:
+        PayloadError: as ``check_run_id``, or the id is in the children's id space.
+    """
+    check_run_id(run_id)
+    if _CHILD_ID.fullmatch(run_id):
+        raise PayloadError(f"run_id {run_id!r} has the form of a child run's id (sub-<32 hex>), "
+                           "which only the driver gives; choose another")
+    return run_id
+
+
+def check_wait_key(wait_key: Any, *, limit: int, what: str) -> str:
+    """Return ``wait_key`` if it is a non-empty str of at most ``limit`` bytes of UTF-8.
+
+    Raises:
+        PayloadError: not a str, empty, not encodable as UTF-8, or too long.
+    """
+    if not isinstance(wait_key, str) or not wait_key:
+        raise PayloadError(f"{what}: wait_key must be a non-empty string, got {type(wait_key).__name__}")
+    try:
+        size = len(wait_key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise PayloadError(f"{what}: wait_key is not valid text ({exc.reason})") from exc
+    if size > limit:
+        raise PayloadError(f"{what}: wait_key is {size} bytes, over the limit of {limit} (max_wait_key_bytes)")
+    return wait_key

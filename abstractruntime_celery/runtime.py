@@ -60,11 +60,16 @@ class ScheduledRuntime:
         embedded = self.scheduler.embedded
         run_id = self.driver.start_run(workflow, vars=vars, actor_id=actor_id, dispatch=not embedded)
         if embedded:
-            self.driver.tick(run_id, reason="start", max_steps=max_steps)
+            # As the seed: tick here for max_steps, and return the state after them, even
+            # RUNNING (then nothing ticks it at once; the sweep picks it up after orphan_grace_s).
+            outcome = self.driver.tick(run_id, reason="start", max_steps=max_steps, follow_up=False)
+            state = self.driver.load(run_id)
+            if outcome.skipped is None and (state.status == RunStatus.RUNNING or not wait):
+                return run_id, (state if wait else RunHandle(run_id, self.driver))
         handle = RunHandle(run_id, self.driver)
         if not wait:
             return run_id, handle
-        return run_id, (self.driver.load(run_id) if embedded and handle.done() else handle.wait(timeout))
+        return run_id, handle.wait(timeout)
 
     def respond(self, run_id: str, payload: Dict[str, Any], *, wait: bool = True,
                 timeout: float = DEFAULT_TIMEOUT_S) -> Any:
@@ -103,8 +108,8 @@ class ScheduledRuntime:
             Exception: whatever a node handler raised.
         """
         run = self.driver.load(run_id)
-        self.driver.workflow_for(run)
-        outcome = self.driver.tick(run_id, reason="manual", max_steps=max_steps)
+        require_workflow(self.registry, run.workflow_id, run_id)
+        outcome = self.driver.tick(run_id, reason="manual", max_steps=max_steps, follow_up=False)
         if outcome.skipped == "busy":
             return self.driver.wait_for(run_id, timeout=DEFAULT_TIMEOUT_S)
         return self.driver.load(run_id)
@@ -144,14 +149,23 @@ class ScheduledRuntime:
         return self.scheduler.resume_subworkflow_parent(child_run_id=child_run_id, child_output=child_output)
 
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
-        """Cancel a run; a tick in flight notices at its next save and stops.
+        """Cancel a run; a tick in flight notices at its next save and stops (its commit is
+        refused, never the cancel).
 
         Raises:
             UnknownRunError: no such run (a KeyError).
             PayloadError: ``run_id`` is malformed.
+            RunBusyError: a tick held the lease for ``control_timeout_s`` (non-Redis stores).
         """
-        self.driver.load(run_id)
-        return self.runtime.cancel_run(run_id, reason=reason)
+        return self.scheduler.cancel_run(run_id, reason=reason)
+
+    def pause_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
+        """See Scheduler.pause_run."""
+        return self.scheduler.pause_run(run_id, reason=reason)
+
+    def resume_run(self, run_id: str) -> RunState:
+        """See Scheduler.resume_run."""
+        return self.scheduler.resume_run(run_id)
 
     def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> List[RunState]:
         return self.scheduler.cancel_with_children(run_id, reason=reason)
@@ -196,11 +210,6 @@ def create_scheduled_runtime(
         ConfigError: distributed mode with an in-memory store, or a malformed setting.
         TypeError: ``run_store`` is not a QueryableRunStore.
     """
-    from .coordination import open_coordination
-    from .lease import current_fence
-    from .stores import FencedRunStore, open_stores
-    from .stores.redis_runs import RedisRunStore
-
     if broker_url is not None and app is None:
         from .app import make_app
 
@@ -212,27 +221,12 @@ def create_scheduled_runtime(
     for wf in workflows or []:
         if wf.workflow_id not in reg:
             reg.register(wf)
-
-    if app is not None and run_store is None and base.store_url == "memory://":
-        raise ConfigError("A distributed ScheduledRuntime needs a store the workers share: "
-                          "pass store_url='redis://...' (or sqlite:/// / file:/// on one host)")
-    broker = str(app.conf.broker_url or "") if app is not None else None
-    coord = open_coordination(base.resolved_coord_url(broker), base.key_prefix, base.lease_ttl_s)
-    if run_store is None:
-        run_store, default_ledger = open_stores(base.store_url, prefix=base.key_prefix, fence=current_fence,
-                                                still_ours=coord.leases.holds)
-        ledger_store = ledger_store or default_ledger
-    elif app is not None and not isinstance(run_store, (FencedRunStore, RedisRunStore)):
-        run_store = FencedRunStore(run_store, current_fence, coord.leases.holds)  # workers share it
-    if ledger_store is None:
-        from abstractruntime import InMemoryLedgerStore
-
-        ledger_store = InMemoryLedgerStore()
-    runtime = Runtime(run_store=run_store, ledger_store=ledger_store, effect_handlers=effect_handlers,
-                      workflow_registry=reg, artifact_store=artifact_store, effect_policy=effect_policy)
-    scheduler = Scheduler(runtime=runtime, registry=reg, poll_interval_s=poll_interval_s,
+    runtime_kwargs = {k: v for k, v in (("effect_handlers", effect_handlers), ("artifact_store", artifact_store),
+                                         ("effect_policy", effect_policy)) if v is not None}
+    scheduler = Scheduler(runtime=None, registry=reg, poll_interval_s=poll_interval_s,
                           on_run_resumed=on_run_resumed, on_run_failed=on_run_failed, app=app, settings=base,
-                          coordination=coord)
+                          stores={"run_store": run_store, "ledger_store": ledger_store,
+                                  "runtime_kwargs": runtime_kwargs})
     if auto_start:
         scheduler.start()
-    return ScheduledRuntime(runtime=runtime, scheduler=scheduler, registry=reg)
+    return ScheduledRuntime(runtime=scheduler.runtime, scheduler=scheduler, registry=reg)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -24,7 +25,7 @@ from abstractruntime import Runtime, RunState, RunStatus, WaitReason
 from .config import Settings, load_settings
 from .coordination import Coordination
 from .dispatch import CeleryDispatcher, LocalDispatcher
-from .driver import Driver
+from .driver import Driver, build
 from .inbox import Event
 from .registry import WorkflowRegistry
 from .signals import NoticeListener, run_failed, run_resumed
@@ -46,9 +47,8 @@ class RunHandle:
 
     def done(self) -> bool:
         """True once the event (if any) is applied and the run waits or has ended."""
-        if self.event is not None and not self.driver.event_applied(self.event):
-            return False
-        return self.driver.settled(self.driver.load(self.run_id))
+        _, applied, settled = self.driver.snapshot(self.run_id, self.event)
+        return applied and settled
 
     def wait(self, timeout: float = DEFAULT_TIMEOUT_S) -> RunState:
         """Raises RunWaitTimeout if the work is not applied within ``timeout`` seconds."""
@@ -61,7 +61,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        runtime: Runtime,
+        runtime: Optional[Runtime],
         registry: WorkflowRegistry,
         poll_interval_s: float = 1.0,
         max_errors_kept: int = 100,
@@ -71,8 +71,12 @@ class Scheduler:
         settings: Settings | None = None,
         embedded_workers: int = 4,
         coordination: Coordination | None = None,
+        stores: Optional[dict[str, Any]] = None,
     ) -> None:
-        """Raises:
+        """``runtime=None``: build one (``driver.build``) on ``stores`` (``run_store``,
+        ``ledger_store``, ``runtime_kwargs``) or the settings' store URL.
+
+        Raises:
             TypeError: the runtime's run store is not a QueryableRunStore (as in the seed).
             ConfigError: a setting is malformed, or ``app`` accepts pickle.
         """
@@ -82,25 +86,27 @@ class Scheduler:
         self._on_run_failed = on_run_failed
         self.app = app
         self.registry = registry
-        self.runtime = runtime
+        options = dict(stores or {})
         if app is not None:
             from .tasks import install, set_driver
 
             install(app, registry=registry, settings=settings)
             self.settings = settings or load_settings(app.conf)
-            self.driver = Driver(self.settings, registry, CeleryDispatcher(app, self.settings.queue),
-                                 runtime=runtime, broker_url=str(app.conf.broker_url or ""),
-                                 coordination=coordination)
+            self.driver = build(self.settings, registry, CeleryDispatcher(app, self.settings.queue),
+                                distributed=True, runtime=runtime, broker_url=str(app.conf.broker_url or ""),
+                                coordination=coordination, **options)
             set_driver(app, self.driver)
             self._local: LocalDispatcher | None = None
         else:
             self.settings = settings or load_settings(None)
             self._local = LocalDispatcher(self._embedded_tick, workers=embedded_workers)
-            self.driver = Driver(self.settings, registry, self._local, runtime=runtime, coordination=coordination)
+            self.driver = build(self.settings, registry, self._local, runtime=runtime, coordination=coordination,
+                                **options)
             # From construction, not start(): the seed calls the callbacks from a bare
             # poll_once() too. Weak, so a dropped Scheduler leaves no receiver behind.
             run_resumed.connect(self._local_resumed, weak=True)
             run_failed.connect(self._local_failed, weak=True)
+        self.runtime = self.driver.runtime
         self._running = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,7 +136,7 @@ class Scheduler:
             if self._local is not None:
                 self._local.start()
             elif self.driver.coord.client is not None and (self._on_run_resumed or self._on_run_failed):
-                self._listener = NoticeListener(self.driver.coord.client, self.driver.notices.channel,
+                self._listener = NoticeListener(self.driver.coord.client, self.driver.coord.notices.channel,
                                                 self._relay_notice)
             self._thread = threading.Thread(target=self._poll_loop, name="arc-scheduler", daemon=True)
             self._running = True
@@ -162,6 +168,13 @@ class Scheduler:
                 self.driver.coord.stats.error(f"Poll cycle error: {exc}")
             self._stop.wait(self._poll_interval)
 
+    def _tick_here(self, run_id: str, reason: str) -> bool:
+        """Tick in this thread; True if the run moved on (errors are counted by the tick)."""
+        try:
+            return self.driver.tick(run_id, reason=reason).changed
+        except Exception:
+            return False
+
     def _embedded_tick(self, run_id: str, reason: str) -> None:
         try:
             self.driver.tick(run_id, reason=reason)
@@ -171,11 +184,11 @@ class Scheduler:
     # --- callbacks -----------------------------------------------------------------
 
     def _local_resumed(self, sender: Any = None, run_id: str = "", status: str = "", **_: Any) -> None:
-        if sender is self.driver.notices:
+        if sender is self.driver.coord.notices:
             self._call_resumed(run_id)
 
     def _local_failed(self, sender: Any = None, run_id: str = "", error: str = "", **_: Any) -> None:
-        if sender is self.driver.notices:
+        if sender is self.driver.coord.notices:
             self._call_failed(run_id, error)
 
     def _relay_notice(self, notice: dict[str, str]) -> None:
@@ -203,25 +216,24 @@ class Scheduler:
     # --- the seed's API --------------------------------------------------------------
 
     def poll_once(self) -> int:
-        """Run one sweep now; runs already due are ticked here, in the caller, as in the
-        seed. Returns how many waiting runs moved on.
+        """Run one sweep now; what it finds due is ticked here, in the caller, as in the
+        seed (and, embedded and stopped, the ticks held meanwhile). Returns how many runs
+        moved on.
 
         Raises:
             StoreUnavailableError: the store cannot be reached.
         """
-        resumed = 0
+        moved = 0
 
-        def tick_here(run_id: str) -> None:
-            nonlocal resumed
-            try:
-                outcome = self.driver.tick(run_id, reason="poll")
-            except Exception:
-                return  # counted by the tick path; a retry was sent
-            if outcome.changed:
-                resumed += 1
+        def tick_here(run_id: str, reason: str) -> None:
+            nonlocal moved
+            moved += self._tick_here(run_id, reason)
 
-        sweep(self.driver, force=True, on_due=tick_here)
-        return resumed
+        if self._local is not None and not self._local.running:
+            for run_id, reason in self._local.take_held():
+                tick_here(run_id, reason)
+        sweep(self.driver, force=True, send=tick_here)
+        return moved
 
     def resume_event(self, *, run_id: str, wait_key: str, payload: dict[str, Any], wait: bool = True,
                      timeout: float = DEFAULT_TIMEOUT_S) -> Any:
@@ -240,12 +252,23 @@ class Scheduler:
         """
         event = self.driver.accept_event(run_id, wait_key, payload, dispatch=not self.embedded)
         if self.embedded:
-            try:
-                self.driver.tick(run_id, reason="event")
-            except Exception:
-                pass  # counted; the run stays RUNNING and a retry was sent
+            self._apply_here(event, timeout)
         handle = RunHandle(run_id, self.driver, event)
         return handle.wait(timeout) if wait else handle
+
+    def _apply_here(self, event: Event, timeout: float) -> None:
+        """Embedded: tick the run in the caller until the event is applied or the run
+        cannot take it yet (a tick holding the lease is waited for, never left to a
+        dispatcher that may be stopped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                outcome = self.driver.tick(event.run_id, reason="event")
+            except Exception:
+                return  # counted; the run stays RUNNING and a retry was sent
+            if outcome.skipped != "busy" or self.driver.event_applied(event) or time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
     def find_waiting_runs(self, *, wait_reason: Optional[WaitReason] = None, workflow_id: Optional[str] = None,
                           limit: int = 100) -> list[RunState]:
@@ -273,18 +296,41 @@ class Scheduler:
         return self.driver.load(child.parent_run_id)
 
     def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> list[RunState]:
-        """Cancel a run and every active descendant; ticks in flight notice at their next save."""
-        cancelled: list[RunState] = []
-        todo = [run_id]
-        while todo:
-            current = todo.pop(0)
-            try:
-                state = self.runtime.cancel_run(current, reason=reason)
-            except KeyError:
-                continue
-            if state.status == RunStatus.CANCELLED:
-                cancelled.append(state)
-            for child in self.driver.run_store.list_children(parent_run_id=current):
-                if child.status in (RunStatus.RUNNING, RunStatus.WAITING):
-                    todo.append(child.run_id)
-        return cancelled
+        """Cancel a run and every active descendant, and any child a node still running
+        spawns; ticks in flight notice at their next save (their commit is refused).
+
+        Raises:
+            UnknownRunError: no such run (a KeyError).
+            RunBusyError: a tick held a run's lease for ``control_timeout_s`` (non-Redis stores).
+        """
+        return self.driver.control.cancel_tree(run_id, reason)
+
+    def cancel_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
+        """Cancel a run without losing a tick's commit (see control.py).
+
+        Raises:
+            UnknownRunError: no such run (a KeyError).
+            PayloadError: ``run_id`` is malformed.
+            RunBusyError: as ``cancel_with_children``.
+        """
+        return self.driver.control.cancel(self.driver.load(run_id).run_id, reason)
+
+    def pause_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
+        """Pause a run: it takes no step and no event until resumed (events sent before
+        wait in its inbox). A RUNNING run waits on a synthetic pause wait.
+
+        Raises:
+            UnknownRunError, PayloadError, RunBusyError: as ``cancel_run``.
+        """
+        return self.driver.control.pause(self.driver.load(run_id).run_id, reason)
+
+    def resume_run(self, run_id: str) -> RunState:
+        """Resume a paused run; it is ticked and takes what waited for it meanwhile.
+
+        Raises:
+            UnknownRunError, PayloadError, RunBusyError: as ``cancel_run``.
+        """
+        state = self.driver.control.resume(self.driver.load(run_id).run_id)
+        if self.embedded and not self.is_running:
+            self._tick_here(run_id, "resumed")
+        return state

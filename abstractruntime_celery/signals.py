@@ -1,5 +1,5 @@
 """Signals about runs, sent in the process that did the work, and published
-cluster-wide on ``<prefix>notices`` so a ``Scheduler`` in another process can
+cluster-wide on ``{p}notices`` so a ``Scheduler`` in another process can
 call its ``on_run_resumed`` / ``on_run_failed`` callbacks.
 
 Connect in a worker module as with any Celery signal::
@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from celery.utils.dispatch import Signal
 
-from .batch import defer
+from .keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +29,45 @@ run_failed = Signal(name="abstractruntime.run_failed", providing_args={"run_id",
 
 
 class Notices:
-    """Sends the signals here and publishes them for other processes."""
+    """Sends the signals here and publishes them for other processes (``{p}notices``).
 
-    def __init__(self, client: Any | None, prefix: str) -> None:
+    Outside a tick, ``resumed``/``failed`` do both at once. A tick collects its notices
+    in its context and sends them after its release, only if its commit held
+    (``tick.py``); the publish then rides the release pipeline (``message``).
+    """
+
+    def __init__(self, client: Any | None, keys: Keys) -> None:
         self.client = client
-        self.channel = f"{prefix}notices"
+        self.channel = keys.notices
 
     def resumed(self, run_id: str, status: str) -> None:
-        run_resumed.send(sender=self, run_id=run_id, status=status)
-        self._publish({"kind": "resumed", "run_id": run_id, "status": status})
+        self.signal("resumed", run_id, status)
+        self.publish(self.message("resumed", run_id, status))
 
     def failed(self, run_id: str, error: str) -> None:
-        run_failed.send(sender=self, run_id=run_id, error=error)
-        self._publish({"kind": "failed", "run_id": run_id, "error": error})
+        self.signal("failed", run_id, error)
+        self.publish(self.message("failed", run_id, error))
 
-    def _publish(self, notice: dict[str, str]) -> None:
+    def signal(self, kind: str, run_id: str, detail: str) -> None:
+        """Send the in-process Celery signal (receivers run in this thread; sender: us)."""
+        if kind == "resumed":
+            run_resumed.send(sender=self, run_id=run_id, status=detail)
+        else:
+            run_failed.send(sender=self, run_id=run_id, error=detail)
+
+    @staticmethod
+    def message(kind: str, run_id: str, detail: str) -> str:
+        key = "status" if kind == "resumed" else "error"
+        return json.dumps({"kind": kind, "run_id": run_id, key: detail})
+
+    def publish(self, message: str) -> None:
+        """Publish to other processes now (best effort; nothing without Redis)."""
         if self.client is None:
             return
-        message = json.dumps(notice)
         try:
-            defer(self.client, lambda c: c.publish(self.channel, message))
+            self.client.publish(self.channel, message)
         except Exception:  # a notice is best effort; the store is the truth
-            log.warning("could not publish notice %s", notice, exc_info=True)
+            log.warning("could not publish notice %s", message, exc_info=True)
 
 
 class NoticeListener:

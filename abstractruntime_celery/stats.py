@@ -1,5 +1,5 @@
 """Cluster-wide counters: the seed's ``SchedulerStats``, kept in Redis so every
-worker adds to the same numbers (``<prefix>stats`` hash, ``<prefix>stats:errors`` list)."""
+worker adds to the same numbers (``{p}stats`` hash, ``{p}stats-errors`` list)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ from typing import Any, Protocol
 
 from abstractruntime.scheduler.scheduler import SchedulerStats as _SeedStats
 
-from .batch import count
+from .context import TickContext
+from .keys import Keys
 
 MAX_ERRORS = 100
+#: Longest error record kept (callers quote what users supplied; this is the backstop).
+MAX_ERROR_CHARS = 1000
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS] + "...(cut)"
 
 
 @dataclass
@@ -29,6 +36,8 @@ class SchedulerStats(_SeedStats):
     lease_busy: int = 0
     lease_lost: int = 0
     controlled: int = 0  # tick saves refused because a cancel/pause landed mid-tick
+    events_refused: int = 0  # events refused at the door (paused run, full inbox, ...)
+    events_quarantined: int = 0  # unreadable inbox entries moved aside
     events_accepted: int = 0
     events_applied: int = 0
     timers_armed: int = 0
@@ -46,7 +55,7 @@ def _now_iso() -> str:
 
 
 class Stats(Protocol):
-    def incr(self, name: str, by: int = 1) -> None: ...
+    def incr(self, name: str, by: int = 1, ctx: TickContext | None = None) -> None: ...
     def error(self, message: str) -> None: ...
     def polled(self) -> None: ...
     def snapshot(self) -> SchedulerStats: ...
@@ -60,18 +69,22 @@ def _build(counts: dict[str, int], last_poll_at: str | None, errors: list[str]) 
 
 
 class RedisStats:
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
-        self.key = f"{prefix}stats"
-        self.errors_key = f"{prefix}stats:errors"
+        self.key = keys.stats
+        self.errors_key = keys.stats_errors
 
-    def incr(self, name: str, by: int = 1) -> None:
-        count(self.client, self.key, name, by)
+    def incr(self, name: str, by: int = 1, ctx: TickContext | None = None) -> None:
+        """Add now, or in a tick with the tick's other counts, sent with its release."""
+        if ctx is not None:
+            ctx.queue.count(self.client, self.key, name, by)
+        else:
+            self.client.hincrby(self.key, name, by)
 
     def error(self, message: str) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hincrby(self.key, "runs_failed", 1)
-        pipe.lpush(self.errors_key, f"{_now_iso()}: {message}")
+        pipe.lpush(self.errors_key, f"{_now_iso()}: {_clip(message)}")
         pipe.ltrim(self.errors_key, 0, MAX_ERRORS - 1)
         pipe.execute()
 
@@ -101,14 +114,14 @@ class LocalStats:
         self._errors: list[str] = []
         self._last: str | None = None
 
-    def incr(self, name: str, by: int = 1) -> None:
+    def incr(self, name: str, by: int = 1, ctx: TickContext | None = None) -> None:
         with self._lock:
             self._counts[name] += by
 
     def error(self, message: str) -> None:
         with self._lock:
             self._counts["runs_failed"] += 1
-            self._errors.append(f"{_now_iso()}: {message}")
+            self._errors.append(f"{_now_iso()}: {_clip(message)}")
             del self._errors[:-MAX_ERRORS]
 
     def polled(self) -> None:

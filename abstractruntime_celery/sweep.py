@@ -1,17 +1,21 @@
 """The sweep: the safety net that makes the store, not the broker, the truth.
 
 Run by beat (default every 15 s) and by ``Scheduler.poll_once``. With every
-broker message lost, one sweep still finds and re-sends:
+broker message lost, sweeps still find and re-send:
 
 1. timers: waits due within the horizon (and overdue ones) get their tick;
-2. events: inbox events not applied ``event_redeliver_s`` after acceptance;
+2. events: runs with inbox events not applied ``event_redeliver_s`` after acceptance;
 3. orphans: RUNNING runs with no live lease, untouched for ``orphan_grace_s``
    (the run of a killed worker; Redis would give its message back only after
    ``visibility_timeout``);
-4. parents: runs waiting on a child that has already ended.
+4. parents: runs waiting on a child that has already ended (and orphaned children).
 
-Only one sweep runs per interval across the cluster (``SweepLock``). With
-nothing due, a sweep is a handful of indexed queries.
+Each pass reads at most ``sweep_batch`` candidates and goes on, next sweep, from
+where it stopped (a cursor per pass, shared by the cluster), wrapping around at
+the end. So runs the sweep cannot move (paused, of an unknown workflow, parents
+of live children ...) never hide the ones behind them: every run it should move
+is reached within ``ceil(candidates / sweep_batch) + 1`` sweeps. Only one sweep
+runs per interval across the cluster (``SweepLock``).
 """
 
 from __future__ import annotations
@@ -19,23 +23,31 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from abstractruntime import RunStatus, WaitReason
 
-from . import timers
 from .isotime import from_epoch as _iso
-from .tick import TERMINAL, _child_id, arm_timer
+from .isotime import to_epoch
+from .runstate import TERMINAL, child_of, paused
+from .stores.redis import RedisRunStore
+from .stores.redis.queries import START, Cursor, zwalk
+from .timers import Timers
 
 if TYPE_CHECKING:
     from .driver import Driver
 
 log = logging.getLogger(__name__)
 
+#: Stores that cannot walk an index by score are read this many times ``sweep_batch`` at most.
+GENERIC_READ_FACTOR = 10
+
+Send = Callable[[str, str], None]
+
 
 @dataclass
 class SweepReport:
-    """What one sweep sent, by kind."""
+    """What one sweep sent, by kind, and how many candidates each pass read."""
 
     skipped: bool = False
     timers: int = 0
@@ -43,16 +55,28 @@ class SweepReport:
     events: int = 0
     orphans: int = 0
     parents: int = 0
+    read: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return self.timers + self.events + self.orphans + self.parents
 
 
-def sweep(d: "Driver", *, force: bool = False,
-          on_due: Callable[[str], None] | None = None) -> SweepReport:
-    """One pass over the store. ``on_due`` (if given) takes runs already due instead of
-    the dispatcher: ``poll_once`` uses it to tick them in the caller, like the seed.
+@dataclass
+class Candidate:
+    """A run a pass may move, with the few fields it decides on."""
+
+    run_id: str
+    score: float
+    status: Optional[str]
+    paused: bool = False
+    until: Optional[str] = None
+    child: Optional[str] = None
+
+
+def sweep(d: "Driver", *, force: bool = False, send: Optional[Send] = None) -> SweepReport:
+    """One pass over the store. ``send`` (if given) ticks what is due now instead of the
+    dispatcher: ``poll_once`` uses it to tick in the caller, like the seed.
 
     Raises:
         StoreUnavailableError: the store or coordination Redis cannot be reached.
@@ -61,46 +85,219 @@ def sweep(d: "Driver", *, force: bool = False,
     if not force and not d.coord.sweep_lock.try_take(max(0.5, s.sweep_interval_s * 0.8)):
         d.coord.stats.incr("sweeps_skipped")
         return SweepReport(skipped=True)
-    d.coord.stats.incr("sweeps")
-    report = SweepReport()
-    now = time.time()
-
-    for run in d.run_store.list_due_wait_until(now_iso=_iso(now + s.timer_horizon_s), limit=s.sweep_batch):
-        if run.waiting is None or not run.waiting.until:
-            continue
-        overdue = timers.parse_until(run.waiting.until) <= now
-        if overdue and on_due is not None:
-            report.due_now.append(run.run_id)
-            on_due(run.run_id)
-        elif overdue:
-            d.dispatcher.tick(run.run_id, reason="sweep")
-            report.timers += 1
-        elif arm_timer(d, run):
-            report.timers += 1
-
-    for run_id in d.coord.inbox.stale_runs(now - s.event_redeliver_s, s.sweep_batch):
-        d.dispatcher.tick(run_id, reason="event")
-        report.events += 1
-
-    orphan_cutoff = _iso(now - s.orphan_grace_s)
-    for run in d.run_store.list_runs(status=RunStatus.RUNNING, limit=s.sweep_batch):
-        if (run.updated_at or "") <= orphan_cutoff and not d.coord.leases.is_held(run.run_id):
-            d.dispatcher.tick(run.run_id, reason="orphan")
-            d.coord.stats.incr("orphans_recovered")
-            report.orphans += 1
-
-    for parent in d.run_store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW,
-                                        limit=s.sweep_batch):
-        child_id = _child_id(parent)
-        child = d.run_store.load(child_id) if child_id else None
-        if child is not None and child.status in TERMINAL:
-            d.dispatcher.tick(parent.run_id, reason="child")
-            report.parents += 1
-        elif child is not None and child.status == RunStatus.RUNNING and not d.coord.leases.is_held(child.run_id) \
-                and (child.updated_at or "") <= orphan_cutoff:
-            d.dispatcher.tick(child.run_id, reason="orphan")
-            report.orphans += 1
-    d.coord.stats.polled()
+    cursors = d.coord.cursors.begin()
+    report, now = SweepReport(), time.time()
+    source = RedisSource(d) if _walks(d) else GenericSource(d)
+    tick = send or (lambda run_id, reason: d.send(run_id, reason))
+    try:
+        _timers(d, source, report, now, tick, cursors)
+        _events(d, source, report, now, tick, cursors)
+        _orphans(d, source, report, now, tick, cursors)
+        _parents(d, source, report, now, tick, cursors)
+    finally:
+        d.coord.cursors.end(cursors)
     if report.total:
         log.info("sweep sent %s", report)
     return report
+
+
+def _walks(d: "Driver") -> bool:
+    store = d.run_store
+    return isinstance(store, RedisRunStore) and d.coord.client is not None and store.shares_connection(d.coord.client)
+
+
+Cursors = dict[str, Cursor]
+
+
+def _pass(d: "Driver", name: str, report: SweepReport, cursors: Cursors,
+          read: Callable[[Cursor, int], tuple[list[Candidate], Cursor]]) -> list[Candidate]:
+    """Read the next batch of one pass from its cursor, and move the cursor on."""
+    found, cursors[name] = read(cursors.get(name, START), d.settings.sweep_batch)
+    report.read[name] = len(found)
+    return found
+
+
+def _timers(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    timers = Timers(d.coord.timers, d.dispatcher, d.settings.timer_horizon_s)
+    horizon = now + d.settings.timer_horizon_s
+    for c in _pass(d, "timers", report, cursors, lambda after, n: source.due(after, n, horizon)):
+        if c.status != RunStatus.WAITING.value or c.paused or not c.until:
+            continue  # paused, or moved on since: nothing to arm (a resume ticks it)
+        if c.score <= now:
+            report.due_now.append(c.run_id)
+            tick(c.run_id, "sweep")
+            report.timers += 1
+        elif timers.arm(c.run_id, c.until):
+            report.timers += 1
+
+
+def _events(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    older = now - d.settings.event_redeliver_s
+    for c in _pass(d, "events", report, cursors, lambda after, n: source.evented(after, n, older)):
+        tick(c.run_id, "event")
+        report.events += 1
+
+
+def _orphans(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    idle = now - d.settings.orphan_grace_s
+    found = _pass(d, "orphans", report, cursors, lambda after, n: source.running(after, n, idle))
+    held = source.leased([c.run_id for c in found])
+    for c in found:
+        if c.status == RunStatus.RUNNING.value and c.run_id not in held:
+            tick(c.run_id, "orphan")
+            d.coord.stats.incr("orphans_recovered")
+            report.orphans += 1
+
+
+def _parents(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    found = [c for c in _pass(d, "parents", report, cursors, source.parents)
+             if c.status == RunStatus.WAITING.value and not c.paused and c.child]
+    children = source.children([c.child for c in found if c.child])
+    held = source.leased([cid for cid, (status, _) in children.items() if status == RunStatus.RUNNING.value])
+    cutoff = now - d.settings.orphan_grace_s
+    for c in found:
+        status, updated = children.get(c.child or "", (None, 0.0))
+        if status in {s.value for s in TERMINAL}:
+            tick(c.run_id, "child")
+            report.parents += 1
+        elif status == RunStatus.RUNNING.value and c.child not in held and updated <= cutoff:
+            tick(str(c.child), "orphan")
+            report.orphans += 1
+
+
+class Source:
+    """Where the passes read their candidates from."""
+
+    def due(self, after: Cursor, limit: int, until: float) -> tuple[list[Candidate], Cursor]: ...
+    def evented(self, after: Cursor, limit: int, older_than: float) -> tuple[list[Candidate], Cursor]: ...
+    def running(self, after: Cursor, limit: int, idle_before: float) -> tuple[list[Candidate], Cursor]: ...
+    def parents(self, after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]: ...
+    def children(self, ids: list[str]) -> dict[str, tuple[Optional[str], float]]: ...
+    def leased(self, ids: list[str]) -> set[str]: ...
+
+
+class RedisSource(Source):
+    """The Redis store's index sorted sets, walked by score with a cursor (``zwalk``)."""
+
+    def __init__(self, d: "Driver") -> None:
+        self.store: RedisRunStore = d.run_store
+        self.coord = d.coord
+        self.keys = d.coord.keys
+
+    def due(self, after: Cursor, limit: int, until: float) -> tuple[list[Candidate], Cursor]:
+        rows, cursor = self.store.walk(self.keys.due, low=float("-inf"), high=until, after=after, limit=limit,
+                                       fields=("status", "paused", "until"))
+        return [Candidate(r, s, v[0], v[1] == "1", until=v[2] or None) for r, s, v in rows], cursor
+
+    def evented(self, after: Cursor, limit: int, older_than: float) -> tuple[list[Candidate], Cursor]:
+        pairs, cursor = zwalk(self.coord.client, self.keys.inbox_runs, low=float("-inf"), high=older_than,
+                              after=after, limit=limit)
+        return [Candidate(r, s, None) for r, s in pairs], cursor
+
+    def running(self, after: Cursor, limit: int, idle_before: float) -> tuple[list[Candidate], Cursor]:
+        key = self.keys.index("ix-status", RunStatus.RUNNING.value)
+        rows, cursor = self.store.walk(key, low=float("-inf"), high=idle_before, after=after, limit=limit,
+                                       fields=("status",))
+        return [Candidate(r, s, v[0]) for r, s, v in rows], cursor
+
+    def parents(self, after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]:
+        key = self.keys.index("ix-reason", WaitReason.SUBWORKFLOW.value)
+        rows, cursor = self.store.walk(key, low=float("-inf"), high=float("inf"), after=after, limit=limit,
+                                       fields=("status", "paused", "wkey"))
+        out = []
+        for run_id, score, (status, is_paused, wkey) in rows:
+            child = wkey.split(":", 1)[1] if isinstance(wkey, str) and wkey.startswith("subworkflow:") else None
+            out.append(Candidate(run_id, score, status, is_paused == "1", child=child))
+        return out, cursor
+
+    def children(self, ids: list[str]) -> dict[str, tuple[Optional[str], float]]:
+        if not ids:
+            return {}
+        pipe = self.store.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hmget(self.keys.run(cid), ["status", "updated"])
+        out = {}
+        for cid, value in zip(ids, pipe.execute(raise_on_error=False)):
+            if isinstance(value, list) and value[0] is not None:
+                out[cid] = (value[0], float(value[1] or 0.0))
+        return out
+
+    def leased(self, ids: list[str]) -> set[str]:
+        if not ids:
+            return set()
+        pipe = self.coord.client.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.exists(self.keys.lease(run_id))
+        return {run_id for run_id, n in zip(ids, pipe.execute()) if n}
+
+
+class GenericSource(Source):
+    """Stores that only answer ``QueryableRunStore`` queries (memory, files, SQLite): each
+    pass reads at most ``GENERIC_READ_FACTOR`` x its batch, sorts, and walks on in memory."""
+
+    def __init__(self, d: "Driver") -> None:
+        self.store = d.run_store
+        self.coord = d.coord
+        self.batch = d.settings.sweep_batch
+
+    @property
+    def _cap(self) -> int:
+        return self.batch * GENERIC_READ_FACTOR
+
+    def due(self, after: Cursor, limit: int, until: float) -> tuple[list[Candidate], Cursor]:
+        runs = self.store.list_due_wait_until(now_iso=_iso(until), limit=self._cap)
+        found = [Candidate(r.run_id, to_epoch(r.waiting.until), r.status.value, paused(r), until=r.waiting.until)
+                 for r in runs if r.waiting is not None and r.waiting.until]
+        return _page(found, after, limit)
+
+    def evented(self, after: Cursor, limit: int, older_than: float) -> tuple[list[Candidate], Cursor]:
+        inbox = self.coord.inbox
+        if self.coord.client is not None:
+            pairs, cursor = zwalk(self.coord.client, self.coord.keys.inbox_runs, low=float("-inf"),
+                                  high=older_than, after=after, limit=limit)
+            return [Candidate(r, s, None) for r, s in pairs], cursor
+        stale = inbox.stale_runs(older_than) if hasattr(inbox, "stale_runs") else []
+        return _page([Candidate(r, 0.0, None) for r in sorted(stale)], after, limit)
+
+    def running(self, after: Cursor, limit: int, idle_before: float) -> tuple[list[Candidate], Cursor]:
+        runs = self.store.list_runs(status=RunStatus.RUNNING, limit=self._cap)
+        found = [Candidate(r.run_id, _epoch(r.updated_at), r.status.value) for r in runs]
+        return _page([c for c in found if c.score <= idle_before], after, limit)
+
+    def parents(self, after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]:
+        runs = self.store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW, limit=self._cap)
+        return _page([Candidate(r.run_id, _epoch(r.updated_at), r.status.value, paused(r), child=child_of(r))
+                      for r in runs], after, limit)
+
+    def children(self, ids: list[str]) -> dict[str, tuple[Optional[str], float]]:
+        out = {}
+        for cid in ids:
+            child = self.store.load(cid)
+            if child is not None:
+                out[cid] = (child.status.value, _epoch(child.updated_at))
+        return out
+
+    def leased(self, ids: list[str]) -> set[str]:
+        return {run_id for run_id in ids if self.coord.leases.is_held(run_id)}
+
+
+def _page(found: list[Candidate], after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]:
+    """``zwalk`` over a list already read: the next ``limit`` after the cursor."""
+    ordered = sorted(found, key=lambda c: (c.score, c.run_id))
+    score, skip = after
+    rest = [c for c in ordered if c.score >= score]
+    same = [c for c in rest if c.score == score]
+    page = same[skip:] + [c for c in rest if c.score > score]
+    page = page[:limit]
+    if len(page) < limit:
+        return page, (float("-inf"), 0)
+    last = page[-1].score
+    ties = sum(1 for c in page if c.score == last)
+    return page, (last, ties + (skip if last == score else 0))
+
+
+def _epoch(iso: Any) -> float:
+    try:
+        return to_epoch(str(iso))
+    except (TypeError, ValueError):
+        return 0.0

@@ -18,7 +18,8 @@ from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
 from .config import Settings, load_settings
 from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
-from .errors import ConfigError, UnknownRunError
+from .errors import ConfigError, PayloadError, UnknownRunError
+from .payloads import check_new_run_id
 from .registry import WorkflowRegistry, as_registry, load_object, load_registry
 
 log = logging.getLogger(__name__)
@@ -164,11 +165,12 @@ def driver_for(app: Celery) -> Any:
         cached = getattr(app, _DRIVER_ATTR, None)
         if cached is not None and cached[0] == pid:
             return cached[1]
-        from .driver import Driver
+        from .driver import build
 
         settings = settings_for(app)
-        driver = Driver(settings, registry_for(app, settings), CeleryDispatcher(app, settings.queue),
-                        broker_url=str(app.conf.broker_url or ""), runtime_kwargs=runtime_options(settings))
+        driver = build(settings, registry_for(app, settings), CeleryDispatcher(app, settings.queue),
+                       distributed=True, broker_url=str(app.conf.broker_url or ""),
+                       runtime_kwargs=runtime_options(settings))
         setattr(app, _DRIVER_ATTR, (pid, driver))
         return driver
 
@@ -182,14 +184,31 @@ def set_driver(app: Celery, driver: Any) -> None:
 def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:
     driver = driver_for(app)
     try:
-        outcome = driver.tick(run_id, reason=reason)
+        outcome = driver.tick(run_id, reason=str(reason)[:40])
     except UnknownRunError:
         log.warning("tick for unknown run %s dropped", run_id)
+        return None
+    except PayloadError as exc:  # not a run id: a malformed message
+        log.warning("tick message dropped: %s", exc)
         return None
     except Exception as exc:  # a node handler raised; the tick path counted it and sent a retry
         log.warning("tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
         return None
     return outcome.status
+
+
+def start_run_id(task_id: Any) -> str:
+    """The run id a start message without one gets: its task id (the same on every
+    delivery of the message), or a digest of it when it is not a valid run id."""
+    import hashlib
+
+    text = str(task_id or "")
+    try:
+        return check_new_run_id(text)
+    except PayloadError:
+        if not text:
+            return uuid.uuid4().hex  # called directly, not as a message: a fresh run
+        return "t-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def _register_tasks(app: Celery) -> None:
@@ -209,19 +228,20 @@ def _register_tasks(app: Celery) -> None:
         """Apply the run's inbox (this event included) under its lease, then tick."""
         return _run_tick(app, run_id, "event")
 
-    @app.task(name=START_TASK, **opts)
-    def start(workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None) -> str:
-        """Create a run (idempotent with an explicit run_id) and tick it here, under one
-        lease: one message per started run, not two. If this worker dies first, the
-        sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
+    @app.task(name=START_TASK, bind=True, **opts)
+    def start(self: Any, workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Create a run and tick it here, under one lease: one message per started run,
+        not two. Without a ``run_id`` the run's id is derived from the message's task id,
+        so a start delivered twice (a killed worker's message comes back) makes one run:
+        the second delivery ticks the run the first created. If this worker dies first,
+        the sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
         create its run fails the task; a node's error is the tick path's (counted, retried)."""
         driver = driver_for(app)
-        fresh = run_id is None  # made up here: nobody else can know it (see Driver.begin_tick)
-        run_id = run_id if run_id is not None else uuid.uuid4().hex
+        run_id = run_id if run_id is not None else start_run_id(self.request.id)
         try:
-            driver.start_and_tick(workflow_id, vars=vars, run_id=run_id, fresh=fresh)
+            driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
         except Exception as exc:
-            if driver.run_store.load(run_id) is None:
+            if not isinstance(run_id, str) or driver.run_store.load(check_new_run_id(run_id)) is None:
                 raise
             log.warning("first tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
         return run_id
@@ -232,6 +252,6 @@ def _register_tasks(app: Celery) -> None:
         from .sweep import sweep as run_sweep
 
         started = time.perf_counter()
-        report = run_sweep(driver_for(app))
+        report = run_sweep(driver_for(app))  # sends through the dispatcher
         log.debug("sweep took %.1f ms", (time.perf_counter() - started) * 1000)
         return report.total

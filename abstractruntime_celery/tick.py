@@ -1,40 +1,55 @@
-"""The tick path, top to bottom: lease -> load -> apply inbox / child result ->
-Runtime.tick -> save (fenced) -> schedule what comes next -> release.
+"""The tick path, top to bottom: lease -> read -> apply an event or a child's result ->
+Runtime.tick -> save (fenced) -> release -> send what comes next.
 
-Every Celery delivery of a tick or resume message lands here, as does every
-embedded tick. A duplicate, early or late delivery is harmless: the lease
-serialises ticks of one run across the cluster, a tick of a run that is not
-due changes nothing, and each is counted as such.
+Every Celery delivery of a tick lands here, as does every embedded tick. A
+duplicate, early or late delivery is harmless: the lease serialises ticks of one
+run across the cluster, a tick of a run that is not due changes nothing, and
+each is counted as such.
+
+What a tick does is held in one ``TickContext`` (``context.py``), created with
+the lease and passed down explicitly. Its rule for deferred work: writes ride
+the next round trip in order; what a refused save invalidates goes with it
+(an applied event leaves the inbox only in the save that commits it; counters
+and the "resumed" notice of a commit go out only if the commit held). Messages
+go after the release, one per destination, and at most one for the run itself
+(a "continue" and an "asked" merge), so extra deliveries are absorbed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from functools import lru_cache
+from typing import Any, Callable, Optional
 
-from abstractruntime import RunState, RunStatus, WaitReason, WorkflowSpec
+from abstractruntime import Runtime, RunState, RunStatus, WorkflowSpec
 
 from . import timers
-from .batch import collecting, flush_all, has_commit, take_ahead
-from .errors import LeaseLostError, RunControlledError, UnknownRunError, UnknownWorkflowError
-from .inbox import Event
-from .lease import Lease, fenced
-from .stores.handoff import handing_off
-from .stores.known import knowing, known, learn
-from .stores.redis_runs import control_of
-
-if TYPE_CHECKING:
-    from .driver import Driver
+from .config import Settings
+from .context import TickContext, current, entered
+from .coordination import Coordination
+from .errors import (
+    LeaseLostError,
+    RunControlledError,
+    RunExistsError,
+    UnknownRunError,
+    UnknownWorkflowError,
+)
+from .inbox import Event, InboxRead, RedisInbox, describe, quote
+from .lease import Lease, LeaseKeeper, RedisLeases
+from .registry import WorkflowRegistry, require_workflow
+from .runstate import CANCEL_CHILDREN, TERMINAL, child_of, child_result, control_flag, paused, takes
+from .stores.redis import RedisLedgerStore, RedisRunStore
+from .stores.redis.codec import control_of
 
 log = logging.getLogger(__name__)
 
-TERMINAL = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 #: How many inbox events / child results one tick applies before yielding.
 MAX_ROUNDS = 20
+
+Sender = Callable[[str, str, Optional[datetime]], None]
 
 
 @dataclass
@@ -42,331 +57,543 @@ class TickOutcome:
     """What one delivery did: the run's status after it, and whether anything changed."""
 
     run_id: str
-    status: str | None
+    status: Optional[str]
     changed: bool = False
-    skipped: str | None = None  # "busy" | "unknown_workflow" | "lease_lost" | "controlled"
+    skipped: Optional[str] = None  # "busy" | "unknown_workflow" | "lease_lost" | "controlled"
+    #: The run needs another tick (RUNNING after max_steps, or more input than one tick takes).
+    more: bool = False
 
 
-def tick_run(d: "Driver", run_id: str, *, reason: str = "tick", max_steps: int | None = None,
-             create: Callable[[], Any] | None = None, fresh: bool = False) -> TickOutcome:
-    """Advance one run as far as it can go now, under its lease; ``create`` (a start)
-    makes the run under the same lease first (``fresh``: see ``Driver.begin_tick``).
+@dataclass
+class Start:
+    """A start's request: ``Runtime.start`` keyword arguments, checked. ``reserve``: take
+    the lease with the create's round trip (the run most likely does not exist yet)."""
 
-    Raises:
-        Exception: whatever a node handler or ``create`` raised, after counting it (the caller retries).
-    """
-    if reason == "timer" and d.dispatcher.min_eta_s > 0:
-        _wait_out_short_remainder(d, run_id)
-    outcome: TickOutcome | None = None
-    asked_again = False
-    with collecting() as deferred, knowing():
-        lease, reads = d.begin_tick(run_id, fresh=fresh and create is not None)
-        if lease is not None:
-            outcome, asked_again = _leased_tick(d, lease, reads, reason, max_steps, create, deferred)
-    # counted here, after the release pipeline has gone: outside ``collecting`` it goes at once
-    if outcome is None:
-        d.coord.stats.incr("lease_busy")
-        return TickOutcome(run_id, None, skipped="busy")
-    if outcome.skipped == "lease_lost":
-        d.coord.stats.incr("lease_lost")
-        log.warning("run %s: lease lost mid-tick; the stale write was refused", run_id)
-    elif outcome.skipped == "controlled":
-        d.coord.stats.incr("controlled")
-        log.info("run %s: a cancel or pause landed mid-tick; the tick's save was refused", run_id)
-    if asked_again:
-        d.dispatcher.tick(run_id, reason="asked")
-    return outcome
+    kwargs: dict[str, Any]
+    reserve: bool = True
+
+    @property
+    def run_id(self) -> str:
+        return str(self.kwargs["run_id"])
 
 
-def _leased_tick(d: "Driver", lease: Lease, reads: Callable[[], Any], reason: str, max_steps: int | None,
-                 create: Callable[[], Any] | None, deferred: list[Any]) -> tuple[TickOutcome, bool]:
-    """The tick proper, holding ``lease``; releases it (with the queued writes) however it ends.
-    Returns the outcome and whether a tick was asked for meanwhile. A write refused for a
-    lost lease or a control action, during the tick or as the release sends it, ends it quietly.
+@dataclass
+class _Read:
+    """What a tick read with its lease (decoded lazily: the decode may raise)."""
 
-    Raises:
-        Exception: a node handler's or ``create``'s error (after the release).
-    """
-    run_id = lease.run_id
-    asked_again = False
-    d.keeper.hold(lease)
-    try:
+    run: Callable[[], Optional[RunState]]
+    inbox: Callable[[], InboxRead]
+    done_empty: bool = False
+    read_at: float = field(default_factory=time.monotonic)
+
+
+class Ticker:
+    """Advances runs, one leased tick at a time. Built once per process by ``build``."""
+
+    def __init__(self, *, settings: Settings, runtime: Runtime, registry: WorkflowRegistry,
+                 coord: Coordination, keeper: LeaseKeeper, send: Sender, min_eta_s: float,
+                 strict: bool, on_cancelled: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.store: Any = runtime.run_store
+        self.registry = registry
+        self.coord = coord
+        self.keeper = keeper
+        self.send = send
+        self.min_eta_s = min_eta_s
+        self.strict = strict
+        self.on_cancelled = on_cancelled
+        self.timers = timers.Timers(coord.timers, _SenderView(send, min_eta_s), settings.timer_horizon_s)
+        redis_coord = isinstance(coord.leases, RedisLeases) and isinstance(coord.inbox, RedisInbox)
+        #: Store and coordination share one Redis: reads ride the lease, saves are queued,
+        #: and an applied event leaves the inbox inside its commit (``save_run.lua``).
+        self.shared = redis_coord and isinstance(self.store, RedisRunStore) \
+            and self.store.shares_connection(coord.client)
+        ledger = runtime.ledger_store
+        self.ledger_shared = self.shared and isinstance(ledger, RedisLedgerStore) \
+            and ledger.shares_connection(coord.client)
+        if self.shared:
+            from . import scripts
+
+            self._if_saved_script = scripts.register(coord.client, "if_saved")
+
+    # --- one delivery ---------------------------------------------------------------
+
+    def tick(self, run_id: str, *, reason: str = "tick", max_steps: Optional[int] = None,
+             start: Optional[Start] = None, follow_up: bool = True) -> TickOutcome:
+        """Advance ``run_id`` as far as it can go now, under its lease; ``start`` creates it
+        first, under the same lease. ``follow_up=False``: send no tick for the run itself
+        afterwards (a caller that asked for ``max_steps`` drives it on).
+
+        Raises:
+            UnknownRunError: no such run (and no ``start``).
+            RunIdentityConflict: ``start`` names an existing run of another identity.
+            Exception: a node handler's error (after counting it and sending a retry).
+        """
+        if reason == "timer":
+            self._wait_out_short_remainder(run_id)
+        ctx = TickContext(run_id)
         try:
-            events, run = reads()
-            with fenced(run_id, lease.key, lease.token):
-                if create is not None:
-                    run = _create(d, run_id, run, create)
-                outcome = _advance(d, run, run_id, reason, max_steps or d.settings.tick_max_steps, events)
+            with entered(ctx):
+                outcome, asked = self._run(ctx, reason, max_steps, start)
+        except RunExistsError:
+            if start is None or not start.reserve:
+                raise
+            # A start delivered again: its run exists. Tick it as it is (checking identity).
+            return self.tick(run_id, reason=reason, max_steps=max_steps, follow_up=follow_up,
+                             start=Start(start.kwargs, reserve=False))
+        except BaseException:
+            self._follow_up(ctx, None, False, follow_up)  # what was noted before the error (a retry)
+            raise
+        self._follow_up(ctx, outcome, asked, follow_up)
+        return outcome
+
+    def _run(self, ctx: TickContext, reason: str, max_steps: Optional[int],
+             start: Optional[Start]) -> tuple[TickOutcome, bool]:
+        lease, read = self._begin(ctx, reason, start)
+        if lease is None:
+            self.coord.stats.incr("lease_busy")
+            return TickOutcome(ctx.run_id, None, skipped="busy"), False
+        ctx.fences[ctx.run_id] = lease.fence
+        self.keeper.hold(lease)
+        error: Optional[BaseException] = None
+        outcome: Optional[TickOutcome] = None
+        asked = False
+        try:
+            outcome = self._advance(ctx, read, reason, max_steps or self.settings.tick_max_steps, start)
+        except BaseException as exc:  # released below, then raised or turned into an outcome
+            error = exc
         finally:
-            d.keeper.drop(lease)
-            client = getattr(d.coord.leases, "client", None)
-            ahead = take_ahead(client) if client is not None else []
-            asked_again = d.coord.leases.release(lease, deferred, ahead)
-    except LeaseLostError:
-        outcome = TickOutcome(run_id, None, skipped="lease_lost")
-    except RunControlledError as exc:
-        outcome = TickOutcome(run_id, exc.status, skipped="controlled")
-    return outcome, asked_again
+            self.keeper.drop(lease)
+            try:
+                asked = self.coord.leases.release(lease, ctx)
+            except Exception as exc:
+                error = error or exc
+        if isinstance(error, (LeaseLostError, RunControlledError)):
+            return self._refused(ctx, error), asked
+        if error is not None:
+            raise error
+        assert outcome is not None
+        return outcome, asked
 
+    def _begin(self, ctx: TickContext, reason: str, start: Optional[Start]) -> tuple[Optional[Lease], _Read]:
+        """Take the lease. With one shared Redis, the run, its inbox (headers, and the
+        payload it can take now) and whether its ledger has completed steps are read in
+        the same round trip; a start reserves the lease with no round trip at all."""
+        run_id, leases, inbox = ctx.run_id, self.coord.leases, self.coord.inbox
+        if not self.shared:
+            lease = leases.acquire(run_id)
+            if reason == "timer":
+                self.coord.timers.fired(run_id)
+            return lease, _Read(run=lambda: self.store.load(run_id), inbox=lambda: inbox.pending(run_id))
+        assert isinstance(leases, RedisLeases) and isinstance(inbox, RedisInbox)
+        if start is not None and start.reserve and self.ledger_shared:
+            ctx.reserved = True
+            return leases.reserve(ctx, run_id), _Read(run=lambda: None, inbox=lambda: InboxRead([], []),
+                                                      done_empty=True)
+        keys = self.coord.keys
+        read_inbox = inbox.read_op(run_id, keys.run(run_id))
+        reads = [read_inbox, self.store.read_op(run_id)]
+        if self.ledger_shared:
+            reads.append(lambda pipe: pipe.exists(keys.ledger_done(run_id)))
+        if reason == "timer":  # the timer message is delivered: none is in flight any more
+            reads.append(lambda pipe: pipe.delete(keys.timer(run_id)))
+        lease, results = leases.acquire_reading(run_id, reads)
+        return lease, _Read(run=lambda: self.store.from_read(run_id, results[1]),
+                            inbox=lambda: inbox.parse_read(run_id, _again_if_noscript(results[0], read_inbox,
+                                                                                      self.coord.client)),
+                            done_empty=self.ledger_shared and results[2] == 0)
 
-def _create(d: "Driver", run_id: str, run: RunState | None, create: Callable[[], Any]) -> RunState | None:
-    """Make the run under our lease; the store hands back what it wrote, so the tick
-    needs no read. A run that exists already is checked by ``create`` (its identity), not rewritten."""
-    create()
-    if run is not None:
-        return run
-    entry = learn(run_id)
-    created = entry.created if entry is not None else None
-    if created is None:
-        return d.run_store.load(run_id)
-    entry.created = None
-    entry.born = True
-    entry.confirm(control_of(created))
-    return created
+    # --- the tick proper, holding the lease ---------------------------------------------
 
+    def _advance(self, ctx: TickContext, read: _Read, reason: str, max_steps: int,
+                 start: Optional[Start]) -> TickOutcome:
+        run = read.run()
+        inbox = read.inbox()
+        ctx.done_empty = read.done_empty
+        if run is not None:
+            ctx.confirm(control_of(run), at=read.read_at)
+        if start is not None:
+            run = self._create(ctx, run, start)
+        if run is None:
+            self.coord.stats.incr("duplicates", ctx=ctx)
+            raise UnknownRunError(ctx.run_id)
+        self._quarantine(ctx, inbox)
+        events = self._resolve_marks(run, inbox.events)
+        if run.status in TERMINAL:
+            self._after_terminal(ctx, run, events)
+            self.coord.stats.incr("duplicates", ctx=ctx)
+            return TickOutcome(run.run_id, run.status.value)
+        if reason == "orphan" and run.parent_run_id and self._parent_cancels_children(run):
+            ctx.cascade = True  # its parent was cancelled with its children: cancel it, after the release
+            return TickOutcome(run.run_id, run.status.value, skipped="controlled")
+        try:
+            workflow = saved_first(require_workflow(self.registry, run.workflow_id, run.run_id))
+        except UnknownWorkflowError as exc:
+            return self._unknown_workflow(ctx, run, exc)
+        return self._step(ctx, workflow, run, events, reason, max_steps)
 
-def _advance(d: "Driver", run: RunState | None, run_id: str, reason: str, max_steps: int,
-             events: list[Event]) -> TickOutcome:
-    """One leased tick of ``run`` as read with the lease. ``events`` is the inbox as read
-    with it too: an event accepted while we hold the lease sends a resume that finds it
-    busy, so we tick again after the release."""
-    if run is None:
-        d.coord.stats.incr("duplicates")
-        raise UnknownRunError(run_id)
-    if run.status in TERMINAL:
-        _after_terminal(d, run, events)
-        d.coord.stats.incr("duplicates")
-        return TickOutcome(run_id, run.status.value)
-    try:
-        workflow = _saved_first(d.workflow_for(run))
-    except UnknownWorkflowError as exc:
-        return _unknown_workflow(d, run, exc)
-
-    before = _fingerprint(run)
-    was_waiting = run.status == RunStatus.WAITING
-    try:
-        with handing_off(run):  # the Runtime's first load takes our read
+    def _step(self, ctx: TickContext, workflow: WorkflowSpec, run: RunState, events: list[Event],
+              reason: str, max_steps: int) -> TickOutcome:
+        before, was_waiting, more = _fingerprint(run), run.status == RunStatus.WAITING, False
+        ctx.handoff = run  # the Runtime's first load takes the lease's read
+        try:
             for _ in range(MAX_ROUNDS):
-                resumed = _apply_inbox(d, workflow, run, events) or _resume_from_child(d, workflow, run)
-                # the tick's load takes the state the resume just saved
-                with handing_off(resumed) if resumed is not None else nullcontext():
-                    run = d.runtime.tick(workflow=workflow, run_id=run_id, max_steps=max_steps)
-                if not _has_applicable_input(d, run, events):
+                resumed = self._apply_event(ctx, workflow, run, events) or self._resume_from_child(ctx, workflow, run)
+                if resumed is not None:
+                    ctx.handoff = resumed  # the tick's load takes the state the resume saved
+                run = self.runtime.tick(workflow=workflow, run_id=run.run_id, max_steps=max_steps)
+                if not self._has_input(run, events):
                     break
-            else:  # more input than one tick applies: yield, and go on in another tick
-                d.dispatcher.tick(run_id, reason="continue")
-    except (LeaseLostError, RunControlledError):
-        raise  # a refused write, not a failing node: the caller ends the tick quietly
-    except Exception as exc:
-        _tick_failed(d, run_id, exc)
-        raise
-    entry = known(run_id)
-    if entry is None or not entry.born:
-        d.marks.clear_attempts(run_id)  # (a run created in this tick has no failed attempts)
+            else:
+                more = True  # more input than one tick applies: yield, and go on in another tick
+        except (LeaseLostError, RunControlledError, RunExistsError):
+            raise  # a refused write, not a failing node
+        except Exception as exc:
+            self._failed(ctx, run.run_id, exc)
+            raise
+        if not ctx.created:
+            self.coord.marks.clear_attempts(run.run_id, ctx)
+        changed = _fingerprint(run) != before
+        self._count_commit(ctx, run, changed, was_waiting, reason)
+        self._schedule_next(ctx, run, events)
+        return TickOutcome(run.run_id, run.status.value, changed=changed,
+                           more=more or run.status == RunStatus.RUNNING)
 
-    changed = _fingerprint(run) != before
-    d.coord.stats.incr("ticks")
-    if changed:
-        d.coord.stats.incr("transitions")
+    def _create(self, ctx: TickContext, run: Optional[RunState], start: Start) -> Optional[RunState]:
+        """Make the run under our lease (a start). An existing run is checked by
+        ``Runtime.start`` (its creation identity), not rewritten."""
+        ctx.on_created = lambda: self.coord.stats.incr("runs_started", ctx=ctx)
+        self.runtime.start(**start.kwargs)
+        if run is not None:
+            return run
+        return ctx.created_run if ctx.created_run is not None else self.store.load(ctx.run_id)
+
+    # --- what may move a waiting run -------------------------------------------------
+
+    def _apply_event(self, ctx: TickContext, workflow: WorkflowSpec, run: RunState,
+                     events: list[Event]) -> Optional[RunState]:
+        """Apply the oldest inbox event the run can take now (at most one); it leaves
+        ``events``. Returns the run as the resume saved it, or None."""
+        event = next((e for e in events if takes(run, e)), None)
+        if event is None:
+            return None
+        payload = event.payload if event.payload is not None else self._payload(ctx, event)
+        if payload is None:
+            events.remove(event)
+            return None
+        assert run.waiting is not None
+        if not self.shared:
+            self.coord.inbox.mark_applying(event, run.updated_at)
+        ctx.applying = [event.event_id]
+        try:
+            resumed = self.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=run.waiting.wait_key,
+                                          payload=payload, max_steps=0)
+        finally:
+            ctx.applying = []
+        if not self.shared:  # after the commit (a crash in between: the mark tells)
+            self.coord.inbox.done(run.run_id, [event.event_id])
+            self.coord.stats.incr("events_applied", ctx=ctx)
+        events.remove(event)
+        return resumed
+
+    def _payload(self, ctx: TickContext, event: Event) -> Optional[dict[str, Any]]:
+        try:
+            return self.coord.inbox.load_payload(event)
+        except ValueError as exc:
+            from .inbox import Unreadable
+
+            self._quarantine(ctx, InboxRead([], [Unreadable(event.run_id, event.event_id, "", str(exc))]))
+            return None
+
+    def _resume_from_child(self, ctx: TickContext, workflow: WorkflowSpec, run: RunState) -> Optional[RunState]:
+        """Resume a parent whose child has ended (nothing else ever does); not while paused."""
+        child_id = child_of(run)
+        if child_id is None or paused(run):
+            return None
+        child = self.store.load(child_id)
+        if child is None or child.status not in TERMINAL:
+            return None
+        assert run.waiting is not None
+        resumed = self.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=run.waiting.wait_key,
+                                      payload=child_result(child), max_steps=0)
+        ctx.commit_counts["parents_resumed"] += 1
+        return resumed
+
+    def _has_input(self, run: RunState, events: list[Event]) -> bool:
+        """After a tick parks the run: is there already an event or a child result for it?"""
+        if run.status != RunStatus.WAITING or run.waiting is None or paused(run):
+            return False
+        child_id = child_of(run)
+        if child_id is not None:
+            child = self.store.load(child_id)
+            return child is not None and child.status in TERMINAL
+        return any(takes(run, e) for e in events)
+
+    def _resolve_marks(self, run: RunState, events: list[Event]) -> list[Event]:
+        """Stores without an atomic drop: an event marked *applying* when the run had another
+        ``updated_at`` was committed before a crash; drop it now. (Every lease holder that
+        saves the run does this first, so the run cannot have changed for another reason.)"""
+        left = []
+        for event in events:
+            if event.applying_since is not None and event.applying_since != (run.updated_at or ""):
+                self.coord.inbox.done(run.run_id, [event.event_id])
+            else:
+                left.append(event)
+        return left
+
+    def _quarantine(self, ctx: TickContext, read: InboxRead) -> None:
+        for bad in read.unreadable:
+            self.coord.inbox.quarantine(bad)
+            self.coord.stats.incr("events_quarantined", ctx=ctx)
+            message = describe(bad)
+            self.coord.stats.error(message)
+            ctx.notices.append(("failed", bad.run_id, message))
+
+    # --- after the Runtime's tick ------------------------------------------------------
+
+    def _count_commit(self, ctx: TickContext, run: RunState, changed: bool, was_waiting: bool, reason: str) -> None:
+        """Counters and the notice of what this tick committed: with queued saves they go
+        out only if the last save held (``lua/if_saved.lua``), otherwise now."""
+        self.coord.stats.incr("ticks", ctx=ctx)
+        if not changed:
+            self.coord.stats.incr("early" if reason == "timer" else "duplicates", ctx=ctx)
+            return
+        ctx.commit_counts["transitions"] += 1
         if was_waiting:
-            d.coord.stats.incr("runs_resumed")
-            d.notices.resumed(run_id, run.status.value)
-    else:
-        d.coord.stats.incr("early" if reason == "timer" else "duplicates")
-    _schedule_next(d, run, events)
-    return TickOutcome(run_id, run.status.value, changed=changed)
+            ctx.commit_counts["runs_resumed"] += 1
+            ctx.notices.append(("resumed", run.run_id, run.status.value))
+        if self.shared and ctx.last_saved_updated is not None:
+            self._if_saved(ctx)
+        else:
+            for name, n in ctx.commit_counts.items():
+                self.coord.stats.incr(name, n, ctx=ctx)
+            ctx.commit_held = True
+
+    def _if_saved(self, ctx: TickContext) -> None:
+        from . import scripts
+
+        notices = self.coord.notices
+        message = next((notices.message(*n) for n in ctx.notices if n[0] == "resumed"), "")
+        keys = [self.coord.keys.run(ctx.run_id), self.coord.keys.stats]
+        args: list[Any] = [ctx.last_saved_updated, notices.channel, message]
+        for name, n in ctx.commit_counts.items():
+            args += [name, n]
+        script = self._if_saved_script
+
+        def held(reply: Any) -> None:
+            ctx.commit_held = int(reply) == 1
+
+        ctx.queue.add_after(self.coord.client, lambda pipe: scripts.call_in(pipe, script, keys, args), held)
+        ctx.published = True
+
+    def _schedule_next(self, ctx: TickContext, run: RunState, events: list[Event]) -> None:
+        """Note the messages this run now needs (sent after the release): its timer, its
+        child, its parent; the Runtime's listeners and async children are already noted."""
+        if run.status == RunStatus.WAITING and not paused(run):
+            if run.waiting is not None and run.waiting.until:
+                self.timers.arm(run.run_id, run.waiting.until, ctx)
+            child_id = child_of(run)
+            if child_id is not None:
+                ctx.sends.append((child_id, "child", None))
+        elif run.status in TERMINAL:
+            self._after_terminal(ctx, run, events)
+
+    def _after_terminal(self, ctx: TickContext, run: RunState, events: list[Event]) -> None:
+        """A run ended: wake its parent, cancel its children if asked to, and say what
+        happened to events it never took."""
+        if run.parent_run_id:
+            ctx.sends.append((run.parent_run_id, "child", None))
+        if run.status == RunStatus.CANCELLED and control_flag(run, CANCEL_CHILDREN):
+            ctx.cascade = True
+        if events:
+            self.coord.inbox.done(run.run_id, [e.event_id for e in events])
+        for event in events:
+            self.coord.stats.error(f"Run {run.run_id}: ended ({run.status.value}) before event "
+                                   f"{event.event_id} (wait_key {quote(event.wait_key)}) could be applied")
+
+    def _parent_cancels_children(self, run: RunState) -> bool:
+        parent = self.store.load(str(run.parent_run_id))
+        return parent is not None and parent.status == RunStatus.CANCELLED \
+            and bool(control_flag(parent, CANCEL_CHILDREN))
+
+    # --- when things go wrong -------------------------------------------------------------
+
+    def _failed(self, ctx: TickContext, run_id: str, exc: Exception) -> None:
+        """A node raised: count it and send a retry with backoff; after ``tick_max_attempts``
+        failures in a row, mark the run FAILED (its parent is then resumed)."""
+        attempts = self.coord.marks.add_attempt(run_id)
+        self.coord.stats.incr("tick_errors", ctx=ctx)
+        message = f"Run {run_id}: tick failed (attempt {attempts}): {type(exc).__name__}: {quote(str(exc), 300)}"
+        self.coord.stats.error(message)
+        ctx.notices.append(("failed", run_id, message))
+        if attempts >= self.settings.tick_max_attempts:
+            self.fail_run(ctx, run_id, f"Tick failed {attempts} times; last error: {type(exc).__name__}: {exc}")
+            self.coord.marks.clear_attempts(run_id, ctx)
+            return
+        delay = retry_delay(self.settings, attempts)
+        ctx.sends.append((run_id, "retry", datetime.now(timezone.utc) + timedelta(seconds=delay)))
+
+    def fail_run(self, ctx: TickContext, run_id: str, error: str) -> None:
+        """Mark a run FAILED under the lease ``ctx`` holds (fenced) and wake its parent."""
+        run = self.store.load(run_id)
+        if run is None or run.status in TERMINAL:
+            return
+        run.status, run.error, run.waiting = RunStatus.FAILED, error, None
+        run.updated_at = datetime.now(timezone.utc).isoformat()
+        self.store.save(run)
+        if run.parent_run_id:
+            ctx.sends.append((run.parent_run_id, "child", None))
+
+    def _unknown_workflow(self, ctx: TickContext, run: RunState, exc: UnknownWorkflowError) -> TickOutcome:
+        """Keep the run (the sweep retries it); fail it only after the grace period."""
+        self.coord.stats.incr("unknown_workflow", ctx=ctx)
+        since = self.coord.marks.unknown_since(run.run_id)
+        message = str(exc)
+        self.coord.stats.error(message)
+        ctx.notices.append(("failed", run.run_id, message))
+        if time.time() - since >= self.settings.unknown_workflow_grace_s:
+            self.fail_run(ctx, run.run_id, f"{message}; still unknown after {self.settings.unknown_workflow_grace_s:.0f}s")
+            self.coord.marks.clear_unknown(run.run_id, ctx)
+        return TickOutcome(run.run_id, run.status.value, skipped="unknown_workflow")
+
+    def _refused(self, ctx: TickContext, exc: BaseException) -> TickOutcome:
+        """A write of the tick was refused: the tick ends quietly (nothing it queued
+        behind the refusal landed). A lost lease counts as a failed attempt, so a node
+        that always outlives its lease (one long call holding the GIL) is stopped."""
+        ctx.refused = exc
+        run_id = ctx.run_id
+        if isinstance(exc, RunControlledError):
+            self.coord.stats.incr("controlled")
+            log.info("run %s: a cancel or pause landed mid-tick; the tick's save was refused", run_id)
+            return TickOutcome(run_id, exc.status, skipped="controlled")
+        self.coord.stats.incr("lease_lost")
+        attempts = self.coord.marks.add_attempt(run_id)
+        message = (f"Run {run_id}: lease lost mid-tick (attempt {attempts}); its write was refused. The lease "
+                   f"keeper last ran {self.keeper.starved_s():.1f}s ago: a node that runs longer than "
+                   f"lease_ttl_s={self.settings.lease_ttl_s:g}s without letting the keeper renew (one long "
+                   "call holding the GIL, or a frozen process) never commits; raise lease_ttl_s")
+        log.warning(message)
+        self.coord.stats.error(message)
+        ctx.notices.append(("failed", run_id, message))
+        if attempts >= self.settings.tick_max_attempts:
+            self._fail_lost(run_id, f"Lease lost {attempts} times in a row; a node outlives "
+                                    f"lease_ttl_s={self.settings.lease_ttl_s:g}s")
+        return TickOutcome(run_id, None, skipped="lease_lost")
+
+    def _fail_lost(self, run_id: str, error: str) -> None:
+        """Fail a run whose ticks keep losing their lease, under a fresh lease (if free)."""
+        lease = self.coord.leases.acquire(run_id)
+        if lease is None:
+            return  # someone else ticks it now
+        ctx = TickContext(run_id, fences={run_id: lease.fence})
+        with entered(ctx):
+            try:
+                self.fail_run(ctx, run_id, error)
+            finally:
+                self.coord.leases.release(lease, ctx)
+        self.coord.marks.clear_attempts(run_id)
+        self._send_all(ctx.sends)
+
+    # --- after the release ---------------------------------------------------------------
+
+    def _follow_up(self, ctx: TickContext, outcome: Optional[TickOutcome], asked: bool, follow_up: bool) -> None:
+        """Send the messages the tick noted (at most one per run), the notices of what it
+        committed, and cancel children of a run cancelled with them."""
+        sends = list(ctx.sends) + [(r, "event", None) for r in ctx.listeners] \
+            + [(r, "child", None) for r in ctx.children]
+        if outcome is not None and outcome.more and follow_up:
+            sends.append((ctx.run_id, "continue", None))
+        elif asked:  # a tick was asked for while we held the lease: one, merged
+            sends.append((ctx.run_id, "asked", None))
+        self._send_all(sends)
+        notices = self.coord.notices
+        for kind, run_id, detail in ctx.notices:
+            if kind == "resumed" and not ctx.commit_held:
+                continue  # its commit was refused: nothing was resumed
+            notices.signal(kind, run_id, detail)
+            if kind == "failed" or not ctx.published:
+                notices.publish(notices.message(kind, run_id, detail))
+        if ctx.cascade:
+            self.on_cancelled(ctx.run_id)
+
+    def _send_all(self, sends: list[tuple[str, str, Any]]) -> None:
+        """One message per (run, eta): a run noted twice gets one tick."""
+        seen: set[tuple[str, Any]] = set()
+        for run_id, reason, eta in sends:
+            if (run_id, eta) in seen:
+                continue
+            seen.add((run_id, eta))
+            self.send(run_id, reason, eta)
+
+    def _wait_out_short_remainder(self, run_id: str) -> None:
+        """A timer sent with no ETA (under a second to go) may arrive early: wait out the rest."""
+        if self.min_eta_s <= 0:
+            return
+        run = self.store.load(run_id)
+        if run is None or run.status != RunStatus.WAITING or run.waiting is None or not run.waiting.until:
+            return
+        remaining = timers.parse_until(run.waiting.until) - time.time()
+        if 0 < remaining <= timers.MIN_ETA_S:
+            time.sleep(remaining)
 
 
-class _SavedFirst(WorkflowSpec):
-    """The workflow as the Runtime sees it in a tick: before it takes a node's handler,
-    the saves the tick queued are sent (``batch.flush_all``), so no node runs on state
-    that is not in the store, and a refused save stops the tick before the node."""
+def _again_if_noscript(result: Any, op: Callable[[Any], Any], client: Any) -> Any:
+    """A pipelined script read the server had forgotten (a restart): run it again on its own."""
+    from redis.exceptions import NoScriptError
+
+    return op(client) if isinstance(result, NoScriptError) else result
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before the next try of a failing run: exponential, capped, with jitter
+    (Celery's own backoff function, so it behaves like a task's ``retry_backoff``)."""
+    from celery.utils.time import get_exponential_backoff_interval
+
+    base = get_exponential_backoff_interval(factor=settings.retry_backoff_s, retries=attempts - 1,
+                                            maximum=settings.retry_backoff_max_s, full_jitter=False)
+    if not settings.retry_jitter:
+        return float(base)
+    import random
+
+    return float(base) * (0.5 + random.random() / 2)
+
+
+class _SenderView:
+    def __init__(self, send: Sender, min_eta_s: float) -> None:
+        self._send = send
+        self.min_eta_s = min_eta_s
+
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+        self._send(run_id, reason, eta)
+
+
+class _SavedFirst:
+    """Mixed into the workflow's own class for a tick: before the Runtime takes a node's
+    handler, the saves the tick queued are sent, so no node runs on state that is not in
+    the store, and a refused save stops the tick before the node. A subclass's own
+    ``get_node`` is kept (it runs after the send)."""
 
     def get_node(self, node_id: str) -> Any:
-        if has_commit():
-            flush_all()
-        return super().get_node(node_id)
+        ctx = current()
+        if ctx is not None and ctx.queue.has_commit():
+            ctx.queue.flush()
+        return super().get_node(node_id)  # type: ignore[misc]
 
 
-def _saved_first(workflow: WorkflowSpec) -> WorkflowSpec:
-    return _SavedFirst(workflow.workflow_id, workflow.entry_node, workflow.nodes)
+@lru_cache(maxsize=None)
+def _saved_first_class(cls: type) -> type:
+    return type(f"SavedFirst{cls.__name__}", (_SavedFirst, cls), {"__module__": cls.__module__})
+
+
+def saved_first(workflow: WorkflowSpec) -> WorkflowSpec:
+    """``workflow`` as a tick hands it to the Runtime (same fields, same class behaviour)."""
+    import copy
+
+    clone = copy.copy(workflow)
+    object.__setattr__(clone, "__class__", _saved_first_class(type(workflow)))
+    return clone
 
 
 def _fingerprint(run: RunState) -> tuple[Any, ...]:
     return (run.status, run.current_node, run.updated_at)
-
-
-# --- what may move a waiting run -------------------------------------------------
-
-def _apply_inbox(d: "Driver", workflow: WorkflowSpec, run: RunState, events: list[Event]) -> RunState | None:
-    """Apply the oldest inbox event that matches the run's current wait (at most one);
-    applied events leave ``events``. Returns the run as the resume saved it, or None."""
-    current = run
-    for event in list(events):
-        if event.applying_since is not None and event.applying_since != (current.updated_at or ""):
-            # A crash came between our resume commit and dropping the event: it was applied.
-            d.coord.inbox.done(run.run_id, event.event_id)
-            events.remove(event)
-            continue
-        waiting = current.waiting
-        if current.status != RunStatus.WAITING or waiting is None:
-            return None
-        if event.wait_key is not None and waiting.wait_key != event.wait_key:
-            continue  # for a later wait of this run; it stays in the inbox
-        d.coord.inbox.mark_applying(event, current.updated_at)
-        resumed = d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=waiting.wait_key,
-                                   payload=event.payload, max_steps=0)
-        d.coord.inbox.done(run.run_id, event.event_id)
-        events.remove(event)
-        d.coord.stats.incr("events_applied")
-        return resumed
-    return None
-
-
-def _child_id(run: RunState) -> str | None:
-    waiting = run.waiting
-    if run.status != RunStatus.WAITING or waiting is None or waiting.reason != WaitReason.SUBWORKFLOW:
-        return None
-    details = waiting.details or {}
-    child = details.get("sub_run_id")
-    if not child and waiting.wait_key and waiting.wait_key.startswith("subworkflow:"):
-        child = waiting.wait_key.split(":", 1)[1]
-    return str(child) if child else None
-
-
-def child_result(child: RunState) -> dict[str, Any]:
-    """The payload a parent waiting on ``child`` is resumed with (as the gateway does)."""
-    out = dict(child.output) if isinstance(child.output, dict) else {"result": child.output}
-    if child.status != RunStatus.COMPLETED:
-        out.setdefault("success", False)
-        if child.status == RunStatus.CANCELLED:
-            out.setdefault("cancelled", True)
-        out.setdefault("error", child.error)
-    return {"sub_run_id": child.run_id, "output": out}
-
-
-def _resume_from_child(d: "Driver", workflow: WorkflowSpec, run: RunState) -> RunState | None:
-    """Resume a parent whose child has ended (nothing else ever does); the run as saved, or None."""
-    current = run
-    child_id = _child_id(current)
-    if child_id is None:
-        return None
-    child = d.run_store.load(child_id)
-    if child is None or child.status not in TERMINAL:
-        return None
-    assert current.waiting is not None
-    resumed = d.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=current.waiting.wait_key,
-                               payload=child_result(child), max_steps=0)
-    d.coord.stats.incr("parents_resumed")
-    return resumed
-
-
-def _has_applicable_input(d: "Driver", run: RunState, events: list[Event]) -> bool:
-    """After a tick parks the run: is there already an event or a child result for it?"""
-    if run.status != RunStatus.WAITING or run.waiting is None:
-        return False
-    child_id = _child_id(run)
-    if child_id is not None:
-        child = d.run_store.load(child_id)
-        return child is not None and child.status in TERMINAL
-    key = run.waiting.wait_key
-    return any(e.wait_key in (None, key) for e in events) if key else False
-
-
-# --- what comes next ----------------------------------------------------------------
-
-def _schedule_next(d: "Driver", run: RunState, events: list[Event]) -> None:
-    """Send the messages this run now needs: more ticks, a timer, its child, its parent, listeners."""
-    for listener in d.take_listeners():
-        d.dispatcher.tick(listener, reason="event")
-    if run.status == RunStatus.RUNNING:
-        d.dispatcher.tick(run.run_id, reason="continue")  # max_steps used up: yield, then go on
-    elif run.status == RunStatus.WAITING:
-        arm_timer(d, run)
-        child_id = _child_id(run)
-        if child_id is not None:
-            _drive_child(d, child_id)
-    else:
-        _after_terminal(d, run, events)
-
-
-def arm_timer(d: "Driver", run: RunState) -> bool:
-    """Send a tick at the run's deadline if it falls within the horizon (once per deadline)."""
-    until = run.waiting.until if run.waiting is not None else None
-    if run.status != RunStatus.WAITING or not until:
-        return False
-    plan = timers.plan(until, d.settings.timer_horizon_s, min_eta_s=d.dispatcher.min_eta_s)
-    if plan.later:
-        return False  # beyond the horizon: the sweep arms it when it comes within
-    if not d.coord.timers.arm(run.run_id, until, d.settings.timer_horizon_s + 60):
-        return False
-    d.coord.stats.incr("timers_armed")
-    d.dispatcher.tick(run.run_id, reason="timer", eta=plan.eta)
-    return True
-
-
-def _drive_child(d: "Driver", child_id: str) -> None:
-    child = d.run_store.load(child_id)
-    if child is None:
-        return
-    if child.status == RunStatus.RUNNING:
-        d.dispatcher.tick(child_id, reason="child")  # an async child nobody else will tick
-    elif child.status == RunStatus.WAITING:
-        arm_timer(d, child)
-    else:
-        d.dispatcher.tick(child.parent_run_id or child_id, reason="child")
-
-
-def _after_terminal(d: "Driver", run: RunState, events: list[Event]) -> None:
-    """A run ended: wake its parent, and say what happened to events it never took."""
-    if run.parent_run_id:
-        parent = d.run_store.load(run.parent_run_id)
-        if parent is not None and _child_id(parent) == run.run_id:
-            d.dispatcher.tick(run.parent_run_id, reason="child")
-    for event in events:
-        d.coord.inbox.done(run.run_id, event.event_id)
-        d.coord.stats.error(
-            f"Run {run.run_id}: ended ({run.status.value}) before event {event.event_id} "
-            f"(wait_key {event.wait_key!r}) could be applied"
-        )
-
-
-# --- when things go wrong -------------------------------------------------------------
-
-def _tick_failed(d: "Driver", run_id: str, exc: Exception) -> None:
-    """Count a failing tick and send a retry with backoff; after ``tick_max_attempts``
-    failures in a row, mark the run FAILED (its parent is then resumed)."""
-    attempts = d.marks.add_attempt(run_id)
-    d.coord.stats.incr("tick_errors")
-    message = f"Run {run_id}: tick failed (attempt {attempts}): {type(exc).__name__}: {exc}"
-    d.coord.stats.error(message)
-    d.notices.failed(run_id, message)
-    if attempts >= d.settings.tick_max_attempts:
-        d.fail_run(run_id, f"Tick failed {attempts} times; last error: {type(exc).__name__}: {exc}")
-        d.marks.clear_attempts(run_id)
-        return
-    backoff = min(60.0, 0.5 * 2 ** (attempts - 1))
-    d.dispatcher.tick(run_id, reason="retry", eta=datetime.now(timezone.utc) + timedelta(seconds=backoff))
-
-
-def _unknown_workflow(d: "Driver", run: RunState, exc: UnknownWorkflowError) -> TickOutcome:
-    """Keep the run (the sweep retries it); fail it only after the grace period."""
-    d.coord.stats.incr("unknown_workflow")
-    since = d.marks.unknown_since(run.run_id)
-    message = str(exc)
-    d.coord.stats.error(message)
-    d.notices.failed(run.run_id, message)
-    if time.time() - since >= d.settings.unknown_workflow_grace_s:
-        d.fail_run(run.run_id, f"{message}; still unknown after {d.settings.unknown_workflow_grace_s:.0f}s")
-        d.marks.clear_unknown(run.run_id)
-    return TickOutcome(run.run_id, run.status.value, skipped="unknown_workflow")
-
-
-def _wait_out_short_remainder(d: "Driver", run_id: str) -> None:
-    """A timer sent with no ETA (under a second to go) may arrive early: wait out the rest."""
-    run = d.run_store.load(run_id)
-    if run is None or run.status != RunStatus.WAITING or run.waiting is None or not run.waiting.until:
-        return
-    remaining = timers.parse_until(run.waiting.until) - time.time()
-    if 0 < remaining <= timers.MIN_ETA_S:
-        time.sleep(remaining)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from . import _scripts
-from .batch import send_ahead
+from . import scripts
+from .context import TickContext
 from .isotime import to_epoch as parse_until
+from .keys import Keys
 
 #: On brokers with native delayed delivery (RabbitMQ quorum queues), delays
 #: shorter than this raise ValueError, so they are sent with no ETA and the
@@ -55,34 +56,116 @@ def plan(until: str, horizon_s: float, now: float | None = None, min_eta_s: floa
 
 
 class TimerBook(Protocol):
-    def arm(self, run_id: str, until: str, ttl_s: float) -> bool: ...
+    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool: ...
+    def fired(self, run_id: str, ctx: TickContext | None = None) -> None: ...
 
 
 class RedisTimerBook:
-    """``<prefix>timer:<run_id>`` = the ``until`` a message is in flight for."""
+    """``{p}timer:<id>`` = the ``until`` a timer message is in flight for."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
-        self.prefix = prefix
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.keys = keys
         self._client = client
-        self._arm = _scripts.register(client, "timer_arm")
+        self._arm = scripts.register(client, "timer_arm")
 
-    def arm(self, run_id: str, until: str, ttl_s: float) -> bool:
+    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool:
         """True if no message was in flight for this (run, until); records that one now is.
         In a tick, it rides the round trip that sends the tick's queued writes."""
-        keys, args = [f"{self.prefix}timer:{run_id}"], [until, max(1000, int(ttl_s * 1000))]
-        reply = send_ahead(self._client, lambda target: _scripts.call_in(target, self._arm, keys, args))
-        return bool(int(_scripts.settle(reply, self._arm, keys, args)))
+        keys, args = [self.keys.timer(run_id), self.keys.stats], [until, max(1000, int(ttl_s * 1000))]
+        script = self._arm
+
+        def call(target: Any) -> Any:
+            return scripts.call_in(target, script, keys, args)
+
+        reply = ctx.queue.send_before(self._client, call) if ctx is not None else call(self._client)
+        return bool(int(scripts.settle(reply, script, keys, args)))
+
+    def arm_after_release(self, ctx: TickContext, run_id: str, until: str, ttl_s: float,
+                          eta: datetime | None) -> None:
+        """``arm`` in the release pipeline of ``ctx``: if the note is taken, the message is
+        sent after the release (with the tick's other messages)."""
+        keys, args = [self.keys.timer(run_id), self.keys.stats], [until, max(1000, int(ttl_s * 1000))]
+        script = self._arm
+
+        def armed(reply: Any) -> None:
+            if int(reply) == 1:
+                ctx.sends.append((run_id, "timer", eta))
+
+        ctx.queue.add_after(self._client, lambda target: scripts.call_in(target, script, keys, args), armed)
+
+    def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
+        """A timer message was delivered: none is in flight any more (so a later wait
+        with the same ``until`` is armed again). In a tick, it goes with the release."""
+        key = self.keys.timer(run_id)
+        if ctx is not None:
+            ctx.queue.add_after(self._client, lambda pipe: pipe.delete(key))
+        else:
+            self._client.delete(key)
 
 
 class LocalTimerBook:
-    def __init__(self) -> None:
+    def __init__(self, on_armed: Any = None) -> None:
         self._lock = threading.Lock()
         self._armed: dict[str, tuple[str, float]] = {}
+        self._on_armed = on_armed  # counts timers_armed (the Redis book counts in its script)
 
-    def arm(self, run_id: str, until: str, ttl_s: float) -> bool:
+    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool:
         with self._lock:
             cur = self._armed.get(run_id)
             if cur is not None and cur[0] == until and cur[1] > time.monotonic():
                 return False
             self._armed[run_id] = (until, time.monotonic() + ttl_s)
+        if self._on_armed is not None:
+            self._on_armed()
+        return True
+
+    def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
+        with self._lock:
+            self._armed.pop(run_id, None)
+
+
+class Sender(Protocol):
+    """What timers need of a dispatcher."""
+
+    min_eta_s: float
+
+    def send(self, run_id: str, reason: str = "tick", eta: datetime | None = None) -> None: ...
+
+
+class Timers:
+    """Arm a run's deadline: an ETA message within the horizon, once per deadline.
+
+    In a tick, the book's note rides the lease-release pipeline and the message is
+    sent after the release (``ctx.sends``); outside one (the sweep) both go at once.
+    """
+
+    def __init__(self, book: TimerBook, sender: Sender, horizon_s: float) -> None:
+        self.book = book
+        self.sender = sender
+        self.horizon_s = horizon_s
+
+    @property
+    def _ttl_s(self) -> float:
+        return self.horizon_s + 60.0
+
+    def arm(self, run_id: str, until: str, ctx: TickContext | None = None) -> bool:
+        """Send (or queue) a tick at ``until`` if it falls within the horizon and no message
+        is in flight for it yet. True if one was sent or queued (in a tick: if the note
+        is taken when the release goes; the caller may not know yet, and gets True).
+
+        Raises:
+            ValueError: ``until`` is not an ISO-8601 time.
+        """
+        decision = plan(until, self.horizon_s, min_eta_s=self.sender.min_eta_s)
+        if decision.later:
+            return False  # beyond the horizon: the sweep arms it when it comes within
+        if ctx is None or not isinstance(self.book, RedisTimerBook):
+            if not self.book.arm(run_id, until, self._ttl_s, ctx if ctx is not None else None):
+                return False
+            if ctx is not None:
+                ctx.sends.append((run_id, "timer", decision.eta))
+            else:
+                self.sender.send(run_id, "timer", decision.eta)
             return True
+        self.book.arm_after_release(ctx, run_id, until, self._ttl_s, decision.eta)
+        return True

@@ -32,8 +32,8 @@ from abstractruntime import RunState, RunStatus, WaitReason, WaitState  # noqa: 
 from abstractruntime.storage.json_files import JsonFileRunStore  # noqa: E402
 from abstractruntime.storage.sqlite import SqliteDatabase, SqliteRunStore  # noqa: E402
 
-from abstractruntime_celery.stores.redis_conn import connect  # noqa: E402
-from abstractruntime_celery.stores.redis_runs import RedisRunStore  # noqa: E402
+from abstractruntime_celery.stores.redis.connection import connect  # noqa: E402
+from abstractruntime_celery.stores.redis.runs import RedisRunStore  # noqa: E402
 
 JSON_CAP = 10_000
 NOW = datetime.now(timezone.utc)

@@ -58,7 +58,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    from abstractruntime_celery.stores.redis_conn import connect
+    from abstractruntime_celery.stores.redis.connection import connect
 
     yield connect(redis_url(DB_MAIN))
 
@@ -76,8 +76,8 @@ def cas_increment_worker(url: str, prefix: str, run_id: str, increments: int) ->
     Returns (successful increments, conflicts seen).
     """
     from abstractruntime_celery.errors import VersionConflictError
-    from abstractruntime_celery.stores.redis_conn import connect
-    from abstractruntime_celery.stores.redis_runs import RedisRunStore
+    from abstractruntime_celery.stores.redis.connection import connect
+    from abstractruntime_celery.stores.redis.runs import RedisRunStore
 
     store = RedisRunStore(connect(url), prefix=prefix)
     done = conflicts = 0

@@ -73,7 +73,7 @@ def redis_sr(celery_app: Any, settings: Any, worker: Any) -> Iterator[ScheduledR
 def snapshot(sr: ScheduledRuntime, run_id: str) -> tuple[Any, ...]:
     """What must not move when bad input is refused: the run and its inbox."""
     run = sr.get_state(run_id)
-    inbox = [e.event_id for e in sr.driver.coord.inbox.pending(run_id)]
+    inbox = [e.event_id for e in sr.driver.coord.inbox.pending(run_id).events]
     return run.status, run.current_node, run.updated_at, dict(run.vars), inbox
 
 
@@ -125,7 +125,7 @@ def test_unknown_run_id_everywhere(sr: ScheduledRuntime) -> None:
             attempt()
         assert isinstance(info.value, KeyError)
         assert ghost in str(info.value)
-    assert sr.driver.coord.inbox.pending(ghost) == []
+    assert sr.driver.coord.inbox.pending(ghost).events == []
 
 
 MALFORMED_IDS = ["", " ", "a b", "../etc/passwd", "x" * 129, "run:1", "é", "a\nb"]
@@ -332,7 +332,7 @@ def test_corrupt_record_is_reported_for_that_run_only(redis_sr: ScheduledRuntime
             with pytest.raises(CorruptRunError) as info:
                 attempt()
             assert bad in str(info.value)
-        assert redis_sr.driver.coord.inbox.pending(bad) == []
+        assert redis_sr.driver.coord.inbox.pending(bad).events == []
 
         redis_sr.scheduler.poll_once()  # a sweep over a store holding garbage does not crash
         listed = [r.run_id for r in redis_sr.find_waiting_runs(limit=1000)]

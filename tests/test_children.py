@@ -6,13 +6,14 @@ import copy
 
 from abstractruntime import RunStatus
 
-from abstractruntime_celery.driver import Driver, child_run_id
+from abstractruntime_celery.driver import build
+from abstractruntime_celery.runstate import child_run_id
 from tests.conftest import make_settings
 from tests.workflows import registry
 
 
 def test_spawn_replayed_after_a_crash_reuses_the_first_child(prefix: str) -> None:
-    driver = Driver(make_settings(prefix), registry)
+    driver = build(make_settings(prefix), registry)
     parent_id = driver.start_run("parent", vars={"child_delay": 60}, dispatch=False)
     before_spawn = copy.deepcopy(driver.load(parent_id))  # what a crash would leave in the store
     driver.tick(parent_id)
@@ -30,7 +31,7 @@ def test_spawn_replayed_after_a_crash_reuses_the_first_child(prefix: str) -> Non
 
 
 def test_spawns_at_different_steps_get_different_children(prefix: str) -> None:
-    driver = Driver(make_settings(prefix), registry)
+    driver = build(make_settings(prefix), registry)
     a = driver.start_run("parent", vars={"child_delay": 60}, dispatch=False)
     b = driver.start_run("parent", vars={"child_delay": 60}, dispatch=False)
     driver.tick(a)

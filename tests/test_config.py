@@ -47,7 +47,7 @@ def test_registry_from_path_specs_or_callable() -> None:
 
 def test_unknown_store_url_is_refused() -> None:
     with pytest.raises(ConfigError, match="ftp://x"):
-        open_stores("ftp://x", prefix="p:", fence=lambda r: None, still_ours=lambda k, t: True)
+        open_stores("ftp://x", prefix="p:", still_ours=lambda k, t: True)
 
 
 def test_install_sets_safe_defaults_and_refuses_pickle() -> None:

@@ -241,7 +241,7 @@ def test_second_runtime_without_the_workflow_says_so(runtimes: list[ScheduledRun
     with pytest.raises(RunNotWaitingError, match=f"{run_id}.*no wait_key"):
         second.respond(run_id, {"x": 1})
     assert first.get_state(run_id).status == RunStatus.WAITING
-    assert second.scheduler.driver.coord.inbox.pending(run_id) == []  # refused before the inbox
+    assert second.scheduler.driver.coord.inbox.pending(run_id).events == []  # refused before the inbox
 
 
 def test_wait_false_returns_a_handle(runtimes: list[ScheduledRuntime]) -> None:

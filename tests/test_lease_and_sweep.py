@@ -12,9 +12,11 @@ import redis
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.dispatch import LocalDispatcher
-from abstractruntime_celery.driver import Driver
+from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import LeaseLostError
-from abstractruntime_celery.lease import LeaseKeeper, RedisLeases, fenced
+from abstractruntime_celery.context import Fence, TickContext, entered
+from abstractruntime_celery.keys import Keys
+from abstractruntime_celery.lease import LeaseKeeper, RedisLeases
 from abstractruntime_celery.sweep import sweep
 from tests.conftest import STORE_URL, make_settings
 from tests.workflows import registry
@@ -22,9 +24,9 @@ from tests.workflows import registry
 
 @pytest.fixture
 def leases(prefix: str) -> RedisLeases:
-    from abstractruntime_celery.stores.redis_conn import connect
+    from abstractruntime_celery.stores.redis.connection import connect
 
-    return RedisLeases(connect(STORE_URL), prefix, ttl_s=1.0)
+    return RedisLeases(connect(STORE_URL), Keys(prefix), ttl_s=1.0)
 
 
 def test_lease_is_exclusive_and_a_busy_ask_is_not_lost(leases: RedisLeases) -> None:
@@ -44,7 +46,7 @@ def test_expired_lease_cannot_be_released_or_renewed_by_its_old_holder(leases: R
     new = leases.acquire("r2")
     assert new is not None
     assert leases.renew(old) is False and leases.release(old) is False
-    assert leases.still_ours(new) and leases.is_held("r2")
+    assert leases.holds(new.key, new.token) and leases.is_held("r2")
 
 
 def test_keeper_renews_a_lease_past_its_ttl(leases: RedisLeases) -> None:
@@ -53,32 +55,34 @@ def test_keeper_renews_a_lease_past_its_ttl(leases: RedisLeases) -> None:
     assert lease is not None
     keeper.hold(lease)
     time.sleep(2.0)  # two TTLs
-    assert leases.still_ours(lease)
+    assert leases.holds(lease.key, lease.token)
     assert keeper.drop(lease) is False
     leases.release(lease)
 
 
 def test_redis_store_refuses_a_write_from_a_lost_lease(prefix: str, leases: RedisLeases) -> None:
     settings = make_settings(prefix, lease_ttl_s=1.0)
-    driver = Driver(settings, registry)
+    driver = build(settings, registry)
     run_id = driver.start_run("event", vars={"key": "k"}, dispatch=False)
     lease = driver.coord.leases.acquire(run_id)
     assert lease is not None
     run = driver.load(run_id)
     redis.Redis.from_url(STORE_URL).delete(lease.key)  # the lease expired; someone else may hold it
     run.vars["stale"] = True
-    with fenced(run_id, lease.key, lease.token), pytest.raises(LeaseLostError, match=run_id):
+    with entered(TickContext(run_id, fences={run_id: Fence(lease.key, lease.token)})) as ctx, \
+            pytest.raises(LeaseLostError, match=run_id):
         driver.run_store.save(run)
+        ctx.queue.flush()
     assert "stale" not in driver.load(run_id).vars
 
 
 def test_two_beats_sweep_once_per_interval(prefix: str) -> None:
     settings = make_settings(prefix, sweep_interval_s=5.0)
-    drivers = [Driver(settings, registry) for _ in range(4)]
+    drivers = [build(settings, registry) for _ in range(4)]
     reports: list[Any] = []
     barrier = threading.Barrier(len(drivers))
 
-    def one(d: Driver) -> None:
+    def one(d: Any) -> None:
         barrier.wait()
         reports.append(sweep(d))
 
@@ -96,7 +100,7 @@ def _redis_calls(client: redis.Redis) -> int:
 
 def test_sweep_with_nothing_due_is_a_handful_of_commands(prefix: str) -> None:
     settings = make_settings(prefix, timer_horizon_s=60.0)
-    driver = Driver(settings, registry)
+    driver = build(settings, registry)
     far = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
     for _ in range(300):  # waiting a day: beyond the horizon, nothing to send
         run_id = driver.start_run("timer", vars={"until": far}, dispatch=False)
@@ -113,7 +117,7 @@ def test_sweep_recovers_orphans_and_overdue_timers(prefix: str) -> None:
     settings = make_settings(prefix, orphan_grace_s=0.0)
     seen: list[tuple[str, str]] = []
     local = LocalDispatcher(lambda run_id, reason: seen.append((run_id, reason)), workers=1)
-    driver = Driver(settings, registry, local)
+    driver = build(settings, registry, local)
     local.start()
     try:
         orphan = driver.start_run("event", vars={"key": "k"}, dispatch=False)  # RUNNING, never ticked
@@ -135,7 +139,7 @@ def test_sweep_recovers_orphans_and_overdue_timers(prefix: str) -> None:
 
 def test_ticks_survive_a_redis_that_forgot_its_scripts(prefix: str) -> None:
     """After a Redis restart (SCRIPT FLUSH here) pipelined scripts are loaded again."""
-    driver = Driver(make_settings(prefix), registry)
+    driver = build(make_settings(prefix), registry)
     run_id = driver.start_run("event", vars={"key": "k"}, dispatch=False)
     redis.Redis.from_url(STORE_URL).script_flush()
     assert driver.tick(run_id).status == "waiting"
@@ -148,7 +152,7 @@ def test_ticks_survive_a_redis_that_forgot_its_scripts(prefix: str) -> None:
 def test_a_corrupt_record_read_with_the_lease_still_releases_it(prefix: str) -> None:
     from abstractruntime_celery import CorruptRunError
 
-    driver = Driver(make_settings(prefix), registry)
+    driver = build(make_settings(prefix), registry)
     redis.Redis.from_url(STORE_URL).set(f"{prefix}run:broken", "not a hash")
     with pytest.raises(CorruptRunError, match="broken"):
         driver.tick("broken")

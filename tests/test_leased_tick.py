@@ -13,14 +13,15 @@ from abstractruntime import RunState, RunStatus, StepPlan, WorkflowSpec
 from abstractruntime.core.models import StepRecord, StepStatus
 from abstractruntime.scheduler.registry import WorkflowRegistry
 
-from abstractruntime_celery.batch import collecting
-from abstractruntime_celery.driver import Driver
+from abstractruntime_celery.context import Fence, TickContext, entered
+from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import RunControlledError
-from abstractruntime_celery.lease import RedisLeases, fenced
-from abstractruntime_celery.stores.known import knowing, learn
-from abstractruntime_celery.stores.redis_conn import connect
-from abstractruntime_celery.stores.redis_ledger import RedisLedgerStore
-from abstractruntime_celery.stores.redis_runs import RedisRunStore, control_of
+from abstractruntime_celery.keys import Keys
+from abstractruntime_celery.lease import RedisLeases
+from abstractruntime_celery.stores.redis.connection import connect
+from abstractruntime_celery.stores.redis.ledger import RedisLedgerStore
+from abstractruntime_celery.stores.redis.runs import RedisRunStore
+from abstractruntime_celery.stores.redis.codec import control_of
 from tests.conftest import STORE_URL, make_settings
 
 
@@ -33,18 +34,21 @@ def _record(run_id: str, key: str, status: StepStatus = StepStatus.COMPLETED) ->
 @pytest.fixture
 def stores(prefix: str) -> tuple[RedisRunStore, RedisLedgerStore, Any]:
     client = connect(STORE_URL)
-    leases = RedisLeases(client, prefix, ttl_s=5.0)
-    from abstractruntime_celery.lease import current_fence
+    leases = RedisLeases(client, Keys(prefix), ttl_s=5.0)
+    return RedisRunStore(client, prefix=prefix), RedisLedgerStore(client, prefix=prefix), leases
 
-    return (RedisRunStore(client, prefix=prefix, fence=current_fence),
-            RedisLedgerStore(client, prefix=prefix), leases)
+
+def _tick_of(run_id: str, lease: Any = None) -> TickContext:
+    """A tick context for ``run_id`` (fenced by ``lease`` when given)."""
+    return TickContext(run_id, fences={run_id: Fence(lease.key, lease.token)} if lease is not None else {})
 
 
 def test_appends_in_a_tick_go_out_with_the_next_save_in_their_order(stores: Any) -> None:
     runs, ledger, _ = stores
     run = RunState.new(workflow_id="wf", entry_node="a", run_id="r-order")
     runs.save(run)
-    with collecting():
+    ctx = _tick_of("another-run")
+    with entered(ctx):
         ledger.append(_record(run.run_id, "k1"))
         ledger.append(_record(run.run_id, "k2"))
         assert ledger._r.llen(ledger.ledger_key(run.run_id)) == 0  # queued, not sent
@@ -58,24 +62,39 @@ def test_appends_in_a_tick_go_out_with_the_next_save_in_their_order(stores: Any)
 
 def test_a_block_that_never_writes_again_still_sends_its_appends(stores: Any) -> None:
     _, ledger, _ = stores
-    with collecting():
+    ctx = _tick_of("r-left")
+    with entered(ctx):
         ledger.append(_record("r-left", "k1", StepStatus.STARTED))
+    ctx.queue.flush()  # what the lease release does with what nobody took
     assert [r["step_id"] for r in ledger.list("r-left")] == ["s-k1"]
 
 
 def test_appends_land_even_when_the_save_they_ride_is_refused(stores: Any) -> None:
-    """The Runtime appends a step's record before the save that commits it; a refused
-    save must not take the record with it (as when the two went out one by one)."""
+    """The Runtime appends a step's record before the save that commits it; a save
+    refused because a pause landed must not take the record with it (as when the two
+    went out one by one). A lost lease refuses both: a stale writer writes nothing."""
     runs, ledger, leases = stores
     run = RunState.new(workflow_id="wf", entry_node="a", run_id="r-refused")
     runs.save(run)
     lease = leases.acquire(run.run_id)
     assert lease is not None
-    leases.client.set(lease.key, "someone-else")  # the lease was lost
-    with collecting(), fenced(run.run_id, lease.key, lease.token):
+    with entered(_tick_of(run.run_id, lease)) as ctx:
+        ctx.confirm(control_of(run))
+        paused = RedisRunStore(connect(STORE_URL), prefix=runs.prefix).load(run.run_id)
+        paused.vars.setdefault("_runtime", {}).setdefault("control", {})["paused"] = True
+        threading.Thread(target=lambda: RedisRunStore(connect(STORE_URL), prefix=runs.prefix).save(paused)).start()
+        time.sleep(0.2)
         ledger.append(_record(run.run_id, "k1"))
+        runs.save(run)
+        with pytest.raises(RunControlledError):
+            ctx.queue.flush()
+    assert ledger.count(run.run_id) == 1
+    leases.client.set(lease.key, "someone-else")  # now the lease is lost
+    with entered(_tick_of(run.run_id, lease)) as ctx:
+        ledger.append(_record(run.run_id, "k2"))
+        runs.save(run)
         with pytest.raises(Exception, match="Lease"):
-            runs.save(run)
+            ctx.queue.flush()
     assert ledger.count(run.run_id) == 1
 
 
@@ -85,10 +104,8 @@ def test_a_fenced_save_refuses_to_overwrite_a_pause_that_landed_mid_tick(stores:
     runs.save(run)
     lease = leases.acquire(run.run_id)
     assert lease is not None
-    with knowing(), fenced(run.run_id, lease.key, lease.token):
-        entry = learn(run.run_id)
-        assert entry is not None
-        entry.confirm(control_of(run))
+    with entered(_tick_of(run.run_id, lease)) as ctx:
+        ctx.confirm(control_of(run))
         assert runs.probe_control(run.run_id) == ("running", False)  # from the lease's read
 
         def pause() -> None:  # another thread: no fence, no knowledge, like a control plane
@@ -101,8 +118,9 @@ def test_a_fenced_save_refuses_to_overwrite_a_pause_that_landed_mid_tick(stores:
         t.start()
         t.join()
         run.current_node = "b"
+        runs.save(run)  # queued: it rides the tick's next round trip
         with pytest.raises(RunControlledError) as err:
-            runs.save(run)
+            ctx.queue.flush()
         assert err.value.paused is True and err.value.status == "running"
     stored = RedisRunStore(connect(STORE_URL), prefix=runs.prefix).load(run.run_id)
     assert stored.current_node == "a" and control_of(stored) == ("running", True)
@@ -139,7 +157,7 @@ def _cancelling_registry(prefix: str) -> WorkflowRegistry:
 
 @pytest.mark.parametrize("ttl", [0.25, 0.0], ids=["probe-from-lease", "probe-reads-redis"])
 def test_a_cancel_that_lands_mid_tick_stands(prefix: str, ttl: float) -> None:
-    driver = Driver(make_settings(prefix, control_ttl_s=ttl), _cancelling_registry(prefix))
+    driver = build(make_settings(prefix, control_ttl_s=ttl), _cancelling_registry(prefix))
     run_id = driver.start_run("cancelled_mid_tick", dispatch=False)
     outcome = driver.tick(run_id)
     run = driver.load(run_id)
@@ -156,7 +174,7 @@ def test_start_and_tick_creates_under_the_lease_in_few_round_trips(prefix: str) 
     reg = WorkflowRegistry()
     reg.register(WorkflowSpec("one", "only", {"only": lambda run, ctx: StepPlan(node_id="only",
                                                                                  complete_output={"ok": 1})}))
-    driver = Driver(make_settings(prefix), reg)
+    driver = build(make_settings(prefix), reg)
     driver.start_and_tick("one", run_id="warm")  # scripts loaded, pools open
     with count_roundtrips() as rt:
         run_id, outcome = driver.start_and_tick("one", run_id="r-start")
@@ -171,46 +189,56 @@ def test_start_and_tick_creates_under_the_lease_in_few_round_trips(prefix: str) 
     assert driver.coord.stats.snapshot().duplicates >= 1
 
 
-def test_a_start_with_an_id_made_up_here_is_one_round_trip(prefix: str) -> None:
+def test_a_start_is_two_round_trips_and_no_node_runs_before_its_lease_and_create_land(prefix: str) -> None:
+    """A start reserves its lease and queues its create; both go in the first round trip,
+    before the first node runs (an id made up elsewhere may exist: a redelivered start)."""
     from bench.roundtrips import count_roundtrips
 
     reg = WorkflowRegistry()
     reg.register(WorkflowSpec("one", "only", {"only": lambda run, ctx: StepPlan(node_id="only",
                                                                                  complete_output={"ok": 1})}))
-    driver = Driver(make_settings(prefix), reg)
+    driver = build(make_settings(prefix), reg)
     driver.start_and_tick("one")  # warm
     with count_roundtrips() as rt:
         run_id, outcome = driver.start_and_tick("one")
     assert outcome.status == "completed" and driver.load(run_id).output == {"ok": 1}
     names = [names for _, names in rt.trips]
-    # acquire, completion record, create (as completed: it took the save's place), terminal
-    # record, release, counters: one pipeline
-    assert len(names) == 1 and names[0][:5] == ["EVALSHA"] * 5, names
+    # 1: acquire + create (before the node); 2: records, save, release, counters
+    assert len(names) == 2 and names[0] == ["EVALSHA", "EVALSHA"], names
     assert not driver.coord.leases.is_held(run_id)
     assert [r.get("idempotency_key") for r in driver.runtime.ledger_store.list(run_id)][0] == "system:completion:only"
 
 
-def test_a_made_up_id_that_exists_after_all_is_refused_not_overwritten(prefix: str) -> None:
-    """``fresh`` promises nobody else knows the id; if that is broken, the queued create
-    must fail loudly instead of the save overwriting someone else's run."""
+def test_a_start_for_an_id_that_exists_after_all_overwrites_nothing(prefix: str, fx: str) -> None:
+    """A start whose id exists (a start message delivered twice, or a caller's id) runs
+    no node before it knows: the queued create finds the run, drops the reserved lease
+    (so nothing queued behind it lands), and the existing run is ticked as it is, after
+    its identity is checked."""
+    from abstractruntime import RunIdentityConflict  # type: ignore[attr-defined]
+    from tests.conftest import fx_count
+
     from tests.workflows import registry
 
-    driver = Driver(make_settings(prefix), registry)
-    driver.start_run("steps", run_id="mine", vars={"n": 2}, dispatch=False)  # RUNNING, never ticked
+    driver = build(make_settings(prefix), registry)
+    driver.start_run("steps", run_id="mine", vars={"n": 2, "fx": fx}, dispatch=False)  # RUNNING, never ticked
     before = driver.load("mine")
     records = driver.runtime.ledger_store.count("mine")
-    with pytest.raises(Exception, match="already existed"):
-        driver.start_and_tick("steps", run_id="mine", vars={"n": 5}, fresh=True)
+    with pytest.raises(RunIdentityConflict, match="mine"):
+        driver.start_and_tick("steps", run_id="mine", vars={"n": 5, "fx": fx})
     after = driver.load("mine")
     assert after.vars == before.vars and after.status == before.status == RunStatus.RUNNING
-    assert driver.runtime.ledger_store.count("mine") == records  # the queued appends were refused too
+    assert driver.runtime.ledger_store.count("mine") == records  # no node ran
+    assert fx_count(fx, "mine", "step") == 0
     assert not driver.coord.leases.is_held("mine")
+    # the same request again (a redelivered message) ticks the run the first one made
+    _, outcome = driver.start_and_tick("steps", run_id="mine", vars={"n": 2, "fx": fx})
+    assert outcome.status in ("running", "completed")
 
 
 def test_start_and_tick_refuses_an_id_taken_by_another_workflow(prefix: str) -> None:
     from tests.workflows import registry
 
-    driver = Driver(make_settings(prefix), registry)
+    driver = build(make_settings(prefix), registry)
     driver.start_and_tick("steps", run_id="taken", vars={"n": 2})
     with pytest.raises(ValueError, match="taken"):  # RunIdentityConflict where AbstractRuntime has it
         driver.start_and_tick("flaky", run_id="taken")
@@ -237,7 +265,7 @@ def test_a_save_refused_for_a_lost_lease_stops_the_tick_before_the_next_node(pre
 
     reg = WorkflowRegistry()
     reg.register(WorkflowSpec("stolen", "first", {"first": first, "second": second}))
-    driver = Driver(make_settings(prefix), reg)
+    driver = build(make_settings(prefix), reg)
     run_id = driver.start_run("stolen", vars={"fx": fx}, dispatch=False)
     outcome = driver.tick(run_id)
     assert outcome.skipped == "lease_lost"
@@ -252,14 +280,15 @@ def test_the_lease_keeper_leaves_a_reserved_lease_alone_until_its_acquire_is_sen
     keeper report it lost (there is nothing in Redis to renew yet)."""
     from abstractruntime_celery.lease import LeaseKeeper
 
-    leases = RedisLeases(connect(STORE_URL), prefix, ttl_s=0.3)
+    leases = RedisLeases(connect(STORE_URL), Keys(prefix), ttl_s=0.3)
     keeper = LeaseKeeper(leases)
-    with collecting():
-        lease = leases.reserve("r-long")
-        keeper.hold(lease)
-        time.sleep(0.35)  # the keeper ran at least once
-        assert leases.renew(lease) is True and not leases.is_held("r-long")
-        assert keeper.drop(lease) is False  # not seen lost
-    assert leases.is_held("r-long")  # the block's end sent the acquire
+    ctx = TickContext("r-long")
+    lease = leases.reserve(ctx, "r-long")
+    keeper.hold(lease)
+    time.sleep(0.35)  # the keeper ran at least once
+    assert leases.renew(lease) is True and not leases.is_held("r-long")
+    assert keeper.drop(lease) is False  # not seen lost
+    ctx.queue.flush()  # the tick's first write sends the acquire
+    assert leases.is_held("r-long")
     assert leases.renew(lease) is True and leases.release(lease) is False
     assert not leases.is_held("r-long")

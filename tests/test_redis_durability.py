@@ -15,9 +15,9 @@ import redis
 from abstractruntime import RunState, RunStatus, WaitReason, WaitState
 from abstractruntime.core.models import StepRecord, StepStatus
 
-from abstractruntime_celery.stores.redis_conn import connect
-from abstractruntime_celery.stores.redis_ledger import RedisLedgerStore
-from abstractruntime_celery.stores.redis_runs import RedisRunStore
+from abstractruntime_celery.stores.redis.connection import connect
+from abstractruntime_celery.stores.redis.ledger import RedisLedgerStore
+from abstractruntime_celery.stores.redis.runs import RedisRunStore
 
 from tests._redis_util import free_port
 

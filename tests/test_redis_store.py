@@ -28,6 +28,7 @@ from abstractruntime import (
 )
 from abstractruntime.core.models import StepRecord, StepStatus
 
+from abstractruntime_celery.context import Fence, TickContext, entered
 from abstractruntime_celery.errors import (
     CorruptRunError,
     LeaseLostError,
@@ -35,9 +36,10 @@ from abstractruntime_celery.errors import (
     StoreUnavailableError,
     VersionConflictError,
 )
-from abstractruntime_celery.stores.redis_conn import connect
-from abstractruntime_celery.stores.redis_ledger import RedisLedgerStore
-from abstractruntime_celery.stores.redis_runs import RedisRunStore, iso_to_epoch
+from abstractruntime_celery.stores.redis.connection import connect
+from abstractruntime_celery.stores.redis.ledger import RedisLedgerStore
+from abstractruntime_celery.isotime import to_epoch as iso_to_epoch
+from abstractruntime_celery.stores.redis.runs import RedisRunStore
 
 from tests._redis_util import (  # noqa: F401  (fixtures)
     DB_SECOND,
@@ -113,42 +115,52 @@ def test_cas_under_contention_loses_no_update(store: RedisRunStore, prefix: str)
 # --- fencing ---------------------------------------------------------------------------
 
 
+def _fenced(prefix: str, token: str, run_id: str = "run-1") -> TickContext:
+    """A context that holds (we believe) the lease of ``run_id`` with ``token``; its run is
+    another one, so the saves below are sent at once rather than queued."""
+    return TickContext("someone-else", fences={run_id: Fence(f"{prefix}lease:{run_id}", token)})
+
+
 def test_fencing_refuses_a_stale_lease(redis_client: redis.Redis, prefix: str) -> None:
     lease_key = f"{prefix}lease:run-1"
-    token = {"value": "mine"}
-    fenced = RedisRunStore(redis_client, prefix=prefix, fence=lambda rid: (f"{prefix}lease:{rid}", token["value"]))
-    plain = RedisRunStore(redis_client, prefix=prefix)
+    store = RedisRunStore(redis_client, prefix=prefix)
     run = new_run(vars={"v": 1})
 
-    with pytest.raises(LeaseLostError) as err:  # no lease at all
-        fenced.save(run)
+    with entered(_fenced(prefix, "mine")), pytest.raises(LeaseLostError) as err:  # no lease at all
+        store.save(run)
     assert err.value.run_id == "run-1"
-    assert plain.load("run-1") is None
+    assert store.load("run-1") is None
 
     redis_client.set(lease_key, "mine", px=10_000)
-    assert fenced.save(run) == 1
+    with entered(_fenced(prefix, "mine")):
+        assert store.save(run) == 1
 
     redis_client.set(lease_key, "someone-else", px=10_000)  # our lease expired, another took it
     run.vars["v"] = 2
-    with pytest.raises(LeaseLostError):
-        fenced.save(run)
-    assert plain.load("run-1").vars["v"] == 1 and plain.get_version("run-1") == 1
-    assert plain.save(run) == 2  # no fence: no check
+    with entered(_fenced(prefix, "mine")), pytest.raises(LeaseLostError):
+        store.save(run)
+    assert store.load("run-1").vars["v"] == 1 and store.get_version("run-1") == 1
+    assert store.save(run) == 2  # outside a tick: no fence, no check
 
 
-def test_fence_returning_none_means_no_check(redis_client: redis.Redis, prefix: str) -> None:
-    store = RedisRunStore(redis_client, prefix=prefix, fence=lambda rid: None)
-    assert store.save(new_run()) == 1
+def test_a_tick_without_a_lease_on_the_run_saves_unchecked(redis_client: redis.Redis, prefix: str) -> None:
+    store = RedisRunStore(redis_client, prefix=prefix)
+    with entered(TickContext("another-run")):
+        assert store.save(new_run()) == 1
 
 
 def test_ledger_fencing(redis_client: redis.Redis, prefix: str) -> None:
-    ledger = RedisLedgerStore(redis_client, prefix=prefix, fence=lambda rid: (f"{prefix}lease:{rid}", "tok"))
+    ledger = RedisLedgerStore(redis_client, prefix=prefix)
     rec = StepRecord(run_id="run-1", step_id="s1", node_id="n", status=StepStatus.STARTED)
-    with pytest.raises(LeaseLostError):
-        ledger.append(rec)
+    with entered(_fenced(prefix, "tok")) as ctx:
+        ledger.append(rec)  # queued: it rides the next round trip
+        with pytest.raises(LeaseLostError):
+            ctx.queue.flush()
     assert ledger.list("run-1") == []
     redis_client.set(f"{prefix}lease:run-1", "tok", px=10_000)
-    ledger.append(rec)
+    with entered(_fenced(prefix, "tok")) as ctx:
+        ledger.append(rec)
+        ctx.queue.flush()
     assert len(ledger.list("run-1")) == 1
 
 
@@ -205,7 +217,7 @@ def test_deadline_index_follows_the_wait(store: RedisRunStore, redis_client: red
                   waiting=WaitState(reason=WaitReason.EVENT, wait_key="k", until="2001-01-01T00:00:00+00:00"))
     store.save(run)
     assert redis_client.zscore(store.due_key, run.run_id) == iso_to_epoch("2001-01-01T00:00:00Z")
-    assert store.due_run_ids(until_epoch=time.time()) == [(run.run_id, iso_to_epoch("2001-01-01T00:00:00Z"))]
+    assert [r.run_id for r in store.list_due_wait_until(now_iso="2001-01-01T00:00:00Z")] == [run.run_id]
     run.status, run.waiting = RunStatus.RUNNING, None
     store.save(run)
     assert redis_client.zscore(store.due_key, run.run_id) is None

@@ -87,8 +87,9 @@ def test_password_protected_redis_carries_store_and_leases(authed_redis: Private
     # Without the password: refused, with a clear error from our side.
     no_pw = f"redis://127.0.0.1:{authed_redis.port}/0"
     settings = make_settings(prefix, store_url=no_pw)
-    sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
     with pytest.raises((AbstractRuntimeCeleryError, redis.AuthenticationError, redis.ResponseError)) as info:
+        # refused when the driver is built (it checks the key layout), at the latest on use
+        sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
         sr.get_state(out["timer"].run_id)
     assert "auth" in str(info.value).lower() or "NOAUTH" in str(info.value)
 
@@ -151,8 +152,8 @@ def test_tls_redis_carries_store_and_leases(tls_redis: tuple[PrivateRedis, Path]
     # Plain TCP to the TLS port gets nowhere; a client that does not trust the CA is refused.
     untrusted = f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=required"
     settings = make_settings(prefix, store_url=untrusted)
-    sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
     with pytest.raises((AbstractRuntimeCeleryError, redis.ConnectionError)) as info:
+        sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
         sr.get_state(out["parent"].run_id)
     assert "certificate" in str(info.value).lower() or "ssl" in str(info.value).lower()
 
@@ -202,7 +203,7 @@ def test_two_prefixes_with_the_same_run_ids_never_meet() -> None:
             now = sb.get_state(rid)
             assert (now.status, now.updated_at, now.vars.get("tenant")) == (before.status, before.updated_at,
                                                                            before.vars.get("tenant"))
-        assert sb.driver.coord.inbox.pending(event_id) == []
+        assert sb.driver.coord.inbox.pending(event_id).events == []
         assert client.llen(b.queue) == 0  # A's sweep sent nothing to B's queue
         after_b = sb.stats
         assert (after_b.transitions, after_b.sweeps, after_b.events_accepted) == (

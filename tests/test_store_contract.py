@@ -83,8 +83,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     elif kind == "sqlite":
         yield SqliteRunStore(SqliteDatabase(tmp_path / "runs.db"))
     else:
-        from abstractruntime_celery.stores.redis_conn import connect
-        from abstractruntime_celery.stores.redis_runs import RedisRunStore
+        from abstractruntime_celery.stores.redis.connection import connect
+        from abstractruntime_celery.stores.redis.runs import RedisRunStore
 
         client = connect(redis_url())
         p = unique_prefix()

@@ -1,8 +1,32 @@
--- Store an accepted event durably, numbered in arrival order, and note its run for the sweep.
--- KEYS[1] inbox hash, KEYS[2] inbox-runs zset, KEYS[3] sequence counter.
--- ARGV[1] event id, ARGV[2] event JSON, ARGV[3] run id, ARGV[4] accepted_at (epoch s).
--- The hash value is "<seq>|<json>". Returns the sequence number.
-local seq = redis.call('INCR', KEYS[3])
+-- inbox_put.lua: store an accepted event durably, numbered in arrival order, within the
+-- run's inbox limits, and note the run for the sweep. One atomic step.
+--
+-- KEYS[1] inbox (event id -> "<seq>|<header JSON>")   KEYS[2] inbox-body (event id -> payload)
+-- KEYS[3] inbox-runs zset                             KEYS[4] event-seq counter
+-- KEYS[5] stats hash
+-- ARGV[1] event id  ARGV[2] header JSON  ARGV[3] payload JSON  ARGV[4] run id
+-- ARGV[5] accepted_at (epoch s)  ARGV[6] max events  ARGV[7] max payload bytes in the inbox
+--
+-- Returns {1, seq} stored | {-1, events} too many events | {-2, bytes} too many bytes.
+-- A retried call (same event id) stores nothing twice.
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then
+  return {1, tonumber(string.match(existing, '^(%d+)|'))}
+end
+local n = redis.call('HLEN', KEYS[1])
+if n >= tonumber(ARGV[6]) then
+  return {-1, n}
+end
+local bytes = #ARGV[3]
+for _, event_id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  bytes = bytes + redis.call('HSTRLEN', KEYS[2], event_id)
+end
+if bytes > tonumber(ARGV[7]) then
+  return {-2, bytes}
+end
+local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], ARGV[1], seq .. '|' .. ARGV[2])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3])
-return seq
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[4])
+redis.call('HINCRBY', KEYS[5], 'events_accepted', 1)
+return {1, seq}

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 from abstractruntime import QueryableRunStore
 
 from ..errors import ConfigError
-from .fenced import FencedRunStore, FenceLookup, LeaseCheck
+from .fenced import FencedRunStore, LeaseCheck
 
 __all__ = ["open_stores", "require_queryable", "FencedRunStore", "is_redis_url"]
 
@@ -33,10 +33,11 @@ def require_queryable(store: Any) -> None:
         )
 
 
-def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseCheck,
-                client: Any = None, control_ttl_s: float = 0.25) -> tuple[Any, Any]:
-    """Open (run_store, ledger_store) for a store URL, fenced by the caller's leases
-    (``control_ttl_s``: see ``RedisRunStore``).
+def open_stores(url: str, *, prefix: str, still_ours: LeaseCheck, client: Any = None,
+                control_ttl_s: float = 0.25) -> tuple[Any, Any]:
+    """Open (run_store, ledger_store) for a store URL, fenced by the ticks' leases
+    (``still_ours`` checks one for the stores that cannot; ``control_ttl_s``: see
+    ``RedisRunStore``).
 
     Raises:
         ConfigError: the URL scheme is unknown or the URL lacks a path.
@@ -47,7 +48,7 @@ def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseC
     if scheme == "memory":
         from abstractruntime import InMemoryLedgerStore, InMemoryRunStore
 
-        return FencedRunStore(InMemoryRunStore(), fence, still_ours), InMemoryLedgerStore()
+        return FencedRunStore(InMemoryRunStore(), still_ours), InMemoryLedgerStore()
     if scheme == "file":
         from abstractruntime import JsonFileRunStore, JsonlLedgerStore
 
@@ -55,7 +56,7 @@ def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseC
         if not str(path) or str(path) == "/":
             raise ConfigError(f"Store URL {url!r} needs a directory: file:///path/to/dir")
         path.mkdir(parents=True, exist_ok=True)
-        return FencedRunStore(JsonFileRunStore(path), fence, still_ours), JsonlLedgerStore(path)
+        return FencedRunStore(JsonFileRunStore(path), still_ours), JsonlLedgerStore(path)
     if scheme == "sqlite":
         from abstractruntime.storage.sqlite import SqliteDatabase, SqliteLedgerStore, SqliteRunStore
 
@@ -64,15 +65,13 @@ def open_stores(url: str, *, prefix: str, fence: FenceLookup, still_ours: LeaseC
             raise ConfigError(f"Store URL {url!r} needs a file: sqlite:///path/to/runs.db")
         Path(raw).parent.mkdir(parents=True, exist_ok=True)
         db = SqliteDatabase(Path(raw))
-        return FencedRunStore(SqliteRunStore(db), fence, still_ours), SqliteLedgerStore(db)
+        return FencedRunStore(SqliteRunStore(db), still_ours), SqliteLedgerStore(db)
     if is_redis_url(url):
-        from .redis_conn import connect
-        from .redis_ledger import RedisLedgerStore
-        from .redis_runs import RedisRunStore
+        from .redis import RedisLedgerStore, RedisRunStore, connect
 
         client = client if client is not None else connect(url)
-        return (RedisRunStore(client, prefix=prefix, fence=fence, control_ttl_s=control_ttl_s),
-                RedisLedgerStore(client, prefix=prefix, fence=fence))
+        return (RedisRunStore(client, prefix=prefix, control_ttl_s=control_ttl_s),
+                RedisLedgerStore(client, prefix=prefix))
     raise ConfigError(
         f"Unknown store URL {url!r}: use memory://, file:///dir, sqlite:///file.db or redis://host:port/db"
     )

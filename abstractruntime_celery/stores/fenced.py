@@ -14,13 +14,11 @@ from typing import Any, Callable, Optional
 from abstractruntime import RunState
 from abstractruntime.storage.base import RunStore
 
+from ..context import current
 from ..errors import LeaseLostError
-from .handoff import take
 
 #: Given (lease key, token), says whether the token still holds the lease.
 LeaseCheck = Callable[[str, str], bool]
-#: Given a run id, the (lease key, token) held for it in this context, if any.
-FenceLookup = Callable[[str], Optional[tuple[str, str]]]
 
 
 class FencedRunStore(RunStore):
@@ -30,24 +28,30 @@ class FencedRunStore(RunStore):
     are reached through attribute delegation, so the Runtime finds them as before.
     """
 
-    def __init__(self, inner: Any, fence: FenceLookup, still_ours: LeaseCheck) -> None:
+    def __init__(self, inner: Any, still_ours: LeaseCheck) -> None:
         self.inner = inner
-        self._fence = fence
         self._still_ours = still_ours
 
     def save(self, run: RunState) -> None:
-        """Raises LeaseLostError if this context leased the run and no longer holds it."""
-        held = self._fence(run.run_id)
-        if held is not None and not self._still_ours(*held):
+        """Raises LeaseLostError if the current tick leased the run and no longer holds it."""
+        ctx = current()
+        fence = ctx.fence(run.run_id) if ctx is not None else None
+        if fence is not None and not self._still_ours(fence.key, fence.token):
             raise LeaseLostError(run.run_id)
         self.inner.save(run)
 
     def load(self, run_id: str) -> Optional[RunState]:
-        handed = take(run_id)
+        ctx = current()
+        handed = ctx.take_handoff(run_id) if ctx is not None else None
         return handed if handed is not None else self.inner.load(run_id)
 
     def create_if_absent(self, run: RunState) -> tuple[RunState, bool]:
-        return self.inner.create_if_absent(run)
+        """Raises what the inner store raises (RunIdentityConflict, ...)."""
+        out, created = self.inner.create_if_absent(run)
+        ctx = current()
+        if created and ctx is not None and ctx.run_id == run.run_id and ctx.on_created is not None:
+            ctx.on_created()
+        return out, created
 
     def supports_create_if_absent(self) -> bool:
         probe = getattr(self.inner, "supports_create_if_absent", None)

@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Iterator
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..errors import StoreUnavailableError
+from ...errors import StoreUnavailableError
 
-__all__ = ["connect", "describe", "redis_errors", "load_script", "unavailable"]
+__all__ = ["connect", "describe", "redis_errors", "unavailable"]
 
 #: Attempts after the first one on ConnectionError / TimeoutError.
 RETRIES = 3
@@ -88,13 +86,3 @@ def redis_errors(client: Any) -> Iterator[None]:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise unavailable(client, exc) from exc
-
-
-@lru_cache(maxsize=None)
-def _script_source(name: str) -> str:
-    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-
-
-def load_script(client: Any, name: str) -> Any:
-    """A redis-py ``Script`` for ``stores/lua/<name>.lua`` (EVALSHA, reloads on NOSCRIPT)."""
-    return client.register_script(_script_source(name))

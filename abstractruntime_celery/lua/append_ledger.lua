@@ -1,17 +1,22 @@
 -- append_ledger.lua: append one StepRecord and index its idempotency key, atomically.
 --
--- KEYS[1]  ledger list      {prefix}ledger:<run_id>
--- KEYS[2]  completed index  {prefix}ledger-done:<run_id>  (idempotency_key -> record JSON)
+-- KEYS[1]  ledger list      {p}ledger:<id>
+-- KEYS[2]  completed index  {p}ledger-done:<id>  (idempotency key -> record JSON)
 -- KEYS[3]  lease key (optional) fencing: append only if GET KEYS[3] == ARGV[4]
 --
--- ARGV[1]  record JSON   ARGV[2]  idempotency_key ("" = none)
+-- ARGV[1]  record JSON   ARGV[2]  idempotency key ("" = none)
 -- ARGV[3]  step status   ARGV[4]  lease token
 --
 -- Returns the record's 1-based sequence number, or -1 when the lease was lost.
 -- The first COMPLETED record for a key wins (HSETNX), like SQLite's ORDER BY seq ASC.
+-- Idempotent: a client retry of an append that already landed (same bytes at the
+-- tail: a record carries its own step id and timestamps) appends nothing.
 
 if #KEYS >= 3 and redis.call('GET', KEYS[3]) ~= ARGV[4] then
   return -1
+end
+if redis.call('LINDEX', KEYS[1], -1) == ARGV[1] then
+  return redis.call('LLEN', KEYS[1])
 end
 local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
 if ARGV[2] ~= '' and ARGV[3] == 'completed' then

@@ -1,14 +1,15 @@
 """``RedisLedgerStore``: AbstractRuntime's append-only step ledger on Redis.
 
-One list per run (``{prefix}ledger:<id>``, RPUSH, so the 1-based list position
-is the record's seq) and one hash of idempotency_key -> first COMPLETED record
-(``{prefix}ledger-done:<id>``), written by the same script as the append, so
-the runtime's crash-replay probe (``find_completed_result``) is O(1).
-Records are the same dicts the built-in ledgers write (``steprecord_to_dict``).
+One list per run (``{p}ledger:<id>``, RPUSH, so the 1-based list position is
+the record's seq) and one hash of idempotency_key -> first COMPLETED record
+(``{p}ledger-done:<id>``), written by the same script as the append, so the
+runtime's crash-replay probe (``find_completed_result``) is O(1). Records are
+the same dicts the built-in ledgers write (``steprecord_to_dict``).
 
-Inside a tick (``batch.collecting``) an append is queued, not sent: it goes
-first in the pipeline of the tick's next save, ledger read or lease release,
-so the order of writes is kept and a round trip is saved per append.
+Inside a tick (``context.current()``) an append is fenced by the tick's lease on
+its run and queued, not sent: it goes first in the pipeline of the tick's next
+save, ledger read or lease release, so the order of writes is kept and a round
+trip is saved per append.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import redis
 from abstractruntime.core.models import StepRecord, StepStatus
 from abstractruntime.storage.base import LedgerStore
 
-from .. import _scripts
-from ..batch import ahead, collecting_ahead, send_ahead
-from ..errors import LeaseLostError, PayloadError
-from .known import known
-from .redis_conn import load_script, redis_errors
+from ... import scripts
+from ...context import current
+from ...errors import LeaseLostError, PayloadError
+from ...keys import Keys
+from .connection import connect, redis_errors
+from .runs import require_decoding
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ except ImportError:  # pragma: no cover - older abstractruntime
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-Fence = Callable[[str], Optional[Tuple[str, str]]]
-
 
 def _parse(raw: Any) -> Optional[Dict[str, Any]]:
     try:
@@ -56,34 +56,46 @@ def _parse(raw: Any) -> Optional[Dict[str, Any]]:
 class RedisLedgerStore(LedgerStore):
     """Append-only per-run ledger on Redis lists.
 
-    ``fence`` works as in ``RedisRunStore``: with a lease, an append from a
-    process that lost it is refused (``LeaseLostError``). ``max_record_bytes``
-    bounds one serialised record.
+    In a tick, an append from a process that lost the run's lease is refused
+    (``LeaseLostError``). ``max_record_bytes`` bounds one serialised record.
+
+    Raises (constructor):
+        ConfigError: ``client`` does not decode replies to str.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = "arc:",
-        fence: Fence | None = None,
-        max_record_bytes: int = 16 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = "arc:", max_record_bytes: int = 16 * 1024 * 1024) -> None:
+        require_decoding(client, "RedisLedgerStore")
         self._r = client
-        self._prefix = prefix
-        self._fence = fence
+        self.keys = Keys(prefix)
         self._max_bytes = int(max_record_bytes)
-        self._append_script = load_script(client, "append_ledger")
+        self._append_script = scripts.register(client, "append_ledger")
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "arc:", **kwargs: Any) -> "RedisLedgerStore":
+        """A ledger on ``url`` (pooled per process).
+
+        Raises:
+            ValueError: the URL is malformed.
+        """
+        return cls(connect(url), prefix=prefix, **kwargs)
+
+    def _sent_before(self, then: Any = None) -> Any:
+        """``then`` after the tick's queued writes, in one round trip (outside a tick: just ``then``)."""
+        ctx = current()
+        with redis_errors(self._r):
+            if ctx is None:
+                return then(self._r) if then is not None else None
+            return ctx.queue.send_before(self._r, then)
 
     def shares_connection(self, client: Any) -> bool:
         """True if ``client`` talks to this ledger's Redis through the same pool."""
         return getattr(client, "connection_pool", None) is self._r.connection_pool
 
     def ledger_key(self, run_id: str) -> str:
-        return f"{self._prefix}ledger:{run_id}"
+        return self.keys.ledger(run_id)
 
     def done_key(self, run_id: str) -> str:
-        return f"{self._prefix}ledger-done:{run_id}"
+        return self.keys.ledger_done(run_id)
 
     def _encode(self, run_id: str, record_dict: Dict[str, Any]) -> bytes:
         try:
@@ -100,25 +112,23 @@ class RedisLedgerStore(LedgerStore):
     def _push(self, run_id: str, payload: bytes, record: StepRecord) -> int:
         """Append now and return the record's seq, or queue it in a tick and return 0."""
         keys = [self.ledger_key(run_id), self.done_key(run_id)]
-        token = ""
-        fenced = self._fence(run_id) if self._fence is not None else None
-        if fenced is not None:
-            keys.append(fenced[0])
-            token = fenced[1]
+        ctx = current()
+        fence = ctx.fence(run_id) if ctx is not None else None
+        if fence is not None:
+            keys.append(fence.key)
         key = record.idempotency_key if isinstance(record.idempotency_key, str) else ""
         status = str(getattr(record.status, "value", record.status) or "")
-        args = [payload, key, status, token]
-        if collecting_ahead():
+        args = [payload, key, status, fence.token if fence is not None else ""]
+        if ctx is not None:
             script = self._append_script
 
             def refused(seq: Any) -> None:
                 if int(seq) < 0:
                     raise LeaseLostError(run_id)
 
-            ahead(self._r, lambda target: _scripts.call_in(target, script, keys, args), refused)
-            entry = known(run_id)
-            if entry is not None and key and status == StepStatus.COMPLETED.value:
-                entry.done.setdefault(key, payload.decode("utf-8"))
+            ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), refused)
+            if ctx.run_id == run_id and key and status == StepStatus.COMPLETED.value:
+                ctx.done.setdefault(key, payload.decode("utf-8"))
             return 0
         with redis_errors(self._r):
             seq = int(self._append_script(keys=keys, args=args))
@@ -155,8 +165,8 @@ class RedisLedgerStore(LedgerStore):
         if not run_id:
             raise ValueError("StepRecord.run_id must be non-empty")
         lkey = self.ledger_key(run_id)
+        self._sent_before()
         with redis_errors(self._r):
-            send_ahead(self._r)
             while True:
                 with self._r.pipeline(transaction=True) as pipe:
                     try:
@@ -187,8 +197,7 @@ class RedisLedgerStore(LedgerStore):
         rid = str(run_id or "").strip()
         if not rid:
             return []
-        with redis_errors(self._r):
-            raws = send_ahead(self._r, lambda c: c.lrange(self.ledger_key(rid), 0, -1))
+        raws = self._sent_before(lambda c: c.lrange(self.ledger_key(rid), 0, -1))
         out: List[Dict[str, Any]] = []
         for i, raw in enumerate(raws):
             obj = _parse(raw)
@@ -208,13 +217,13 @@ class RedisLedgerStore(LedgerStore):
         rid = str(run_id or "").strip()
         if not key or not rid:
             return None
-        entry = known(rid)
-        raw = entry.done.get(key) if entry is not None else None
-        if raw is None and entry is not None and entry.done_empty:
-            return None  # empty when the lease was taken; only this tick adds (see known.py)
+        ctx = current()
+        own = ctx is not None and ctx.run_id == rid
+        raw = ctx.done.get(key) if own and ctx is not None else None
+        if raw is None and own and ctx is not None and ctx.done_empty:
+            return None  # empty when the lease was taken; only this tick adds (see context.py)
         if raw is None:
-            with redis_errors(self._r):
-                raw = send_ahead(self._r, lambda c: c.hget(self.done_key(rid), key))
+            raw = self._sent_before(lambda c: c.hget(self.done_key(rid), key))
         rec = _parse(raw) if raw is not None else None
         return rec.get("result") if rec is not None else None
 
@@ -224,8 +233,7 @@ class RedisLedgerStore(LedgerStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
-        with redis_errors(self._r):
-            raw = send_ahead(self._r, lambda c: c.lindex(self.ledger_key(str(run_id)), -1))
+        raw = self._sent_before(lambda c: c.lindex(self.ledger_key(str(run_id)), -1))
         return _parse(raw) if raw is not None else None
 
     def count(self, run_id: str) -> int:
@@ -234,8 +242,7 @@ class RedisLedgerStore(LedgerStore):
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
-        with redis_errors(self._r):
-            return int(send_ahead(self._r, lambda c: c.llen(self.ledger_key(str(run_id)))))
+        return int(self._sent_before(lambda c: c.llen(self.ledger_key(str(run_id)))))
 
     def count_many(self, run_ids: List[str]) -> Dict[str, int]:
         """Record counts of several runs (runs without records are left out), one round trip.
@@ -246,8 +253,8 @@ class RedisLedgerStore(LedgerStore):
         ids = [str(r or "").strip() for r in (run_ids or []) if str(r or "").strip()]
         if not ids:
             return {}
+        self._sent_before()
         with redis_errors(self._r):
-            send_ahead(self._r)
             pipe = self._r.pipeline(transaction=False)
             for rid in ids:
                 pipe.llen(self.ledger_key(rid))
@@ -265,8 +272,7 @@ class RedisLedgerStore(LedgerStore):
         rid = str(run_id or "").strip()
         if not rid:
             return [], a
-        with redis_errors(self._r):
-            raws = send_ahead(self._r, lambda c: c.lrange(self.ledger_key(rid), a, a + lim - 1))
+        raws = self._sent_before(lambda c: c.lrange(self.ledger_key(rid), a, a + lim - 1))
         out = [obj for obj in (_parse(r) for r in raws) if obj is not None]
         return out, a + len(raws)
 
@@ -279,8 +285,8 @@ class RedisLedgerStore(LedgerStore):
         rid = str(run_id or "").strip()
         if not rid:
             return 0
+        self._sent_before()
         with redis_errors(self._r):
-            send_ahead(self._r)
             pipe = self._r.pipeline(transaction=True)
             pipe.llen(self.ledger_key(rid))
             pipe.delete(self.ledger_key(rid), self.done_key(rid))

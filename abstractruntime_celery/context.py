@@ -1,0 +1,273 @@
+"""The tick context: everything one leased tick carries, in one object you can see.
+
+A ``TickContext`` is created when a tick takes its lease and passed explicitly
+through the tick path (``tick.py``). AbstractRuntime calls our stores and our
+effect wrappers without a way to pass it, so at those seams (and only there) it
+is found with ``current()``: one ambient lookup of the one object.
+
+It holds:
+
+* ``fences``: the leases held, run id -> (lease key, token); every save and
+  ledger append of those runs is fenced by them;
+* ``queue``: writes that ride the next round trip the tick makes anyway
+  (``WriteQueue``), with one flush rule: what a refused save invalidates is
+  dropped with it;
+* ``control``: the cancel/pause state the tick last confirmed for its run;
+* ``applying``: the inbox events the next save of the run commits (the save
+  script drops them from the inbox in the same atomic step);
+* ``listeners`` and ``children``: runs the tick must send ticks to when it is done;
+* ``handoff``: the run as read with the lease, for the Runtime's first load;
+* ``notices``: what to tell ``on_run_resumed``/``on_run_failed`` after the release.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, NamedTuple, Optional
+
+from abstractruntime import RunState
+
+Op = Callable[[Any], Any]
+Check = Callable[[Any], None]
+#: Control fields as the Redis run store keeps them: (status value, paused).
+Control = tuple[str, bool]
+
+
+class Fence(NamedTuple):
+    """A lease held: every fenced write checks ``GET key == token`` atomically."""
+
+    key: str
+    token: str
+
+
+class Write(NamedTuple):
+    """One queued write: ``op(target)`` queues it on a pipeline (or runs it on a client);
+    ``check(reply)`` raises if the reply says it was refused; ``commit``: it saves run
+    state, which must land before the tick runs another node or tells anyone to look."""
+
+    client: Any
+    op: Op
+    check: Optional[Check] = None
+    commit: bool = False
+
+
+def _pool(client: Any) -> Any:
+    return getattr(client, "connection_pool", client)
+
+
+class WriteQueue:
+    """Writes a tick puts off to send them with a round trip it makes anyway.
+
+    ``writes`` (ledger appends, the tick's own saves, a start's create) go out in
+    the order they were made, first in the pipeline of the next save, read or
+    message, or with the lease release. ``after`` (counters, cleanups) go after
+    the release script in the release pipeline. Redis runs a pipeline in order,
+    so the Runtime's order of writes is kept; only round trips go.
+    """
+
+    def __init__(self) -> None:
+        self.writes: list[Write] = []
+        self.after: list[Write] = []
+        self.counts: dict[tuple[int, str], tuple[Any, Counter[str]]] = {}
+
+    def add(self, client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> Write:
+        item = Write(client, op, check, commit)
+        self.writes.append(item)
+        return item
+
+    def add_after(self, client: Any, op: Op, check: Check | None = None) -> None:
+        """A write that goes after the release script (a cleanup, a timer note), with
+        ``check`` seeing its reply."""
+        self.after.append(Write(client, op, check))
+
+    def withdraw(self, item: Write) -> bool:
+        """Take ``item`` back out if it has not been sent; True if it was still queued."""
+        for i, queued in enumerate(self.writes):
+            if queued is item:
+                del self.writes[i]
+                return True
+        return False
+
+    def has_commit(self) -> bool:
+        return any(w.commit for w in self.writes)
+
+    def count(self, client: Any, key: str, name: str, by: int = 1) -> None:
+        """Add to a counter of hash ``key``; all of a tick's counts go out as one command."""
+        slot = (id(_pool(client)), key)
+        if slot not in self.counts:
+            self.counts[slot] = (client, Counter())
+        self.counts[slot][1][name] += by
+
+    def take(self, client: Any) -> list[Write]:
+        """The queued writes for ``client``'s Redis, in order, handed over for sending in a
+        pipeline of it (then ``settle``). Writes for another Redis go out first, on their own.
+
+        Raises:
+            Exception: as ``settle``, for those other writes.
+        """
+        items, self.writes = self.writes, []
+        mine = [w for w in items if _pool(w.client) is _pool(client)]
+        for other in (w for w in items if _pool(w.client) is not _pool(client)):
+            settle(other.client, [other], [other.op(other.client)])
+        return mine
+
+    def flush(self) -> None:
+        """Send every queued write now, one pipeline per Redis (a node or a message is next).
+
+        Raises:
+            Exception: the first refused write (LeaseLostError, RunControlledError, ...).
+        """
+        while self.writes:
+            client = self.writes[0].client
+            items = self.take(client)
+            pipe = client.pipeline(transaction=False)
+            for item in items:
+                item.op(pipe)
+            settle(client, items, pipe.execute(raise_on_error=False))
+
+    def send_before(self, client: Any, then: Op | None = None) -> Any:
+        """Send the queued writes in one pipeline with ``then`` (a read or write that must
+        see them) last; returns ``then``'s reply (None without one). A NOSCRIPT reply is
+        returned as it is, for the caller's ``scripts.settle``.
+
+        Raises:
+            Exception: as ``settle``; or ``then``'s own Redis error.
+        """
+        from redis.exceptions import NoScriptError
+
+        items = self.take(client)
+        if not items:
+            return then(client) if then is not None else None
+        pipe = client.pipeline(transaction=False)
+        for item in items:
+            item.op(pipe)
+        if then is not None:
+            then(pipe)
+        results = pipe.execute(raise_on_error=False)
+        settle(client, items, results[:len(items)])
+        reply = results[-1] if then is not None else None
+        if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+            raise reply
+        return reply
+
+
+def settle(client: Any, items: list[Write], results: list[Any]) -> None:
+    """After ``pipe.execute(raise_on_error=False)``: in order, run again on ``client`` a
+    write whose script the server had forgotten (NOSCRIPT ran nothing), raise a Redis
+    error, and let each check see its reply.
+
+    Raises:
+        Exception: the first Redis error or refused check (LeaseLostError, ...).
+    """
+    from redis.exceptions import NoScriptError
+
+    for item, result in zip(items, results):
+        if isinstance(result, NoScriptError):
+            result = item.op(client)
+        elif isinstance(result, Exception):
+            raise result
+        if item.check is not None:
+            item.check(result)
+
+
+@dataclass
+class TickContext:
+    """One leased tick of ``run_id`` (see the module docstring)."""
+
+    run_id: str
+    fences: dict[str, Fence] = field(default_factory=dict)
+    queue: WriteQueue = field(default_factory=WriteQueue)
+    control: Optional[Control] = None
+    confirmed_at: float = 0.0
+    #: The completed-steps index of the run was empty when the lease was taken: only
+    #: this tick can have added to it (``done``), so the idempotency probe needs no read.
+    done_empty: bool = False
+    done: dict[str, str] = field(default_factory=dict)
+    applying: list[str] = field(default_factory=list)
+    listeners: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    #: Messages to send once the lease is released: (run id, reason, eta).
+    sends: list[tuple[str, str, Any]] = field(default_factory=list)
+    handoff: Optional[RunState] = None
+    #: The lease was reserved (a start): the run's create is queued behind its acquire.
+    reserved: bool = False
+    #: The run was created by this tick (a start).
+    created: bool = False
+    #: Called once the run's create is known to have landed (counts ``runs_started``).
+    on_created: Optional[Callable[[], None]] = None
+    #: A create queued behind a reserved lease (a start), until it is sent.
+    queued_create: Optional[Write] = None
+    #: The run as this tick's create wrote it, for the Runtime's first load.
+    created_run: Optional[RunState] = None
+    #: The ``updated`` score of the last save of the run this tick made (queued or sent).
+    last_saved_updated: Optional[str] = None
+    #: A write of this tick was refused (lease lost, a cancel or pause landed).
+    refused: Optional[BaseException] = None
+    notices: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, run_id, status or error)
+    #: Counters of what the tick committed (transitions, runs_resumed, ...): sent only if it held.
+    commit_counts: Counter[str] = field(default_factory=Counter)
+    #: The tick's last save held (known after the release when its saves were queued).
+    commit_held: bool = False
+    #: The "resumed" notice rides the release pipeline (``lua/if_saved.lua``).
+    published: bool = False
+    #: After the release, cancel the run's children (it was cancelled with them).
+    cascade: bool = False
+
+    # --- the fence ---------------------------------------------------------------
+    def fence(self, run_id: str) -> Optional[Fence]:
+        return self.fences.get(run_id)
+
+    # --- control state -------------------------------------------------------------
+    def confirm(self, control: Control, at: float | None = None) -> None:
+        self.control = control
+        self.confirmed_at = time.monotonic() if at is None else at
+
+    def fresh_control(self, ttl_s: float) -> Optional[Control]:
+        """The confirmed control fields if confirmed within ``ttl_s``, else None."""
+        if self.control is None or time.monotonic() - self.confirmed_at > ttl_s:
+            return None
+        return self.control
+
+    # --- handoff -------------------------------------------------------------------
+    def take_handoff(self, run_id: str) -> Optional[RunState]:
+        """The run offered for the Runtime's next load of ``run_id``, once."""
+        run = self.handoff
+        if run is None or run.run_id != run_id:
+            return None
+        self.handoff = None
+        return run
+
+
+_current: contextvars.ContextVar[Optional[TickContext]] = contextvars.ContextVar(
+    "abstractruntime_celery_tick", default=None
+)
+
+
+def current() -> Optional[TickContext]:
+    """The tick context of this thread of execution, at the seams where AbstractRuntime
+    calls our code and cannot pass it (stores, effect wrappers); None outside a tick."""
+    return _current.get()
+
+
+@contextmanager
+def entered(ctx: TickContext) -> Iterator[TickContext]:
+    """Make ``ctx`` the current tick context for the block."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def outside() -> Iterator[None]:
+    """Run the block outside any tick (a driver call made from inside a node)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)

@@ -1,0 +1,190 @@
+"""Pause, resume and cancel a run without ever rolling back a tick's commit.
+
+AbstractRuntime's own ``pause_run``/``resume_run``/``cancel_run`` load the run,
+change it and save it, with no lease and no version check: a tick that commits
+between that load and that save is overwritten (its applied event is gone, the
+node after it has already run). Here the same methods run against a view of the
+store that makes the save conditional:
+
+* on the Redis store, a compare-and-set on the record's version: a conflict
+  loads again and applies the action to the new state. A tick in flight is not
+  waited for: its next save finds the control fields changed and is refused
+  (``RunControlledError``), so the control action stands;
+* on the other stores, under the run's lease, taken with a wait
+  (``control_timeout_s``); the in-memory store of the embedded mode is
+  in-process and is used as the seed uses it.
+
+After the change, the run gets a tick: a resumed run takes what waited for it
+(events, its child's result, a due timer), a cancelled one wakes its parent.
+Calling the Runtime's methods directly still has the race; use these.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable, Optional
+
+from abstractruntime import InMemoryRunStore, Runtime, RunState, RunStatus
+
+from .context import TickContext, entered, outside
+from .errors import RunBusyError, UnknownRunError, VersionConflictError
+from .inbox import Inbox
+from .lease import Leases, wait_for_lease
+from .runstate import CANCEL_CHILDREN
+from .stores.redis import RedisRunStore
+
+log = logging.getLogger(__name__)
+
+#: Compare-and-set attempts before giving up (each conflict is a tick's commit in between).
+CAS_ATTEMPTS = 50
+
+Action = Callable[[Runtime], RunState]
+Send = Callable[[str, str], None]
+
+
+class _View:
+    """The run store as a control action sees it: the save of ``run_id`` is conditional
+    on the version its load saw (``cas``), and carries ``stamp`` into the run's control vars."""
+
+    def __init__(self, store: Any, run_id: str, cas: bool, stamp: Optional[dict[str, Any]]) -> None:
+        self._store, self._run_id, self._cas, self._stamp = store, run_id, cas, stamp
+        self._version: Optional[int] = None
+
+    def load(self, run_id: str) -> Optional[RunState]:
+        if self._cas and run_id == self._run_id:
+            run, self._version = self._store.load_with_version(run_id)
+            return run
+        return self._store.load(run_id)
+
+    def save(self, run: RunState) -> Any:
+        if run.run_id != self._run_id:
+            return self._store.save(run)
+        if self._stamp and isinstance(run.vars, dict):
+            runtime_ns = run.vars.setdefault("_runtime", {})
+            runtime_ns.setdefault("control", {}).update(self._stamp)
+        if self._cas:
+            return self._store.save(run, expected_version=self._version or 0)
+        return self._store.save(run)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class Control:
+    """Pause, resume, cancel (with or without children), safely; see the module docstring."""
+
+    def __init__(self, runtime: Runtime, leases: Leases, inbox: Inbox, send: Send, timeout_s: float) -> None:
+        self.runtime = runtime
+        self.store: Any = runtime.run_store
+        self.leases = leases
+        self.inbox = inbox
+        self.send = send
+        self.timeout_s = timeout_s
+
+    def pause(self, run_id: str, reason: Optional[str] = None) -> RunState:
+        """Pause a run (a RUNNING one waits on a synthetic pause wait); events sent to it
+        from now on are refused, events accepted before wait in its inbox.
+
+        Raises:
+            UnknownRunError: no such run.
+            RunBusyError: a tick held the run's lease for ``control_timeout_s`` (non-Redis stores).
+        """
+        return self._apply(run_id, lambda rt: rt.pause_run(run_id, reason=reason))
+
+    def resume(self, run_id: str) -> RunState:
+        """Resume a paused run, and tick it: it takes what waited for it meanwhile.
+
+        Raises:
+            UnknownRunError, RunBusyError: as ``pause``.
+        """
+        state = self._apply(run_id, lambda rt: rt.resume_run(run_id))
+        self.send(run_id, "resumed")
+        return state
+
+    def cancel(self, run_id: str, reason: Optional[str] = None, *, children: bool = False) -> RunState:
+        """Cancel a run (``children``: and, from now on, every child it has or spawns),
+        and tick it, so its parent learns and its children are cancelled.
+
+        Raises:
+            UnknownRunError, RunBusyError: as ``pause``.
+        """
+        stamp = {CANCEL_CHILDREN: True} if children else None
+        state = self._apply(run_id, lambda rt: rt.cancel_run(run_id, reason=reason), stamp)
+        self.send(run_id, "cancelled")
+        return state
+
+    def cancel_tree(self, run_id: str, reason: Optional[str] = None) -> list[RunState]:
+        """Cancel a run and every active descendant; returns those cancelled now.
+
+        Raises:
+            UnknownRunError: ``run_id`` names no run.
+            RunBusyError: as ``pause``.
+        """
+        cancelled: list[RunState] = []
+        todo, seen = [run_id], set()
+        while todo:
+            current = todo.pop(0)
+            if current in seen:
+                continue
+            seen.add(current)
+            try:
+                state = self.cancel(current, reason, children=True)
+            except UnknownRunError:
+                if current == run_id:
+                    raise
+                continue
+            if state.status == RunStatus.CANCELLED:  # (as the seed: already cancelled ones too)
+                cancelled.append(state)
+            todo.extend(c.run_id for c in self.store.list_children(parent_run_id=current)
+                        if c.status in (RunStatus.RUNNING, RunStatus.WAITING))
+        return cancelled
+
+    # --- how the change is made ---------------------------------------------------------
+
+    def _apply(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]] = None) -> RunState:
+        with outside():  # a control call made from a node is not part of that node's tick
+            try:
+                if isinstance(self.store, RedisRunStore):
+                    return self._compare_and_set(run_id, action, stamp)
+                if isinstance(getattr(self.store, "inner", None), InMemoryRunStore):
+                    return action(self._runtime_on(_View(self.store, run_id, False, stamp)))
+                return self._leased(run_id, action, stamp)
+            except KeyError as exc:  # the Runtime's get_state: no such run
+                raise UnknownRunError(run_id) from exc
+
+    def _compare_and_set(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]]) -> RunState:
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                return action(self._runtime_on(_View(self.store, run_id, True, stamp)))
+            except VersionConflictError:
+                continue  # a tick committed in between: apply the action to its state
+        raise RunBusyError(run_id, 0.0)
+
+    def _leased(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]]) -> RunState:
+        lease = wait_for_lease(self.leases, run_id, self.timeout_s)
+        if lease is None:
+            raise RunBusyError(run_id, self.timeout_s)
+        ctx = TickContext(run_id, fences={run_id: lease.fence})
+        try:
+            with entered(ctx):
+                self._settle_marks(run_id)
+                return action(self._runtime_on(_View(self.store, run_id, False, stamp)))
+        finally:
+            self.leases.release(lease, ctx)
+
+    def _settle_marks(self, run_id: str) -> None:
+        """An event a crashed tick committed but did not drop is dropped before our save
+        changes the run's ``updated_at`` (after which its mark could not tell)."""
+        run = self.store.load(run_id)
+        if run is None:
+            return
+        for event in self.inbox.pending(run_id).events:
+            if event.applying_since is not None and event.applying_since != (run.updated_at or ""):
+                self.inbox.done(run_id, [event.event_id])
+
+    def _runtime_on(self, view: _View) -> Runtime:
+        """The Runtime with its run store seen through ``view`` (a shallow copy: same handlers)."""
+        runtime = copy.copy(self.runtime)
+        runtime._run_store = view  # the one attribute its control methods read the store through
+        return runtime

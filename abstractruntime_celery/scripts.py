@@ -1,0 +1,84 @@
+"""The package's Lua scripts: one folder (``lua/``), one loader, each called by name.
+
+Every atomic Redis state change is one script; the file list of ``lua/`` is the
+list of state changes (save a run, append a step, take a lease, store an event ...).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Sequence
+
+
+@lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The text of ``lua/<name>.lua`` shipped with the package.
+
+    Raises:
+        FileNotFoundError: no such script.
+    """
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def register(client: Any, name: str) -> Any:
+    """A redis-py Script for ``lua/<name>.lua`` (EVALSHA, loaded on NOSCRIPT)."""
+    return client.register_script(source(name))
+
+
+def call_in(target: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Queue ``script`` on a pipeline as a bare EVALSHA, or run it now on a client.
+
+    redis-py's own pipelined scripts cost a SCRIPT EXISTS round trip on every
+    execute; we skip it and let ``settle`` reload the script in the rare case the
+    server has forgotten it (a restart).
+    """
+    from redis.client import Pipeline
+
+    if isinstance(target, Pipeline):
+        return target.evalsha(script.sha, len(keys), *keys, *args)
+    return script(keys=list(keys), args=list(args), client=target)
+
+
+def settle(result: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """The result of a pipelined ``call_in``; on NOSCRIPT, run the script again on its own.
+
+    Only for scripts that are safe to re-run after a NOSCRIPT reply (which ran nothing).
+
+    Raises:
+        Exception: the Redis error of the call.
+    """
+    from redis.exceptions import NoScriptError
+
+    if isinstance(result, NoScriptError):
+        return script(keys=list(keys), args=list(args))
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def run_after(client: Any, ops: Sequence[Any], results: Sequence[Any]) -> None:
+    """After a pipeline: an op whose script the server had forgotten runs again on
+    ``client``; any other error is raised.
+
+    Raises:
+        Exception: the first Redis error among ``results``.
+    """
+    from redis.exceptions import NoScriptError
+
+    for op, result in zip(ops, results):
+        if isinstance(result, NoScriptError):
+            op(client)
+        elif isinstance(result, Exception):
+            raise result
+
+
+def preload(client: Any) -> None:
+    """Load every script into the server once (SCRIPT LOAD), so pipelined calls find them
+    (a NOSCRIPT reply after a server restart is still handled where each is called)."""
+    folder = resources.files(__package__) / "lua"
+    pipe = client.pipeline(transaction=False)
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".lua"):
+            pipe.script_load(entry.read_text(encoding="utf-8"))
+    pipe.execute()
