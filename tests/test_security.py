@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +20,7 @@ import redis
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import AbstractRuntimeCeleryError, create_scheduled_runtime
+from abstractruntime_celery.stores.redis_conn import connect
 from soak.redisproc import PrivateRedis
 from tests.conftest import BROKER_URL, STORE_URL, _delete_prefix, make_app, make_settings
 from tests.workflows import registry
@@ -115,8 +117,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+class _AdminSkipsHostName(PrivateRedis):
+    """Its own readiness probe and admin client do not check the host name (the tests do)."""
+
+    def client(self, db: int = 0) -> redis.Redis:
+        assert self.tls is not None
+        return redis.Redis.from_url(self.db_url(db), socket_connect_timeout=1.0, ssl_ca_certs=self.tls["ca"],
+                                    ssl_cert_reqs="required", ssl_check_hostname=False)
+
+
+def _tls_server(tmp_path: Path, name: str, san: str) -> PrivateRedis:
+    """A TLS-only redis-server whose certificate (from a fresh throwaway CA, ``ca.crt`` beside
+    it) names ``name`` (CN) and ``san`` (subjectAltName). Not started."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     d = tmp_path / "pki"
@@ -124,20 +136,68 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "1", "-subj", "/CN=arc-test-ca", cwd=d)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+             "-subj", f"/CN={name}", cwd=d)
+    (d / "san.ext").write_text(f"subjectAltName={san}\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=d)
-    r = PrivateRedis(tmp_path / "redis", aof=False, tls={"cert": str(d / "server.crt"), "key": str(d / "server.key"),
-                                                         "ca": str(d / "ca.crt")})
+    return _AdminSkipsHostName(tmp_path / "redis", aof=False, tls={
+        "cert": str(d / "server.crt"), "key": str(d / "server.key"), "ca": str(d / "ca.crt")})
+
+
+@contextmanager
+def _running(server: PrivateRedis) -> Iterator[PrivateRedis]:
     try:
-        r.start()
+        server.start()
     except RuntimeError as exc:
-        if "tls" in r.log().lower() or "tls" in str(exc).lower():
+        if "tls" in server.log().lower() or "tls" in str(exc).lower():
             pytest.skip(f"this redis-server has no TLS: {exc}")
         raise
-    yield r, d / "ca.crt"
-    r.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+    with _running(_tls_server(tmp_path, "localhost", "IP:127.0.0.1,DNS:localhost")) as r:
+        yield r, Path(r.tls["ca"] if r.tls else "")
+
+
+@pytest.fixture
+def tls_redis_wrong_name(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+    """A TLS server whose certificate, from a CA the client trusts, names another host."""
+    name = "not-this-host.example"
+    with _running(_tls_server(tmp_path, name, f"DNS:{name}")) as r:
+        yield r, Path(r.tls["ca"] if r.tls else "")
+
+
+def _tls_url(server: PrivateRedis, ca: Path, extra: str = "") -> str:
+    return f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}{extra}"
+
+
+def test_tls_refuses_a_certificate_issued_for_another_host(
+        tls_redis_wrong_name: tuple[PrivateRedis, Path]) -> None:
+    """The CA is trusted, but its certificate names not-this-host.example, not 127.0.0.1:
+    refused, whatever redis-py's own default (5.x does not check host names)."""
+    server, ca = tls_redis_wrong_name
+    client = connect(_tls_url(server, ca))
+    assert client.connection_pool.connection_kwargs["ssl_check_hostname"] is True
+    with pytest.raises(redis.ConnectionError) as info:
+        client.ping()
+    text = str(info.value).lower()
+    assert "certificate" in text and ("hostname" in text or "ip address mismatch" in text), text
+    # An explicit ssl_check_hostname=false is the operator's (unsafe) choice, and is honoured.
+    lax = connect(_tls_url(server, ca, "&ssl_check_hostname=false"))
+    assert lax.connection_pool.connection_kwargs["ssl_check_hostname"] is False
+    assert lax.ping()
+
+
+def test_tls_accepts_a_certificate_for_its_ip_address(tls_redis: tuple[PrivateRedis, Path]) -> None:
+    server, ca = tls_redis
+    client = connect(_tls_url(server, ca))
+    assert client.connection_pool.connection_kwargs["ssl_check_hostname"] is True
+    assert client.ping()
 
 
 def test_tls_redis_carries_store_and_leases(tls_redis: tuple[PrivateRedis, Path]) -> None:

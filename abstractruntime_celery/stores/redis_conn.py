@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -38,7 +39,8 @@ def connect(url: str) -> redis.Redis:
     User, password and db number come from the URL
     (``redis://user:secret@host:6379/11``). Responses are decoded as UTF-8 str.
     One pool per (url, pid): clients made in one process share sockets, a
-    forked child gets fresh ones.
+    forked child gets fresh ones. A ``rediss://`` URL checks the server's
+    certificate against its host name (see ``_tls_options``).
 
     Raises:
         ValueError: the URL is malformed (redis-py's own message).
@@ -54,9 +56,30 @@ def connect(url: str) -> redis.Redis:
                 socket_connect_timeout=5.0,
                 socket_timeout=10.0,
                 health_check_interval=30,
+                **_tls_options(url),
             )
             _pools[key] = pool
     return redis.Redis(connection_pool=pool)
+
+
+def _tls_options(url: str) -> dict[str, Any]:
+    """``ssl_check_hostname=True`` for a ``rediss://`` URL, whatever redis-py defaults to.
+
+    redis-py 5.x does not check the host name (a certificate the CA issued for any
+    other host is accepted); 6.0 and later do. An explicit ``ssl_check_hostname`` in
+    the URL's query is left to redis-py: ``=false`` is honoured but unsafe (anyone
+    holding a certificate from the same CA can pose as the server). With
+    ``ssl_cert_reqs=none`` nothing is verified at all, and Python's ``ssl`` refuses a
+    host name check without verification, so none is asked for.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return {}
+    query = parse_qs(parts.query)
+    reqs = (query.get("ssl_cert_reqs") or ["required"])[-1].strip().lower()
+    if "ssl_check_hostname" in query or reqs in ("none", "cert_none"):
+        return {}
+    return {"ssl_check_hostname": True}
 
 
 def describe(client: Any) -> str:
