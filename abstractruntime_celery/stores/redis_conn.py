@@ -1,9 +1,24 @@
 """Redis connections for the stores: one pool per (url, pid), bounded retries, clear errors.
 
 A forked worker must never share a socket with its parent, so pools are keyed
-by process id as well as URL. Transient network errors are retried by
-redis-py's own ``Retry`` (exponential backoff, a few attempts); anything that
-still fails becomes a ``StoreUnavailableError`` that names host and port.
+by process id as well as URL. Connecting is retried (exponential backoff, a few
+attempts); a command, once sent, is never sent again. Anything that fails
+becomes a ``StoreUnavailableError`` that names host and port.
+
+Why not redis-py's own ``Retry`` for commands (read in redis-py 8.1 and 5.0.8):
+a connection's ``retry`` wraps connecting *and* every command, pipeline and
+pub/sub call (``Redis._execute_command``, ``Pipeline.execute``, ``PubSub._execute``),
+on ConnectionError, TimeoutError and socket.timeout (``Retry``'s default
+``supported_errors``). In 8.1 a failed command is re-sent on any of them, so a
+write whose reply timed out (or whose connection dropped after it was sent)
+runs twice or more: an INCR, an inbox RPUSH, a whole pipeline of queued writes.
+5.0.8 re-sent a command only on errors listed in ``retry_on_error`` (empty
+unless ``retry_on_timeout``), but retried connecting. So the pool's connections
+get a zero-retry ``Retry`` and retry ``connect()`` themselves: a connection
+being made carries nothing of ours yet, and its handshake (AUTH, HELLO, SELECT,
+CLIENT SETINFO) is idempotent. A pooled socket the server closed is still
+replaced before use (``ConnectionPool.get_connection`` checks it and reconnects).
+URL options ``retry_on_timeout`` / ``retry_on_error`` change nothing here.
 """
 
 from __future__ import annotations
@@ -17,17 +32,45 @@ from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..errors import StoreUnavailableError
 
 __all__ = ["connect", "describe", "redis_errors", "load_script", "unavailable"]
 
-#: Attempts after the first one on ConnectionError / TimeoutError.
+#: Connection attempts after the first one on ConnectionError / TimeoutError (never a command).
 RETRIES = 3
 #: Backoff: 10 ms, 20 ms, 40 ms ... capped at 0.5 s (bounded: ~0.1 s worst case).
 BACKOFF = ExponentialBackoff(cap=0.5, base=0.01)
+_CONNECT_RETRY = Retry(BACKOFF, RETRIES)
+#: What the connections get as ``retry``: a command is tried once.
+_NO_RESEND = Retry(NoBackoff(), 0)
+
+
+class _RetryConnecting:
+    """Mixin for redis-py connection classes: ``connect()`` is retried, with backoff."""
+
+    def connect(self) -> None:
+        base: Any = super()
+        _CONNECT_RETRY.call_with_retry(base.connect, lambda _error: base.disconnect())
+
+
+class _Connection(_RetryConnecting, redis.Connection):
+    """TCP."""
+
+
+class _SSLConnection(_RetryConnecting, redis.SSLConnection):
+    """TLS (``rediss://``)."""
+
+
+class _UnixConnection(_RetryConnecting, redis.UnixDomainSocketConnection):
+    """Unix socket (``unix://``)."""
+
+
+_CONNECTION_CLASSES: dict[str, type[Any]] = {
+    "redis": _Connection, "rediss": _SSLConnection, "unix": _UnixConnection,
+}
 
 _pools: dict[tuple[str, int], redis.ConnectionPool] = {}
 _pools_lock = threading.Lock()
@@ -52,14 +95,21 @@ def connect(url: str) -> redis.Redis:
             pool = redis.ConnectionPool.from_url(
                 url,
                 decode_responses=True,
-                retry=Retry(BACKOFF, RETRIES),
+                retry=_NO_RESEND,
                 socket_connect_timeout=5.0,
                 socket_timeout=10.0,
                 health_check_interval=30,
+                **_connection_class(url),
                 **_tls_options(url),
             )
             _pools[key] = pool
     return redis.Redis(connection_pool=pool)
+
+
+def _connection_class(url: str) -> dict[str, Any]:
+    """Our connection class for the URL's scheme (an unknown scheme: redis-py's own error)."""
+    cls = _CONNECTION_CLASSES.get(urlsplit(url).scheme)
+    return {"connection_class": cls} if cls is not None else {}
 
 
 def _tls_options(url: str) -> dict[str, Any]:
@@ -96,7 +146,7 @@ def describe(client: Any) -> str:
 def unavailable(client: Any, exc: BaseException) -> StoreUnavailableError:
     """The error to raise when Redis behind ``client`` cannot be reached."""
     return StoreUnavailableError(
-        f"Cannot reach Redis at {describe(client)} after {RETRIES} retries: {exc}"
+        f"Cannot reach Redis at {describe(client)}: {exc}"
     )
 
 
