@@ -35,7 +35,8 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from ..errors import StoreUnavailableError
+from ..errors import ConfigError, StoreUnavailableError
+from ..redact import MASK, redact_url
 
 __all__ = ["connect", "describe", "redis_errors", "load_script", "unavailable"]
 
@@ -86,24 +87,39 @@ def connect(url: str) -> redis.Redis:
     certificate against its host name (see ``_tls_options``).
 
     Raises:
-        ValueError: the URL is malformed (redis-py's own message).
+        ConfigError: the URL is malformed (a ``ValueError``; the message quotes the URL
+            with its password masked).
     """
     key = (url, os.getpid())
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            pool = redis.ConnectionPool.from_url(
-                url,
-                decode_responses=True,
-                retry=_NO_RESEND,
-                socket_connect_timeout=5.0,
-                socket_timeout=10.0,
-                health_check_interval=30,
-                **_connection_class(url),
-                **_tls_options(url),
-            )
+            try:
+                pool = redis.ConnectionPool.from_url(
+                    url,
+                    decode_responses=True,
+                    retry=_NO_RESEND,
+                    socket_connect_timeout=5.0,
+                    socket_timeout=10.0,
+                    health_check_interval=30,
+                    **_connection_class(url),
+                    **_tls_options(url),
+                )
+            except ValueError as exc:
+                raise ConfigError(_malformed(url, exc)) from None
             _pools[key] = pool
     return redis.Redis(connection_pool=pool)
+
+
+def _malformed(url: str, exc: ValueError) -> str:
+    """What is wrong with ``url``, never quoting its password. redis-py's own words may
+    quote a piece of it (``redis://:pa/ss@h`` gives "Port could not be cast to integer
+    value as 'pa'"), so they are left out when the URL holds a secret; the original
+    exception is not chained either, as Celery logs chained tracebacks too."""
+    shown = redact_url(url)
+    if shown == url:
+        return f"Malformed Redis URL {shown!r}: {exc}"
+    return f"Malformed Redis URL {shown!r} (percent-encode any of : / ? # @ in its password)"
 
 
 def _connection_class(url: str) -> dict[str, Any]:
@@ -133,7 +149,8 @@ def _tls_options(url: str) -> dict[str, Any]:
 
 
 def describe(client: Any) -> str:
-    """``host:port`` (or the socket path) a client talks to, for error messages."""
+    """``host:port`` (or the socket path) a client talks to, for error messages: never
+    the user or password."""
     try:
         kw = client.connection_pool.connection_kwargs
     except AttributeError:
@@ -144,10 +161,14 @@ def describe(client: Any) -> str:
 
 
 def unavailable(client: Any, exc: BaseException) -> StoreUnavailableError:
-    """The error to raise when Redis behind ``client`` cannot be reached."""
-    return StoreUnavailableError(
-        f"Cannot reach Redis at {describe(client)}: {exc}"
-    )
+    """The error to raise when Redis behind ``client`` cannot be reached. Its message
+    names host and port; should redis-py's words ever echo the password, it is masked."""
+    message = f"Cannot reach Redis at {describe(client)}: {exc}"
+    try:
+        password = client.connection_pool.connection_kwargs.get("password")
+    except AttributeError:
+        password = None
+    return StoreUnavailableError(message.replace(password, MASK) if password else message)
 
 
 @contextmanager
