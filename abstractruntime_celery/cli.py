@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import AbstractRuntimeCeleryError
+from .redact import redact_url
 
 console = Console()
 
@@ -67,7 +68,8 @@ def demo(broker: str | None, store_url: str | None, external_workers: bool, time
 
                 stack.enter_context(start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
                                                  queues=[settings.queue], loglevel="WARNING"))
-            say(f"distributed: broker {broker}, store {settings.store_url}, prefix {settings.key_prefix}")
+            say(f"distributed: broker {redact_url(broker)}, store {redact_url(settings.store_url)}, "
+                f"prefix {settings.key_prefix}")
             stack.callback(_delete_prefix, sr.driver.coord.client, settings.key_prefix)
             if not external_workers:  # kombu's binding record of our private queue
                 stack.callback(_delete_prefix, redis.Redis.from_url(broker), f"_kombu.binding*.{settings.queue}")

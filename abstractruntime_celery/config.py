@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .redact import redact_url
 
 ENV_PREFIX = "ABSTRACTRUNTIME_CELERY_"
 CONF_PREFIX = "abstractruntime_"
@@ -82,7 +83,8 @@ class Settings:
             if kind is float:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not ok:
-                raise ConfigError(f"Setting {f.name} expects {kind.__name__}, got {type(value).__name__} {value!r:.80}")
+                shown = redact_url(repr(value)) if f.name.endswith("_url") else repr(value)
+                raise ConfigError(f"Setting {f.name} expects {kind.__name__}, got {type(value).__name__} {shown:.80}")
         if not self.key_prefix or not self.queue:
             raise ConfigError("key_prefix and queue must not be empty")
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
@@ -99,12 +101,17 @@ class Settings:
             raise ConfigError("retry_backoff_s and retry_backoff_max_s must be >= 0, control_timeout_s > 0")
 
     def resolved_coord_url(self, broker_url: str | None = None) -> str:
-        """The URL of the coordination Redis, or ``memory://`` for the embedded mode."""
+        """The URL of the coordination Redis, or ``memory://`` for the embedded mode.
+
+        Raises:
+            ConfigError: ``coord_url`` is set but is not a Redis URL (quoted with its
+                password masked: Celery logs this message with every task).
+        """
         for url in (self.coord_url, self.store_url, broker_url or ""):
             if url.startswith(("redis://", "rediss://", "unix://")):
                 return url
             if url == self.coord_url and url:
-                raise ConfigError(f"abstractruntime_coord_url must be a Redis URL, got {url!r}")
+                raise ConfigError(f"abstractruntime_coord_url must be a Redis URL, got {redact_url(url)!r}")
         return "memory://"
 
 

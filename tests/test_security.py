@@ -8,9 +8,13 @@ Every server here is a private ``redis-server`` started in tmp_path on a free po
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +23,7 @@ import redis
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import AbstractRuntimeCeleryError, create_scheduled_runtime
+from abstractruntime_celery.stores.redis.connection import connect
 from soak.redisproc import PrivateRedis
 from tests.conftest import BROKER_URL, STORE_URL, _delete_prefix, make_app, make_settings
 from tests.workflows import registry
@@ -27,11 +32,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def drive_workflows(store_url: str, prefix: str) -> dict[str, Any]:
-    """A timer run, an event run and a parent with a child, through an in-process Celery
-    worker, with ``store_url`` for the store and (by default) the coordination."""
+    """A timer run, an event run, a parent with a child, and a timer beyond the horizon that
+    only the sweep (``poll_once``) can bring forward, through an in-process Celery worker,
+    with ``store_url`` for the store and (by default) the coordination."""
     from celery.contrib.testing.worker import start_worker
 
-    settings = make_settings(prefix, store_url=store_url)
+    settings = make_settings(prefix, store_url=store_url, timer_horizon_s=1.0)
     app = make_app(settings)
     sr = create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=False)
     assert sr.driver.coord.client is not None
@@ -48,13 +54,21 @@ def drive_workflows(store_url: str, prefix: str) -> dict[str, Any]:
             parent_id, _ = sr.run(registry.get("parent"), vars={"child_delay": 0.3}, wait=False)
             parent = sr.wait_for(parent_id, timeout=30, until=lambda r: r.status == RunStatus.COMPLETED)
             timer = sr.wait_for(timer_id, timeout=30, until=lambda r: r.status == RunStatus.COMPLETED)
-            out = {"timer": timer, "event": done, "parent": parent, "stats": sr.stats}
+            late_id, state = sr.run(registry.get("timer"), vars={"delay": 2.0}, timeout=30)
+            assert state.status == RunStatus.WAITING  # due beyond the horizon: no ETA was sent
+            deadline = time.monotonic() + 30
+            while state.status != RunStatus.COMPLETED and time.monotonic() < deadline:
+                sr.scheduler.poll_once()  # the sweep: arms its timer once within the horizon
+                time.sleep(0.2)
+                state = sr.get_state(late_id)
+            assert state.status == RunStatus.COMPLETED, state.status
+            out = {"timer": timer, "event": done, "parent": parent, "late": state, "stats": sr.stats}
     finally:
         sr.stop()
         with app.connection_for_write() as conn:
             conn.default_channel.client.delete(settings.queue)
         _delete_prefix(BROKER_URL, f"_kombu.binding*.{settings.queue}")
-    assert out["stats"].transitions >= 4 and out["stats"].events_applied == 1
+    assert out["stats"].transitions >= 4 and out["stats"].events_applied == 1 and out["stats"].sweeps >= 1
     assert not out["stats"].errors, out["stats"].errors
     return out
 
@@ -94,20 +108,50 @@ def test_password_protected_redis_carries_store_and_leases(authed_redis: Private
     assert "auth" in str(info.value).lower() or "NOAUTH" in str(info.value)
 
 
+def readme_acl_recipe(prefix: str, password: str) -> list[str]:
+    """The README's tenant ACL line (section "Operating it"), for ``prefix`` and ``password``."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Operating it", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"`(ACL SETUSER tenant [^`]+)`", section)
+    assert found, "the README gives no tenant ACL recipe"
+    words = shlex.split(found.group(1))
+    for word in (">secret", "~arc:*", "&arc:*"):
+        assert word in words, word
+    swap = {">secret": f">{password}", "~arc:*": f"~{prefix}*", "&arc:*": f"&{prefix}*"}
+    return [swap.get(w, w) for w in words]
+
+
+#: Commands that list or reveal key or channel names beyond the user's own patterns (Redis
+#: 7.0's command table, read with COMMAND and ACL CAT: those with no key or channel argument
+#: that ACL could check, outside @dangerous). CLIENT TRACKING BCAST pushes the name of every
+#: key anyone changes; FUNCTION STATS shows the running function's arguments.
+NAME_LEAKS = [("SCAN", "0"), ("RANDOMKEY",), ("KEYS", "*"), ("PUBSUB", "CHANNELS"), ("PUBSUB", "NUMSUB", "x"),
+              ("PUBSUB", "SHARDCHANNELS"), ("PUBSUB", "SHARDNUMSUB", "x"), ("PUBSUB", "NUMPAT"),
+              ("CLIENT", "TRACKING", "ON", "BCAST"), ("FUNCTION", "LIST"), ("FUNCTION", "STATS"),
+              ("FUNCTION", "DUMP"), ("CLIENT", "LIST"), ("SLOWLOG", "GET"), ("ACL", "LOG"), ("MONITOR",)]
+
+
 def test_acl_user_limited_to_its_prefix_runs_workflows(authed_redis: PrivateRedis) -> None:
-    """An ACL user that may touch only ``<prefix>*`` keys and channels: everything the package
-    writes (run store, ledger, leases, inbox, timers, stats, notices) must fit in it."""
+    """An ACL user made with the README's recipe may touch only ``<prefix>*`` keys and
+    channels: everything the package writes (run store, ledger, leases, inbox, timers,
+    stats, notices) must fit in it, and it cannot learn another tenant's key names."""
     prefix = f"acl{uuid.uuid4().hex[:6]}:"
     admin = authed_redis.client(0)
-    admin.execute_command("ACL", "SETUSER", "tenant", "on", ">tenant-pw", f"~{prefix}*", f"&{prefix}*",
-                          "+@all", "-@dangerous", "+info")
+    admin.execute_command(*readme_acl_recipe(prefix, "tenant-pw"))
+    admin.set("other-tenant:run:secret-run-id", 1)
     url = f"redis://tenant:tenant-pw@127.0.0.1:{authed_redis.port}/0"
     out = drive_workflows(url, prefix)
-    assert out["timer"].status == RunStatus.COMPLETED
-    # The user really is fenced: a key outside its prefix is refused.
+    assert out["timer"].status == RunStatus.COMPLETED and out["late"].status == RunStatus.COMPLETED
+    assert out["parent"].output["child"]["output"]["until"]
+    # The user really is fenced: a key outside its prefix is refused...
     tenant = redis.Redis.from_url(url)
     with pytest.raises(redis.exceptions.NoPermissionError):
         tenant.set("other-tenant:x", 1)
+    # ...and so is every command that would list or reveal another tenant's key names.
+    for command in NAME_LEAKS:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            tenant.execute_command(*command)
+    admin.delete("other-tenant:run:secret-run-id")
 
 
 # --- TLS -----------------------------------------------------------------------------------------
@@ -116,8 +160,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+class _AdminSkipsHostName(PrivateRedis):
+    """Its own readiness probe and admin client do not check the host name (the tests do)."""
+
+    def client(self, db: int = 0) -> redis.Redis:
+        assert self.tls is not None
+        return redis.Redis.from_url(self.db_url(db), socket_connect_timeout=1.0, ssl_ca_certs=self.tls["ca"],
+                                    ssl_cert_reqs="required", ssl_check_hostname=False)
+
+
+def _tls_server(tmp_path: Path, name: str, san: str) -> PrivateRedis:
+    """A TLS-only redis-server whose certificate (from a fresh throwaway CA, ``ca.crt`` beside
+    it) names ``name`` (CN) and ``san`` (subjectAltName). Not started."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     d = tmp_path / "pki"
@@ -125,20 +179,68 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "1", "-subj", "/CN=arc-test-ca", cwd=d)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+             "-subj", f"/CN={name}", cwd=d)
+    (d / "san.ext").write_text(f"subjectAltName={san}\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=d)
-    r = PrivateRedis(tmp_path / "redis", aof=False, tls={"cert": str(d / "server.crt"), "key": str(d / "server.key"),
-                                                         "ca": str(d / "ca.crt")})
+    return _AdminSkipsHostName(tmp_path / "redis", aof=False, tls={
+        "cert": str(d / "server.crt"), "key": str(d / "server.key"), "ca": str(d / "ca.crt")})
+
+
+@contextmanager
+def _running(server: PrivateRedis) -> Iterator[PrivateRedis]:
     try:
-        r.start()
+        server.start()
     except RuntimeError as exc:
-        if "tls" in r.log().lower() or "tls" in str(exc).lower():
+        if "tls" in server.log().lower() or "tls" in str(exc).lower():
             pytest.skip(f"this redis-server has no TLS: {exc}")
         raise
-    yield r, d / "ca.crt"
-    r.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+    with _running(_tls_server(tmp_path, "localhost", "IP:127.0.0.1,DNS:localhost")) as r:
+        yield r, Path(r.tls["ca"] if r.tls else "")
+
+
+@pytest.fixture
+def tls_redis_wrong_name(tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+    """A TLS server whose certificate, from a CA the client trusts, names another host."""
+    name = "not-this-host.example"
+    with _running(_tls_server(tmp_path, name, f"DNS:{name}")) as r:
+        yield r, Path(r.tls["ca"] if r.tls else "")
+
+
+def _tls_url(server: PrivateRedis, ca: Path, extra: str = "") -> str:
+    return f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}{extra}"
+
+
+def test_tls_refuses_a_certificate_issued_for_another_host(
+        tls_redis_wrong_name: tuple[PrivateRedis, Path]) -> None:
+    """The CA is trusted, but its certificate names not-this-host.example, not 127.0.0.1:
+    refused, whatever redis-py's own default (5.x does not check host names)."""
+    server, ca = tls_redis_wrong_name
+    client = connect(_tls_url(server, ca))
+    assert client.connection_pool.connection_kwargs["ssl_check_hostname"] is True
+    with pytest.raises(redis.ConnectionError) as info:
+        client.ping()
+    text = str(info.value).lower()
+    assert "certificate" in text and ("hostname" in text or "ip address mismatch" in text), text
+    # An explicit ssl_check_hostname=false is the operator's (unsafe) choice, and is honoured.
+    lax = connect(_tls_url(server, ca, "&ssl_check_hostname=false"))
+    assert lax.connection_pool.connection_kwargs["ssl_check_hostname"] is False
+    assert lax.ping()
+
+
+def test_tls_accepts_a_certificate_for_its_ip_address(tls_redis: tuple[PrivateRedis, Path]) -> None:
+    server, ca = tls_redis
+    client = connect(_tls_url(server, ca))
+    assert client.connection_pool.connection_kwargs["ssl_check_hostname"] is True
+    assert client.ping()
 
 
 def test_tls_redis_carries_store_and_leases(tls_redis: tuple[PrivateRedis, Path]) -> None:

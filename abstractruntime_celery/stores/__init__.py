@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 from abstractruntime import QueryableRunStore
 
 from ..errors import ConfigError
+from ..redact import redact_url
 from .fenced import FencedRunStore, LeaseCheck
 
 __all__ = ["open_stores", "require_queryable", "FencedRunStore", "is_redis_url"]
@@ -40,7 +41,8 @@ def open_stores(url: str, *, prefix: str, still_ours: LeaseCheck, client: Any = 
     ``RedisRunStore``).
 
     Raises:
-        ConfigError: the URL scheme is unknown or the URL lacks a path.
+        ConfigError: the URL scheme is unknown or the URL lacks a path (the message
+            quotes the URL with its password masked).
         StoreUnavailableError: a Redis store URL names a server that cannot be reached.
     """
     parsed = urlparse(url)
@@ -54,7 +56,7 @@ def open_stores(url: str, *, prefix: str, still_ours: LeaseCheck, client: Any = 
 
         path = Path(unquote(parsed.path or ""))
         if not str(path) or str(path) == "/":
-            raise ConfigError(f"Store URL {url!r} needs a directory: file:///path/to/dir")
+            raise ConfigError(f"Store URL {redact_url(url)!r} needs a directory: file:///path/to/dir")
         path.mkdir(parents=True, exist_ok=True)
         return FencedRunStore(JsonFileRunStore(path), still_ours), JsonlLedgerStore(path)
     if scheme == "sqlite":
@@ -62,7 +64,7 @@ def open_stores(url: str, *, prefix: str, still_ours: LeaseCheck, client: Any = 
 
         raw = unquote(url[len("sqlite://"):])
         if not raw or raw == "/":
-            raise ConfigError(f"Store URL {url!r} needs a file: sqlite:///path/to/runs.db")
+            raise ConfigError(f"Store URL {redact_url(url)!r} needs a file: sqlite:///path/to/runs.db")
         Path(raw).parent.mkdir(parents=True, exist_ok=True)
         db = SqliteDatabase(Path(raw))
         return FencedRunStore(SqliteRunStore(db), still_ours), SqliteLedgerStore(db)
@@ -73,5 +75,5 @@ def open_stores(url: str, *, prefix: str, still_ours: LeaseCheck, client: Any = 
         return (RedisRunStore(client, prefix=prefix, control_ttl_s=control_ttl_s),
                 RedisLedgerStore(client, prefix=prefix))
     raise ConfigError(
-        f"Unknown store URL {url!r}: use memory://, file:///dir, sqlite:///file.db or redis://host:port/db"
+        f"Unknown store URL {redact_url(url)!r}: use memory://, file:///dir, sqlite:///file.db or redis://host:port/db"
     )

@@ -1,9 +1,24 @@
 """Redis connections for the stores: one pool per (url, pid), bounded retries, clear errors.
 
 A forked worker must never share a socket with its parent, so pools are keyed
-by process id as well as URL. Transient network errors are retried by
-redis-py's own ``Retry`` (exponential backoff, a few attempts); anything that
-still fails becomes a ``StoreUnavailableError`` that names host and port.
+by process id as well as URL. Connecting is retried (exponential backoff, a few
+attempts); a command, once sent, is never sent again. Anything that fails
+becomes a ``StoreUnavailableError`` that names host and port.
+
+Why not redis-py's own ``Retry`` for commands (read in redis-py 8.1 and 5.0.8):
+a connection's ``retry`` wraps connecting *and* every command, pipeline and
+pub/sub call (``Redis._execute_command``, ``Pipeline.execute``, ``PubSub._execute``),
+on ConnectionError, TimeoutError and socket.timeout (``Retry``'s default
+``supported_errors``). In 8.1 a failed command is re-sent on any of them, so a
+write whose reply timed out (or whose connection dropped after it was sent)
+runs twice or more: an INCR, an inbox RPUSH, a whole pipeline of queued writes.
+5.0.8 re-sent a command only on errors listed in ``retry_on_error`` (empty
+unless ``retry_on_timeout``), but retried connecting. So the pool's connections
+get a zero-retry ``Retry`` and retry ``connect()`` themselves: a connection
+being made carries nothing of ours yet, and its handshake (AUTH, HELLO, SELECT,
+CLIENT SETINFO) is idempotent. A pooled socket the server closed is still
+replaced before use (``ConnectionPool.get_connection`` checks it and reconnects).
+URL options ``retry_on_timeout`` / ``retry_on_error`` change nothing here.
 """
 
 from __future__ import annotations
@@ -12,19 +27,49 @@ import os
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from ...errors import StoreUnavailableError
+from ...errors import ConfigError, StoreUnavailableError
+from ...redact import MASK, redact_url
 
 __all__ = ["connect", "describe", "redis_errors", "unavailable"]
 
-#: Attempts after the first one on ConnectionError / TimeoutError.
+#: Connection attempts after the first one on ConnectionError / TimeoutError (never a command).
 RETRIES = 3
 #: Backoff: 10 ms, 20 ms, 40 ms ... capped at 0.5 s (bounded: ~0.1 s worst case).
 BACKOFF = ExponentialBackoff(cap=0.5, base=0.01)
+_CONNECT_RETRY = Retry(BACKOFF, RETRIES)
+#: What the connections get as ``retry``: a command is tried once.
+_NO_RESEND = Retry(NoBackoff(), 0)
+
+
+class _RetryConnecting:
+    """Mixin for redis-py connection classes: ``connect()`` is retried, with backoff."""
+
+    def connect(self) -> None:
+        base: Any = super()
+        _CONNECT_RETRY.call_with_retry(base.connect, lambda _error: base.disconnect())
+
+
+class _Connection(_RetryConnecting, redis.Connection):
+    """TCP."""
+
+
+class _SSLConnection(_RetryConnecting, redis.SSLConnection):
+    """TLS (``rediss://``)."""
+
+
+class _UnixConnection(_RetryConnecting, redis.UnixDomainSocketConnection):
+    """Unix socket (``unix://``)."""
+
+
+_CONNECTION_CLASSES: dict[str, type[Any]] = {
+    "redis": _Connection, "rediss": _SSLConnection, "unix": _UnixConnection,
+}
 
 _pools: dict[tuple[str, int], redis.ConnectionPool] = {}
 _pools_lock = threading.Lock()
@@ -36,29 +81,74 @@ def connect(url: str) -> redis.Redis:
     User, password and db number come from the URL
     (``redis://user:secret@host:6379/11``). Responses are decoded as UTF-8 str.
     One pool per (url, pid): clients made in one process share sockets, a
-    forked child gets fresh ones.
+    forked child gets fresh ones. A ``rediss://`` URL checks the server's
+    certificate against its host name (see ``_tls_options``).
 
     Raises:
-        ValueError: the URL is malformed (redis-py's own message).
+        ConfigError: the URL is malformed (a ``ValueError``; the message quotes the URL
+            with its password masked).
     """
     key = (url, os.getpid())
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            pool = redis.ConnectionPool.from_url(
-                url,
-                decode_responses=True,
-                retry=Retry(BACKOFF, RETRIES),
-                socket_connect_timeout=5.0,
-                socket_timeout=10.0,
-                health_check_interval=30,
-            )
+            try:
+                pool = redis.ConnectionPool.from_url(
+                    url,
+                    decode_responses=True,
+                    retry=_NO_RESEND,
+                    socket_connect_timeout=5.0,
+                    socket_timeout=10.0,
+                    health_check_interval=30,
+                    **_connection_class(url),
+                    **_tls_options(url),
+                )
+            except ValueError as exc:
+                raise ConfigError(_malformed(url, exc)) from None
             _pools[key] = pool
     return redis.Redis(connection_pool=pool)
 
 
+def _malformed(url: str, exc: ValueError) -> str:
+    """What is wrong with ``url``, never quoting its password. redis-py's own words may
+    quote a piece of it (``redis://:pa/ss@h`` gives "Port could not be cast to integer
+    value as 'pa'"), so they are left out when the URL holds a secret; the original
+    exception is not chained either, as Celery logs chained tracebacks too."""
+    shown = redact_url(url)
+    if shown == url:
+        return f"Malformed Redis URL {shown!r}: {exc}"
+    return f"Malformed Redis URL {shown!r} (percent-encode any of : / ? # @ in its password)"
+
+
+def _connection_class(url: str) -> dict[str, Any]:
+    """Our connection class for the URL's scheme (an unknown scheme: redis-py's own error)."""
+    cls = _CONNECTION_CLASSES.get(urlsplit(url).scheme)
+    return {"connection_class": cls} if cls is not None else {}
+
+
+def _tls_options(url: str) -> dict[str, Any]:
+    """``ssl_check_hostname=True`` for a ``rediss://`` URL, whatever redis-py defaults to.
+
+    redis-py 5.x does not check the host name (a certificate the CA issued for any
+    other host is accepted); 6.0 and later do. An explicit ``ssl_check_hostname`` in
+    the URL's query is left to redis-py: ``=false`` is honoured but unsafe (anyone
+    holding a certificate from the same CA can pose as the server). With
+    ``ssl_cert_reqs=none`` nothing is verified at all, and Python's ``ssl`` refuses a
+    host name check without verification, so none is asked for.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return {}
+    query = parse_qs(parts.query)
+    reqs = (query.get("ssl_cert_reqs") or ["required"])[-1].strip().lower()
+    if "ssl_check_hostname" in query or reqs in ("none", "cert_none"):
+        return {}
+    return {"ssl_check_hostname": True}
+
+
 def describe(client: Any) -> str:
-    """``host:port`` (or the socket path) a client talks to, for error messages."""
+    """``host:port`` (or the socket path) a client talks to, for error messages: never
+    the user or password."""
     try:
         kw = client.connection_pool.connection_kwargs
     except AttributeError:
@@ -69,10 +159,14 @@ def describe(client: Any) -> str:
 
 
 def unavailable(client: Any, exc: BaseException) -> StoreUnavailableError:
-    """The error to raise when Redis behind ``client`` cannot be reached."""
-    return StoreUnavailableError(
-        f"Cannot reach Redis at {describe(client)} after {RETRIES} retries: {exc}"
-    )
+    """The error to raise when Redis behind ``client`` cannot be reached. Its message
+    names host and port; should redis-py's words ever echo the password, it is masked."""
+    message = f"Cannot reach Redis at {describe(client)}: {exc}"
+    try:
+        password = client.connection_pool.connection_kwargs.get("password")
+    except AttributeError:
+        password = None
+    return StoreUnavailableError(message.replace(password, MASK) if password else message)
 
 
 @contextmanager
