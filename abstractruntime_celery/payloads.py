@@ -2,14 +2,16 @@
 
 Run state is JSON by contract; a value that is not JSON would be accepted by the
 in-memory store and break later in a worker. We refuse it at the caller instead.
+The check encodes with the stores' own codec (``codec.py``), so what it accepts
+the stores can write, and its size is the size stored.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from .codec import dumps_bytes
 from .errors import PayloadError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -42,19 +44,14 @@ def check_object(value: Any, *, what: str, limit: int) -> dict[str, Any]:
     """Return ``value`` if it is a JSON object of at most ``limit`` bytes.
 
     Raises:
-        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), has
-            non-string keys, is nested deeper than MAX_DEPTH, or is too large.
+        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), holds
+            text UTF-8 cannot encode (a lone surrogate), has non-string keys, is nested
+            deeper than MAX_DEPTH, or is over ``limit`` bytes as the stores encode it.
     """
     if not isinstance(value, dict):
         raise PayloadError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
     _check_shape(value, what, MAX_DEPTH)
-    try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"{what} is not JSON-serialisable: {exc}") from exc
-    except RecursionError as exc:
-        raise PayloadError(f"{what} is nested too deeply to serialise") from exc
-    size = len(text.encode("utf-8"))
+    size = len(dumps_bytes(value, what=what))
     if size > limit:
         raise PayloadError(f"{what} is {size} bytes of JSON, over the limit of {limit} bytes")
     return value

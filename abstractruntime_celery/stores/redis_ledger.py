@@ -25,6 +25,7 @@ from abstractruntime.storage.base import LedgerStore
 
 from .. import _scripts
 from ..batch import ahead, collecting_ahead, send_ahead
+from ..codec import encode_text
 from ..errors import LeaseLostError, PayloadError
 from .known import known
 from .redis_conn import load_script, redis_errors
@@ -86,10 +87,20 @@ class RedisLedgerStore(LedgerStore):
         return f"{self._prefix}ledger-done:{run_id}"
 
     def _encode(self, run_id: str, record_dict: Dict[str, Any]) -> bytes:
+        """The record as stored: upstream's compact JSON, in UTF-8 (``codec.encode_text``).
+
+        Raises:
+            PayloadError: not JSON, text UTF-8 cannot encode (a lone surrogate), or over
+                ``max_record_bytes``.
+        """
+        what = f"Ledger record of run '{run_id}'"
         try:
-            payload = _dumps(record_dict).encode("utf-8")
+            text = _dumps(record_dict)
         except (TypeError, ValueError) as exc:
-            raise PayloadError(f"Ledger record of run '{run_id}' is not JSON-serialisable: {exc}") from exc
+            raise PayloadError(f"{what} is not JSON-serialisable: {exc}") from exc
+        except RecursionError as exc:
+            raise PayloadError(f"{what} is nested too deeply to serialise") from exc
+        payload = encode_text(text, what=what)
         if len(payload) > self._max_bytes:
             raise PayloadError(
                 f"Ledger record of run '{run_id}' is {len(payload)} bytes, over the "

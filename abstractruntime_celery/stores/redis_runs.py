@@ -26,6 +26,7 @@ from abstractruntime.storage.base import RunStore
 
 from .. import _scripts
 from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, withdraw
+from ..codec import encode_text
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
 from .handoff import take
@@ -213,13 +214,17 @@ class RedisRunStore(RunStore):
         """ARGV[6:] of save_run.lua for ``run``.
 
         Raises:
-            PayloadError: not JSON, too large, or a malformed ``waiting.until``.
+            PayloadError: not JSON, text UTF-8 cannot encode (a lone surrogate), too large,
+                or a malformed ``waiting.until``.
         """
         rid = str(run.run_id)
         try:
-            doc = _dumps(_to_dict(run)).encode("utf-8")
+            text = _dumps(_to_dict(run))
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"Run '{rid}' is not JSON-serialisable: {exc}") from exc
+        except RecursionError as exc:
+            raise PayloadError(f"Run '{rid}' is nested too deeply to serialise") from exc
+        doc = encode_text(text, what=f"Run '{rid}'")
         if len(doc) > self._max_bytes:
             raise PayloadError(
                 f"Run '{rid}' record is {len(doc)} bytes, over the {self._max_bytes}-byte "
