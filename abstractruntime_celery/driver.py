@@ -32,7 +32,7 @@ from .errors import (
 from .inbox import Event, RedisInbox, new_event_id
 from .lease import Lease, LeaseKeeper, RedisLeases, current_fence
 from .marks import RunMarks
-from .payloads import check_object, check_run_id
+from .payloads import check_object, check_run_id, check_start_vars
 from .registry import require_workflow
 from .signals import Notices
 from .stores import open_stores, require_queryable
@@ -231,7 +231,7 @@ class Driver:
                       actor_id: str | None, session_id: str | None) -> dict[str, Any]:
         """``Runtime.start`` arguments for a new run, checked (raises as ``start_run``)."""
         spec = workflow if isinstance(workflow, WorkflowSpec) else require_workflow(self.registry, workflow)
-        check_object(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
+        check_start_vars(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
                      limit=self.settings.max_payload_bytes)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         kwargs: dict[str, Any] = {"workflow": spec, "vars": vars, "actor_id": actor_id, "run_id": run_id}

@@ -29,6 +29,7 @@ from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, withdraw
 from ..codec import encode_text
 from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ..isotime import to_epoch as iso_to_epoch
+from ..payloads import check_mailbox_names
 from .handoff import take
 from .known import Control, known
 from .redis_conn import load_script, redis_errors
@@ -215,7 +216,8 @@ class RedisRunStore(RunStore):
 
         Raises:
             PayloadError: not JSON, text UTF-8 cannot encode (a lone surrogate), too large,
-                or a malformed ``waiting.until``.
+                a malformed ``waiting.until``, or too many or too long mailbox names
+                (``payloads.MAX_MAILBOX_NAMES``: each is an index key).
         """
         rid = str(run.run_id)
         try:
@@ -251,7 +253,9 @@ class RedisRunStore(RunStore):
             and waiting.wait_key
         ):
             wk = waiting.wait_key
-        mbox = "\n".join(sorted(_mailbox_names(run.vars))) if status in _ACTIVE else ""
+        names = _mailbox_names(run.vars) if status in _ACTIVE else frozenset()
+        check_mailbox_names(names, what=f"Run '{rid}'")
+        mbox = "\n".join(sorted(names))
         return [
             doc,
             status,
