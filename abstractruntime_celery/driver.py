@@ -31,6 +31,7 @@ from .errors import (
 )
 from .inbox import Event, RedisInbox, new_event_id
 from .lease import Lease, LeaseKeeper, RedisLeases, current_fence
+from .logguard import import_upstream_utils
 from .marks import RunMarks
 from .payloads import check_object, check_run_id, check_start_vars
 from .registry import require_workflow
@@ -65,6 +66,7 @@ class Driver:
             ConfigError: a store or coordination URL is malformed.
             TypeError: the run store is not a QueryableRunStore.
         """
+        import_upstream_utils()  # now, keeping the host's log handlers (AbstractCore would clear them)
         self.settings = settings
         self.registry = registry
         self.coord = coordination or open_coordination(
