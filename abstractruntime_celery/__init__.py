@@ -30,13 +30,15 @@ from .registry import WorkflowRegistry
 from .runtime import ScheduledRuntime, create_scheduled_runtime
 from .scheduler import RunHandle, Scheduler
 from .stats import SchedulerStats
+from .stores.redis_ledger import RedisLedgerStore
+from .stores.redis_runs import RedisRunStore
 from .tasks import install
 
 __version__ = "0.1.0"
 
 __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
-    "RunHandle", "install", "Settings", "load_settings", "app",
+    "RunHandle", "install", "Settings", "load_settings", "app", "RedisRunStore", "RedisLedgerStore",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "LeaseLostError", "PayloadError",
     "RunControlledError", "RunNotWaitingError", "RunWaitTimeout", "StoreError", "StoreUnavailableError",
     "UnknownRunError", "UnknownWorkflowError", "VersionConflictError", "WaitKeyMismatchError",

@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from ..errors import StoreUnavailableError
 
-__all__ = ["connect", "describe", "redis_errors", "load_script", "unavailable"]
+__all__ = ["connect", "decodes_replies", "describe", "redis_errors", "load_script", "unavailable"]
 
 #: Attempts after the first one on ConnectionError / TimeoutError.
 RETRIES = 3
@@ -57,6 +57,20 @@ def connect(url: str) -> redis.Redis:
             )
             _pools[key] = pool
     return redis.Redis(connection_pool=pool)
+
+
+def decodes_replies(client: Any) -> bool:
+    """False if ``client`` is a redis-py client that returns bytes (no ``decode_responses``).
+
+    A client we cannot inspect (not redis-py) is given the benefit of the doubt. Raises nothing.
+    """
+    get_encoder = getattr(client, "get_encoder", None)
+    if not callable(get_encoder):
+        return True
+    try:
+        return bool(get_encoder().decode_responses)
+    except Exception:  # noqa: BLE001 - an exotic pool: do not refuse what we cannot read
+        return True
 
 
 def describe(client: Any) -> str:

@@ -28,7 +28,7 @@ from ..batch import ahead, collecting_ahead, send_ahead
 from ..codec import encode_text
 from ..errors import LeaseLostError, PayloadError
 from .known import known
-from .redis_conn import load_script, redis_errors
+from .redis_conn import connect, load_script, redis_errors
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class RedisLedgerStore(LedgerStore):
 
     ``fence`` works as in ``RedisRunStore``: with a lease, an append from a
     process that lost it is refused (``LeaseLostError``). ``max_record_bytes``
-    bounds one serialised record.
+    bounds one serialised record. ``client`` may decode replies or return bytes.
     """
 
     def __init__(
@@ -75,6 +75,16 @@ class RedisLedgerStore(LedgerStore):
         self._fence = fence
         self._max_bytes = int(max_record_bytes)
         self._append_script = load_script(client, "append_ledger")
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "arc:", **kwargs: Any) -> "RedisLedgerStore":
+        """A ledger on ``url`` through the package's pooled, retrying connection
+        (``redis_conn.connect``); ``kwargs`` as ``__init__``.
+
+        Raises:
+            ValueError: the URL is malformed (redis-py's message).
+        """
+        return cls(connect(url), prefix=prefix, **kwargs)
 
     def shares_connection(self, client: Any) -> bool:
         """True if ``client`` talks to this ledger's Redis through the same pool."""

@@ -27,12 +27,13 @@ from abstractruntime.storage.base import RunStore
 from .. import _scripts
 from ..batch import ahead, collecting_ahead, has_ahead, send_ahead, withdraw
 from ..codec import encode_text
-from ..errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
+from ..errors import (ConfigError, CorruptRunError, LeaseLostError, PayloadError, RunControlledError,
+                      VersionConflictError)
 from ..isotime import to_epoch as iso_to_epoch
 from ..payloads import check_mailbox_names
 from .handoff import take
 from .known import Control, known
-from .redis_conn import load_script, redis_errors
+from .redis_conn import connect, decodes_replies, load_script, redis_errors
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,10 @@ class RedisRunStore(RunStore):
     ``control_ttl_s``: how long a leased tick answers the control probe from what
     it last confirmed (0 turns that off; fenced saves check the fields anyway).
     Not for Redis Cluster: a save touches index keys that are not hash-tagged.
+
+    ``client`` must decode replies to str (``decode_responses=True``, as
+    ``redis_conn.connect`` and ``from_url`` make it): the queries read run ids
+    back from the indexes and build keys from them.
     """
 
     def __init__(
@@ -180,6 +185,16 @@ class RedisRunStore(RunStore):
         max_record_bytes: int = 16 * 1024 * 1024,
         control_ttl_s: float = CONTROL_TTL_S,
     ) -> None:
+        """Raises:
+            ConfigError: ``client`` returns bytes (built without ``decode_responses=True``);
+                with such a client ``list_runs`` and the other queries found nothing.
+        """
+        if not decodes_replies(client):
+            raise ConfigError(
+                "RedisRunStore needs a Redis client that decodes replies to str, and this one "
+                "returns bytes: use RedisRunStore.from_url(url), or build the client with "
+                "redis.Redis.from_url(url, decode_responses=True)"
+            )
         self._r = client
         self._prefix = prefix
         self._fence = fence
@@ -187,6 +202,16 @@ class RedisRunStore(RunStore):
         self._control_ttl_s = float(control_ttl_s)
         self._save_script = load_script(client, "save_run")
         self._delete_script = load_script(client, "delete_run")
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "arc:", **kwargs: Any) -> "RedisRunStore":
+        """A store on ``url`` (``redis://``, ``rediss://``, ``unix://``) through the package's
+        pooled, retrying, decoding connection (``redis_conn.connect``); ``kwargs`` as ``__init__``.
+
+        Raises:
+            ValueError: the URL is malformed (redis-py's message).
+        """
+        return cls(connect(url), prefix=prefix, **kwargs)
 
     # --- key names ---------------------------------------------------------------
 
