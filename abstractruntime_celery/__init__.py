@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Settings, load_settings
-from .errors import (
+from .compat import require_compatible_runtime
+
+require_compatible_runtime()  # first: an incompatible abstractruntime fails here, naming its version
+
+from .config import Settings, load_settings  # noqa: E402
+from .errors import (  # noqa: E402
     AbstractRuntimeCeleryError,
     ConfigError,
     CorruptRunError,
@@ -29,12 +33,12 @@ from .errors import (
     VersionConflictError,
     WaitKeyMismatchError,
 )
-from .registry import WorkflowRegistry
-from .runtime import ScheduledRuntime, create_scheduled_runtime
-from .scheduler import RunHandle, Scheduler
-from .stats import SchedulerStats
-from .stores.redis import RedisLedgerStore, RedisRunStore
-from .tasks import install
+from .registry import WorkflowRegistry  # noqa: E402
+from .runtime import ScheduledRuntime, create_scheduled_runtime  # noqa: E402
+from .scheduler import RunHandle, Scheduler  # noqa: E402
+from .stats import SchedulerStats  # noqa: E402
+from .stores.redis import RedisLedgerStore, RedisRunStore  # noqa: E402
+from .tasks import install  # noqa: E402
 
 __version__ = "0.1.0"
 

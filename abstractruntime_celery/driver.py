@@ -35,7 +35,7 @@ from .errors import (
 from .inbox import Event, LocalInbox, new_event_id
 from .keys import Keys
 from .lease import LeaseKeeper
-from .payloads import check_new_run_id, check_object, check_run_id, check_wait_key, payload_bytes
+from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes
 from .redact import redact_url
 from .registry import WorkflowRegistry, require_workflow
 from .runstate import EVENT_WAITS, TERMINAL, is_pause_wait, paused, takes
@@ -109,7 +109,7 @@ class Driver:
                      actor_id: Optional[str], session_id: Optional[str]) -> dict[str, Any]:
         """``Runtime.start`` arguments for a new run, checked (raises as ``start_run``)."""
         spec = workflow if isinstance(workflow, WorkflowSpec) else require_workflow(self.registry, workflow)
-        check_object(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
+        check_start_vars(vars if vars is not None else {}, what=f"vars of a new '{spec.workflow_id}' run",
                      limit=self.settings.max_payload_bytes)
         run_id = check_new_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         kwargs: dict[str, Any] = {"workflow": spec, "vars": vars, "actor_id": actor_id, "run_id": run_id}
@@ -298,9 +298,9 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
         TypeError: the run store is not a QueryableRunStore.
     """
     from . import effects
-    from .logguard import keep_host_logging
+    from .logguard import import_upstream_utils
 
-    keep_host_logging()
+    import_upstream_utils()  # now, keeping the host's log handlers (AbstractCore would clear them)
     keys = Keys(settings.key_prefix)
     coord_url = settings.resolved_coord_url(broker_url)
     _check_one_redis(settings, coord_url, runtime.run_store if runtime is not None else run_store)

@@ -2,15 +2,20 @@
 
 Run state is JSON by contract; a value that is not JSON would be accepted by the
 in-memory store and break later in a worker. We refuse it at the caller instead.
+The check encodes with the stores' own codec (``codec.py``), so what it accepts
+the stores can write, and its size is the size stored.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
+from typing import Any, Iterable
 
+from .codec import check_text, dumps_bytes
 from .errors import PayloadError
+
+from .stores.redis.codec import check_mailbox_names
+from .stores.redis.codec import mailbox_names_of as mailbox_names
 
 #: A run id: checked with a full match and never altered after (no strip, no case fold):
 #: anything a store or Runtime.start would normalise is refused instead.
@@ -46,34 +51,37 @@ def check_object(value: Any, *, what: str, limit: int) -> dict[str, Any]:
     """Return ``value`` if it is a JSON object of at most ``limit`` bytes.
 
     Raises:
-        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), has
-            non-string keys, is nested deeper than MAX_DEPTH, or is too large.
+        PayloadError: not a dict, not JSON-serialisable (bytes, sets, NaN, objects), holds
+            text UTF-8 cannot encode (a lone surrogate), has non-string keys, is nested
+            deeper than MAX_DEPTH, or is over ``limit`` bytes as the stores encode it.
     """
     if not isinstance(value, dict):
         raise PayloadError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
     _check_shape(value, what, MAX_DEPTH)
-    try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"{what} is not JSON-serialisable: {exc}") from exc
-    except RecursionError as exc:
-        raise PayloadError(f"{what} is nested too deeply to serialise") from exc
-    size = len(text.encode("utf-8"))
+    size = len(dumps_bytes(value, what=what))
     if size > limit:
         raise PayloadError(f"{what} is {size} bytes of JSON, over the limit of {limit} bytes")
     return value
 
 
-def payload_bytes(value: dict[str, Any]) -> bytes:
-    """``value`` as the stores write it: compact JSON, UTF-8 (the same codec as the stores).
+def payload_bytes(value: dict[str, Any], *, what: str = "payload") -> bytes:
+    """``value`` as the stores write it (``codec.dumps_bytes``).
 
     Raises:
         PayloadError: not JSON, or text that UTF-8 cannot encode (a lone surrogate).
     """
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-        raise PayloadError(f"payload is not JSON that can be stored: {exc}") from exc
+    return dumps_bytes(value, what=what)
+
+
+def check_start_vars(value: Any, *, what: str, limit: int) -> dict[str, Any]:
+    """Return ``value`` if it can start a run: ``check_object``, plus the mailbox bound.
+
+    Raises:
+        PayloadError: as ``check_object`` and ``check_mailbox_names``.
+    """
+    check_object(value, what=what, limit=limit)
+    check_mailbox_names(mailbox_names(value), what=what)
+    return value
 
 
 def check_run_id(run_id: Any) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitState
 
+from ...codec import check_text, encode_text
 from ...context import Control
 from ...errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ...isotime import to_epoch
@@ -85,6 +86,13 @@ try:  # run-index row fields (automations / lifecycle / workspace); newer releas
 except ImportError:  # pragma: no cover
     HAS_RUN_INDEX = False
 
+#: Most mailbox names one run may declare (``vars.events_mailbox``). The Redis run
+#: store keeps one index key per name and rewrites each on every save of the run:
+#: 25,000 names made 25,009 keys and saves that blocked Redis for 35-52 ms.
+MAX_MAILBOX_NAMES = 64
+#: Longest mailbox name, in UTF-8 bytes: each one is part of a Redis key name.
+MAX_MAILBOX_NAME_BYTES = 256
+
 ACTIVE = (RunStatus.RUNNING.value, RunStatus.WAITING.value)
 _DEADLINE_REASONS = (WaitReason.UNTIL, WaitReason.EVENT)
 
@@ -109,13 +117,18 @@ def encode(run: RunState, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
     """The document and the index fields of ``run`` (ARGV 4 and 5 of ``save_run.lua``).
 
     Raises:
-        PayloadError: not JSON, too large, or a malformed ``waiting.until``.
+        PayloadError: not JSON, text UTF-8 cannot encode (a lone surrogate), too large, a
+            malformed ``waiting.until``, or too many or too long mailbox names (each is an
+            index key: ``payloads.MAX_MAILBOX_NAMES``).
     """
     rid = str(run.run_id)
     try:
-        doc = dumps(_to_dict(run)).encode("utf-8")
+        text = dumps(_to_dict(run))
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"Run '{rid}' is not JSON-serialisable: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError(f"Run '{rid}' is nested too deeply to serialise") from exc
+    doc = encode_text(text, what=f"Run '{rid}'")
     if len(doc) > max_bytes:
         raise PayloadError(f"Run '{rid}' record is {len(doc)} bytes, over the {max_bytes}-byte limit "
                            "(max_record_bytes); keep large data in an artifact store")
@@ -144,10 +157,39 @@ def encode(run: RunState, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
         "wk": wkey if waiting_here and waiting.reason == WaitReason.EVENT else "",
         "wkey": wkey,
         "sid": str(run.session_id or ""),
-        "mbox": sorted(mailbox_names_of(run.vars)) if status in ACTIVE else [],
+        "mbox": sorted(_bounded_mailboxes(run, rid)) if status in ACTIVE else [],
         "row": index_row(run),
     }
     return doc, fields
+
+
+def check_mailbox_names(names: Iterable[str], *, what: str) -> None:
+    """Refuse mailbox names the Redis run store would turn into too many index keys.
+
+    ``save_run.lua`` splits the names on newlines, so a name holding one would
+    make several keys: refused too.
+
+    Raises:
+        PayloadError: more than MAX_MAILBOX_NAMES names, or a name over
+            MAX_MAILBOX_NAME_BYTES bytes, holding a newline or a lone surrogate.
+    """
+    names = sorted(names)
+    if len(names) > MAX_MAILBOX_NAMES:
+        raise PayloadError(
+            f"{what} declares {len(names)} mailbox names in vars.events_mailbox, over the limit "
+            f"of {MAX_MAILBOX_NAMES} (MAX_MAILBOX_NAMES): each name is an index key, rewritten on every save"
+        )
+    for name in names:
+        check_text(name, what=f"{what}: mailbox name {name[:40]!r} (MAX_MAILBOX_NAME_BYTES)",
+                   limit=MAX_MAILBOX_NAME_BYTES)
+        if "\n" in name:
+            raise PayloadError(f"{what} declares a mailbox name holding a newline: {name!r}")
+
+
+def _bounded_mailboxes(run: RunState, rid: str) -> frozenset:
+    names = mailbox_names_of(run.vars)
+    check_mailbox_names(names, what=f"Run '{rid}'")
+    return names
 
 
 def index_row(run: RunState) -> str:

@@ -36,7 +36,7 @@ from redis.retry import Retry
 from ...errors import ConfigError, StoreUnavailableError
 from ...redact import MASK, redact_url
 
-__all__ = ["connect", "describe", "redis_errors", "unavailable"]
+__all__ = ["connect", "decodes_replies", "describe", "redis_errors", "unavailable"]
 
 #: Connection attempts after the first one on ConnectionError / TimeoutError (never a command).
 RETRIES = 3
@@ -144,6 +144,20 @@ def _tls_options(url: str) -> dict[str, Any]:
     if "ssl_check_hostname" in query or reqs in ("none", "cert_none"):
         return {}
     return {"ssl_check_hostname": True}
+
+
+def decodes_replies(client: Any) -> bool:
+    """False if ``client`` is a redis-py client that returns bytes (no ``decode_responses``).
+
+    A client we cannot inspect (not redis-py) is given the benefit of the doubt. Raises nothing.
+    """
+    get_encoder = getattr(client, "get_encoder", None)
+    if not callable(get_encoder):
+        return True
+    try:
+        return bool(get_encoder().decode_responses)
+    except Exception:  # noqa: BLE001 - an exotic pool: do not refuse what we cannot read
+        return True
 
 
 def describe(client: Any) -> str:

@@ -25,11 +25,11 @@ from abstractruntime.core.models import StepRecord, StepStatus
 from abstractruntime.storage.base import LedgerStore
 
 from ... import scripts
+from ...codec import encode_text
 from ...context import current
 from ...errors import LeaseLostError, PayloadError
 from ...keys import Keys
 from .connection import connect, redis_errors
-from .runs import require_decoding
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,10 @@ class RedisLedgerStore(LedgerStore):
 
     In a tick, an append from a process that lost the run's lease is refused
     (``LeaseLostError``). ``max_record_bytes`` bounds one serialised record.
-
-    Raises (constructor):
-        ConfigError: ``client`` does not decode replies to str.
+    ``client`` may decode replies or return bytes (records are parsed either way).
     """
 
     def __init__(self, client: redis.Redis, *, prefix: str = "arc:", max_record_bytes: int = 16 * 1024 * 1024) -> None:
-        require_decoding(client, "RedisLedgerStore")
         self._r = client
         self.keys = Keys(prefix)
         self._max_bytes = int(max_record_bytes)
@@ -98,10 +95,20 @@ class RedisLedgerStore(LedgerStore):
         return self.keys.ledger_done(run_id)
 
     def _encode(self, run_id: str, record_dict: Dict[str, Any]) -> bytes:
+        """The record as stored: upstream's compact JSON, in UTF-8 (``codec.encode_text``).
+
+        Raises:
+            PayloadError: not JSON, text UTF-8 cannot encode (a lone surrogate), or over
+                ``max_record_bytes``.
+        """
+        what = f"Ledger record of run '{run_id}'"
         try:
-            payload = _dumps(record_dict).encode("utf-8")
+            text = _dumps(record_dict)
         except (TypeError, ValueError) as exc:
-            raise PayloadError(f"Ledger record of run '{run_id}' is not JSON-serialisable: {exc}") from exc
+            raise PayloadError(f"{what} is not JSON-serialisable: {exc}") from exc
+        except RecursionError as exc:
+            raise PayloadError(f"{what} is nested too deeply to serialise") from exc
+        payload = encode_text(text, what=what)
         if len(payload) > self._max_bytes:
             raise PayloadError(
                 f"Ledger record of run '{run_id}' is {len(payload)} bytes, over the "

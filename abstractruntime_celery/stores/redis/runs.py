@@ -29,7 +29,7 @@ from ...context import TickContext, current
 from ...errors import ConfigError, CorruptRunError, PayloadError, RunExistsError
 from ...keys import Keys
 from .codec import decode, encode, refused
-from .connection import connect, redis_errors
+from .connection import connect, decodes_replies, redis_errors
 from .queries import RunQueries
 
 #: How long a leased tick trusts the control fields it last confirmed (``control_ttl_s``).
@@ -44,13 +44,12 @@ except ImportError:  # pragma: no cover - pre-0.6 has no identity check
 
 
 def require_decoding(client: Any, what: str) -> None:
-    """Raises ConfigError unless ``client`` decodes replies to str (the stores compare
-    and parse them as text; a bytes client would make queries silently return nothing)."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", {}) if pool is not None else {}
-    if not kwargs.get("decode_responses"):
-        raise ConfigError(f"{what} needs a redis client made with decode_responses=True; "
-                          f"use {what}.from_url(url, prefix=...)")
+    """Raises ConfigError unless ``client`` decodes replies to str: the queries read run
+    ids back from the indexes and build keys from them (with bytes they found nothing)."""
+    if not decodes_replies(client):
+        raise ConfigError(f"{what} needs a Redis client that decodes replies to str, and this one "
+                          f"returns bytes: use {what}.from_url(url), or build the client with "
+                          "redis.Redis.from_url(url, decode_responses=True)")
 
 
 class RedisRunStore(RunQueries, RunStore):
