@@ -86,6 +86,7 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     app.conf.task_routes = routes
     _consume_queue_by_default(app, s.queue)
     _register_tasks(app)
+    _build_at_worker_start(app)
     if beat:
         schedule = dict(app.conf.beat_schedule or {})
         schedule.update({SWEEP_TASK: {
@@ -195,6 +196,26 @@ def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:
         log.warning("tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
         return None
     return outcome.status
+
+
+def _build_at_worker_start(app: Celery) -> None:
+    """Build this process's driver when a worker (or a prefork pool child) starts, not on
+    its first task: that first task would otherwise pay for opening the stores and for
+    AbstractRuntime's heavy imports, and with the solo pool every held timer waits for it."""
+    from celery.signals import worker_init, worker_process_init
+
+    def warm(sender: Any = None, **_: Any) -> None:
+        worker_app = getattr(sender, "app", None)
+        if worker_app is not None and worker_app is not app:
+            return  # another app's worker in this process
+        try:
+            driver_for(app)
+        except Exception as exc:  # the first task reports it again, with its own message
+            log.error("abstractruntime_celery: cannot build the driver at worker start: %s", exc)
+
+    uid = f"abstractruntime_celery.warm.{id(app)}"
+    worker_init.connect(warm, weak=False, dispatch_uid=uid)
+    worker_process_init.connect(warm, weak=False, dispatch_uid=uid + ".child")
 
 
 def start_run_id(task_id: Any) -> str:

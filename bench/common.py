@@ -191,7 +191,7 @@ class Ours:
                                         registry=registry, auto_start=False)
 
     def completed(self, client: redis.Redis) -> int:
-        return int(client.zcard(f"{self.prefix}ix:status:completed"))
+        return int(client.zcard(f"{self.prefix}ix-status:completed"))
 
     def cleanup(self) -> None:
         delete_prefix(redis.Redis.from_url(self.store), self.prefix)

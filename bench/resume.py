@@ -37,7 +37,7 @@ def _ours(m: int, logdir: Path) -> dict[str, Any]:
         client = d.coord.client
         wait_ready(procs, ours.broker, ours.queue)
         ids = [d.start_run(waiter) for _ in range(m)]
-        waiting_key = f"{ours.prefix}ix:status:waiting"
+        waiting_key = f"{ours.prefix}ix-status:waiting"
         wait_for(lambda: int(client.zcard(waiting_key)), m, 60 + m * 0.05, interval=0.05)
         before = sr.stats
         sent: dict[str, float] = {}

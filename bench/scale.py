@@ -51,8 +51,7 @@ def populate(store: Any, n: int, *, waiting: bool, workflow_id: str = "bench_day
                 run.status = RunStatus.WAITING
                 run.waiting = WaitState(reason=WaitReason.UNTIL, resume_to_node="woke",
                                         until=(now + timedelta(days=1, seconds=i % 86400)).isoformat())
-            store._save_script(keys=[store.run_key(rid)], args=[store.prefix, rid, "", "", "save",
-                                                                 *store._encode(run)], client=pipe)
+            store.save_in(pipe, run)
             ids.append(rid)
         pipe.execute()
     return ids
@@ -77,7 +76,7 @@ def bench_sweep(n: int, repeat: int = 30) -> dict[str, Any]:
         populate(d.run_store, n, waiting=True)
         fill_s = time.perf_counter() - t0
         mem1 = int(client.info("memory")["used_memory"])
-        waiting = int(client.zcard(f"{ours.prefix}ix:status:waiting"))
+        waiting = int(client.zcard(f"{ours.prefix}ix-status:waiting"))
         samples, due_samples = [], []
         for _ in range(3):
             sweep(d, force=True)  # warm
@@ -129,7 +128,7 @@ def bench_rss(m: int, logdir: Path) -> dict[str, Any]:
             for rid in ids:
                 app.send_task(TICK_TASK, args=[rid], kwargs={"reason": "start"}, queue=ours.queue,
                               producer=producer)
-        waiting_key = f"{ours.prefix}ix:status:waiting"
+        waiting_key = f"{ours.prefix}ix-status:waiting"
         ok = wait_for(lambda: int(client.zcard(waiting_key)), m, 60 + m * 0.02, interval=0.5)
         ticked_s = time.perf_counter() - t0
         time.sleep(3.0)

@@ -83,9 +83,7 @@ def populate_redis(store: RedisRunStore, n: int) -> None:
     for start in range(0, n, 2000):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(n, start + 2000)):
-            run = make_run(i)
-            argv = [store.prefix, run.run_id, "", "", "save", *store._encode(run)]
-            store._save_script(keys=[store.run_key(run.run_id)], args=argv, client=pipe)
+            store.save_in(pipe, make_run(i))
         pipe.execute()
 
 

@@ -174,6 +174,15 @@ class RedisRunStore(RunQueries, RunStore):
         """
         return int(self._write(run, "save", expected_version)[1])
 
+    def save_in(self, pipe: Any, run: RunState) -> None:
+        """Queue an unfenced save of ``run`` on ``pipe`` (bulk loads: many runs, one round trip).
+
+        Raises:
+            PayloadError: as ``save`` (the reply, checked by nobody, is the caller's).
+        """
+        keys, args, _ = self._script_args(run, "save", None, None, own=False)
+        scripts.call_in(pipe, self._save_script, keys, args)
+
     def create_if_absent(self, run: RunState) -> Tuple[RunState, bool]:
         """Create ``run`` unless its id exists (one script: check and write).
 
