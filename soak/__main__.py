@@ -32,7 +32,7 @@ def render(result: dict[str, Any], console: Console) -> None:
             if not isinstance(value, dict):
                 summary.add_row(f"{section}.{key}", str(value))
     for key in ("transitions", "ticks", "duplicates", "lease_busy", "lease_lost", "orphans_recovered",
-                "events_applied", "timers_armed", "parents_resumed", "tick_errors", "sweeps"):
+                "events_applied", "timers_armed", "parents_resumed", "tick_errors", "sweeps", "controlled"):
         summary.add_row(f"cluster.{key}", str(result["cluster_stats"].get(key, 0)))
     console.print(summary)
     if result["problems"]:

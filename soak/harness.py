@@ -11,6 +11,7 @@ Redis outage (see ``verify``).
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import tempfile
@@ -44,10 +45,17 @@ class Profile:
     drain_timeout_s: float
     workers: int = 3
     concurrency: int = 2
+    #: Runs the sweep cannot move, planted at the start in each of the timer, parent and event
+    #: passes: more than ``sweep_batch``, so a pass that read only the front would starve.
+    stuck: int = 15
+    sweep_batch: int = 10
 
 
-SHORT = Profile(runs=200, submit_s=30.0, kill_every_s=3.5, drain_timeout_s=45.0)
-LONG = Profile(runs=2000, submit_s=360.0, kill_every_s=4.0, drain_timeout_s=180.0)
+SHORT = Profile(runs=200, submit_s=30.0, kill_every_s=3.5, drain_timeout_s=60.0, stuck=15, sweep_batch=10)
+LONG = Profile(runs=2000, submit_s=360.0, kill_every_s=4.0, drain_timeout_s=180.0, stuck=30, sweep_batch=20)
+#: The soak's workers take messages a killed worker held back after this many seconds
+#: (Redis's own default, an hour, would outlast the soak).
+VISIBILITY_TIMEOUT_S = 10
 
 
 @dataclass
@@ -67,11 +75,16 @@ class Planned:
     key: str = ""
     child: str | None = None
     child_expect: str | None = None
+    pause_for_s: float = 0.0                # pause the run this long once it waits (0: never)
+    paused_at: float = 0.0                  # (monotonic) when the harness paused it
+    resumed_at: float = 0.0                 # (wall clock) when the harness resumed it
+    refused_paused: int = 0                 # events refused because the run was paused
 
 
 @dataclass
 class Chaos:
     kills: int = 0
+    child_kills: int = 0
     killed_pids: set[int] = field(default_factory=set)
     worker_restarts: int = 0
     unexpected_exits: int = 0
@@ -130,7 +143,13 @@ class Soak:
         self.settings = Settings(store_url=r.db_url(STORE_DB), key_prefix=PREFIX, queue="soak",
                                  registry="soak.workflows:registry", timer_horizon_s=3.0, sweep_interval_s=1.0,
                                  lease_ttl_s=3.0, orphan_grace_s=2.0, event_redeliver_s=2.0,
-                                 tick_max_attempts=8)
+                                 tick_max_attempts=8, sweep_batch=self.p.sweep_batch)
+        # The workers' celeryconfig (they run in this directory): JSON only, late acks, and a
+        # short visibility timeout, so a message a killed worker held comes back in seconds.
+        (self.tmp / "celeryconfig.py").write_text(
+            'accept_content = ["json"]\ntask_serializer = "json"\ntask_acks_late = True\n'
+            "task_reject_on_worker_lost = True\nworker_prefetch_multiplier = 1\n"
+            f'broker_transport_options = {{"visibility_timeout": {VISIBILITY_TIMEOUT_S}}}\n')
         self.broker_url = r.db_url(BROKER_DB)
         self.fx = redis.Redis.from_url(r.db_url(FX_DB), decode_responses=True)
         self.cluster = Cluster(self.settings, self.broker_url, r.db_url(FX_DB), self.tmp)
@@ -139,12 +158,37 @@ class Soak:
 
         app = make_app(self.broker_url, name="soak-client", config_module=None)
         install(app, registry=registry, settings=self.settings)
+        self.app = app
         self.sr = create_scheduled_runtime(app=app, settings=self.settings, registry=registry, auto_start=False)
         self.driver = self.sr.driver
         self.workers: list[Proc] = []
         for i in range(self.p.workers):
             self.workers.append(self.cluster.worker(f"w{i}", concurrency=self.p.concurrency))
         self.beat = self.cluster.beat()
+        self.plant_stuck()
+
+    def plant_stuck(self) -> None:
+        """Runs the sweep cannot move for most of the soak, ``stuck`` of each kind: timers
+        paused while due (timer pass), parents of children that nap through the soak
+        (parent pass), and runs holding an early event for a wait they reach only at the
+        end (event pass). Runs behind them must still be reached."""
+        long = round(self.p.submit_s * 0.8, 1)
+        for i in range(self.p.stuck):
+            rid = self._start("soak-nap", {"delay": 4.0})
+            self.planned[rid] = Planned(rid, "stuck-paused-timer", "soak-nap", pause_for_s=1e9)
+            self.waiting_for.append(self.planned[rid])
+            rid = self._start("soak-parent", {"child": "soak-nap", "child_delay": long})
+            self.planned[rid] = Planned(rid, "stuck-parent", "soak-parent", child_expect="completed")
+            plan = Planned(rid := self._start("soak-evt", {"key": f"stuck{i}", "pre": long}), "stuck-early-event",
+                           "soak-evt", event={"stuck": i}, sends=1, send_early=True, key=f"stuck{i}")
+            self.planned[rid] = plan
+            self._send(plan)
+
+    def release_stuck(self) -> None:
+        """Resume the paused timers planted at the start (their deadline passed long ago)."""
+        for plan in self.planned.values():
+            if plan.kind == "stuck-paused-timer" and plan.paused_at and not plan.resumed_at:
+                self._resume(plan)
 
     def teardown(self) -> None:
         try:
@@ -172,13 +216,13 @@ class Soak:
     def submit_one(self, i: int) -> int:
         """Create the i-th planned item; returns how many runs the harness created for it."""
         x = self.rng.random()
-        if x < 0.22:      # timer within the horizon
+        if x < 0.18:      # timer within the horizon
             rid = self._start("soak-nap", {"delay": round(self.rng.uniform(0.3, 2.0), 2), **self._fail_vars("woke")})
             self.planned[rid] = Planned(rid, "timer", "soak-nap")
-        elif x < 0.32:    # timer beyond the horizon (3 s): armed by the sweep
+        elif x < 0.26:    # timer beyond the horizon (3 s): armed by the sweep
             rid = self._start("soak-nap", {"delay": round(self.rng.uniform(3.5, 6.0), 2), **self._fail_vars("woke")})
             self.planned[rid] = Planned(rid, "timer-far", "soak-nap")
-        elif x < 0.58:    # event wait: sent before or after the wait, once or twice
+        elif x < 0.48:    # event wait: sent before or after the wait, once or twice
             early = self.rng.random() < 0.5
             payload = {"token": uuid.uuid4().hex[:12]}
             pre = round(self.rng.uniform(0.5, 1.5), 2) if early else 0
@@ -190,11 +234,27 @@ class Soak:
                 self._send(plan)
             else:
                 self.waiting_for.append(plan)
-        elif x < 0.68:    # event wait that times out on its deadline
+        elif x < 0.56:    # event wait that times out on its deadline
             deadline = round(self.rng.choice([self.rng.uniform(0.5, 2.5), self.rng.uniform(3.5, 5.0)]), 2)
             rid = self._start("soak-evt", {"key": f"never{i}", "deadline": deadline, **self._fail_vars("got")})
             self.planned[rid] = Planned(rid, "deadline", "soak-evt", event={"timed_out": True})
-        elif x < 0.84:    # parent with an async child, a fifth of them failing
+        elif x < 0.61:    # an event wait paused while it waits: events sent meanwhile are refused
+            payload = {"token": uuid.uuid4().hex[:12]}
+            rid = self._start("soak-evt", {"key": f"p{i}", **self._fail_vars("got")})
+            plan = Planned(rid, "paused-event", "soak-evt", event=payload, sends=1, key=f"p{i}",
+                           pause_for_s=round(self.rng.uniform(0.5, 2.0), 2))
+            self.planned[rid] = plan
+            self.waiting_for.append(plan)
+        elif x < 0.65:    # a parent paused while it waits on its child; the child ends meanwhile
+            rid = self._start("soak-parent", {"child": "soak-nap", "child_delay": round(self.rng.uniform(0.3, 1.0), 2)})
+            plan = Planned(rid, "paused-parent", "soak-parent", child_expect="completed",
+                           pause_for_s=round(self.rng.uniform(1.5, 3.0), 2))
+            self.planned[rid] = plan
+            self.waiting_for.append(plan)
+        elif x < 0.73:    # a start message with no run id (the web-process way): one run, whatever happens
+            rid = self._send_start("soak-nap", {"delay": round(self.rng.uniform(0.3, 2.0), 2)})
+            self.planned[rid] = Planned(rid, "start-message", "soak-nap")
+        elif x < 0.86:    # parent with an async child, a fifth of them failing
             doomed = self.rng.random() < 0.3
             rid = self._start("soak-parent", {"child": "soak-doomed" if doomed else "soak-nap",
                                               "child_delay": round(self.rng.uniform(0.3, 2.0), 2),
@@ -209,6 +269,34 @@ class Soak:
             self.waiting_for.append(plan)
             return 2
         return 1
+
+    def _send_start(self, workflow: str, vars: dict[str, Any]) -> str:
+        """Send the start task with no run id; the run's id is the message's task id."""
+        from abstractruntime_celery.dispatch import START_TASK
+
+        task_id = uuid.uuid4().hex
+        retrying(lambda: self.app.send_task(START_TASK, args=[workflow, {"fx": FX, **vars}], task_id=task_id,
+                                            queue=self.settings.queue), f"start message {workflow}")
+        return task_id
+
+    def _pause(self, plan: Planned) -> None:
+        retrying(lambda: self.sr.pause_run(plan.run_id), f"pause {plan.run_id}")
+        plan.paused_at = time.monotonic()
+        if plan.kind == "paused-event":  # refused while paused, and nothing is stored
+            from abstractruntime_celery.errors import RunPausedError
+
+            try:
+                retrying(lambda: self.sr.scheduler.resume_event(run_id=plan.run_id, wait_key=plan.key,
+                                                                payload={"while": "paused"}, wait=False),
+                         f"event to paused {plan.run_id}")
+            except RunPausedError:
+                plan.refused_paused += 1
+
+    def _resume(self, plan: Planned) -> None:
+        retrying(lambda: self.sr.resume_run(plan.run_id), f"resume {plan.run_id}")
+        plan.resumed_at = time.time()
+        if plan.kind == "paused-event":
+            self._send(plan)
 
     def _send(self, plan: Planned) -> None:
         for _ in range(plan.sends):
@@ -225,8 +313,22 @@ class Soak:
         """Send events to runs that now wait; start emitters for listeners that now wait."""
         still: list[Planned] = []
         for plan in self.waiting_for:
+            if plan.paused_at:
+                if plan.resumed_at:
+                    continue  # resumed (release_stuck): nothing more to do for it
+                if time.monotonic() - plan.paused_at >= plan.pause_for_s:
+                    self._resume(plan)
+                else:
+                    still.append(plan)
+                continue
             run = retrying(lambda: self.driver.load(plan.run_id), "load")
+            if plan.pause_for_s and run.status in TERMINAL:
+                continue  # it ended before the harness could pause it (verify says so)
             if run.status != RunStatus.WAITING or run.waiting is None:
+                still.append(plan)
+                continue
+            if plan.pause_for_s and run.status == RunStatus.WAITING:
+                self._pause(plan)
                 still.append(plan)
                 continue
             if plan.workflow == "soak-evt" and run.waiting.reason == WaitReason.EVENT:
@@ -240,6 +342,22 @@ class Soak:
         self.waiting_for = still
 
     # --- chaos -----------------------------------------------------------------------------
+
+    def _kill_child(self) -> None:
+        """SIGKILL one prefork pool child (not its worker): its message comes back at once
+        (``task_reject_on_worker_lost``) and runs again, with the same task id."""
+        live = [w for w in self.workers if w.alive()]
+        children = [c for w in live for c in pool_children(w.pid)]
+        if not children:
+            return
+        victim = self.rng.choice(children)
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        with self._lock:
+            self.chaos.killed_pids.add(victim)
+            self.chaos.child_kills += 1
 
     def _kill_one(self) -> None:
         live = [w for w in self.workers if w.alive()]
@@ -288,7 +406,12 @@ class Soak:
                 self.chaos.redis_restarts += 1
                 self.log(f"[{now - self.t0:5.1f}s] Redis crashed (SIGKILL) and restarted: down {secs:.1f}s")
                 restart_at = 0.0
-            if now >= next_kill:
+            if now >= next_kill and self.rng.random() < 0.4:
+                self._kill_child()
+                self.log(f"[{time.monotonic() - self.t0:5.1f}s] SIGKILLed a pool child "
+                         f"(child kill {self.chaos.child_kills})")
+                next_kill = time.monotonic() + self.p.kill_every_s * self.rng.uniform(0.6, 1.4)
+            elif now >= next_kill:
                 self._kill_one()
                 self.log(f"[{time.monotonic() - self.t0:5.1f}s] SIGKILLed a worker, restarted it "
                          f"(kill {self.chaos.kills})")
@@ -318,6 +441,7 @@ class Soak:
             while chaos.is_alive():
                 self.follow_up()
                 chaos.join(0.2)
+            self.release_stuck()
             drained = self.drain()
             result = self.verify()
             result["timing"] = {"setup_s": round(setup_s, 1), "submit_s": self.p.submit_s,
@@ -383,6 +507,17 @@ class Soak:
                     children[child_id] = plan.child_expect
             if ok and plan.kind == "listener":
                 ok = bool((run.output or {}).get("heard"))
+            if ok and plan.pause_for_s and plan.paused_at and plan.kind in ("stuck-paused-timer", "paused-parent"):
+                node = AFTER_WAIT[plan.workflow]
+                ran = [float(line.split("|")[1]) for line in self.fx.lrange(f"{FX}fxlog:{rid}:{node}", 0, -1)]
+                ok = bool(ran) and min(ran) >= plan.resumed_at - 0.05
+                if not ok:
+                    problems.append(f"{plan.kind} run {rid}: node {node} ran at {ran} while paused "
+                                    f"(resumed at {plan.resumed_at:.3f})")
+            if ok and plan.kind == "paused-event" and plan.paused_at:
+                ok = plan.refused_paused == 1
+                if not ok:
+                    problems.append(f"paused-event run {rid}: the event sent while paused was not refused")
             if not ok:
                 problems.append(f"{plan.kind} run {rid}: {run.status.value} output={run.output} "
                                 f"error={run.error} (expected {plan.expect}, event {plan.event})")
@@ -441,13 +576,15 @@ class Soak:
                     problems.append(f"run {rid}: node {node} ran again after a committed-looking execution "
                                     f"by pid {pid_prev} at {t_prev:.3f} (not killed, no outage)")
 
+        paused = [p for p in self.planned.values() if p.pause_for_s]
         stats = {k: int(v) for k, v in self.driver.coord.client.hgetall(f"{PREFIX}stats").items()
                  if k != "last_poll_at" and str(v).lstrip("-").isdigit()}
         return {
             "seed": self.seed,
             "runs": {"planned": len(self.planned), "children": len(children), "total": len(runs),
                      "by_kind": by_kind},
-            "chaos": {"worker_kills": self.chaos.kills, "worker_restarts": self.chaos.worker_restarts,
+            "chaos": {"worker_kills": self.chaos.kills, "pool_child_kills": self.chaos.child_kills,
+                      "worker_restarts": self.chaos.worker_restarts,
                       "unexpected_exits": self.chaos.unexpected_exits, "broker_flushes": self.chaos.flushes,
                       "flushed_messages": self.chaos.flushed_messages, "redis_restarts": self.chaos.redis_restarts},
             "checks": {"ledger_records": ledger_records, "completed_steps": completed_steps,
@@ -456,6 +593,11 @@ class Soak:
                        "reruns_unexplained": rerun_unexplained,
                        "children_spawned_twice_after_kill": len(spawned_twice),
                        "events_sent": sum(p.sent for p in self.planned.values()),
+                       "runs_paused_and_resumed": sum(1 for p in paused if p.paused_at and p.resumed_at),
+                       "paused_before_they_ended_too_late": sum(1 for p in paused if not p.paused_at),
+                       "events_refused_while_paused": sum(p.refused_paused for p in paused),
+                       "start_messages": sum(1 for p in self.planned.values() if p.kind == "start-message"),
+                       "stuck_runs_planted": 3 * self.p.stuck, "sweep_batch": self.p.sweep_batch,
                        "events_refused_run_ended": sum(p.refused for p in self.planned.values())},
             "cluster_stats": stats,
             "problems": problems,
