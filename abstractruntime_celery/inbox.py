@@ -185,14 +185,19 @@ class RedisInbox:
                     break
         return read
 
-    def _parse(self, run_id: str, headers: Sequence[Any]) -> InboxRead:
+    def _parse(self, run_id: str, pairs: Sequence[Any]) -> InboxRead:
+        """Events from ``HGETALL`` of the inbox (field, value, ...); an entry that is not an
+        event of this version, or whose header names another id than its field, is unreadable."""
         events, bad = [], []
-        for raw in headers:
+        for field, raw in zip(pairs[0::2], pairs[1::2]):
+            event_id = field.decode(errors="replace") if isinstance(field, bytes) else str(field)
             text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
             try:
-                events.append(Event.from_header(text))
+                event = Event.from_header(text)
+                if event.event_id != event_id or event.run_id != run_id:
+                    raise ValueError(f"names event {event.event_id!r} of run {event.run_id!r}")
+                events.append(event)
             except (ValueError, KeyError, TypeError) as exc:
-                event_id = _event_id_of(text)
                 bad.append(Unreadable(run_id, event_id, text, f"{type(exc).__name__}: {exc}"))
         return InboxRead(sorted(events, key=lambda e: e.seq), bad)
 
@@ -229,14 +234,6 @@ class RedisInbox:
 def describe(bad: Unreadable) -> str:
     return (f"Run {bad.run_id}: inbox entry {quote(bad.event_id, 60)} is unreadable "
             f"({bad.error}); quarantined: {quote(bad.raw, QUARANTINE_QUOTE)}")
-
-
-def _event_id_of(text: str) -> str:
-    try:
-        data = json.loads(text.partition("|")[2])
-        return str(data["event_id"]) if isinstance(data, dict) else text
-    except (ValueError, KeyError, TypeError):
-        return text
 
 
 class LocalInbox:

@@ -37,7 +37,7 @@ from .errors import (
     UnknownRunError,
     UnknownWorkflowError,
 )
-from .inbox import Event, InboxRead, RedisInbox, describe, quote
+from .inbox import Event, InboxRead, RedisInbox, Unreadable, describe, quote
 from .lease import Lease, LeaseKeeper, RedisLeases
 from .registry import WorkflowRegistry, require_workflow
 from .runstate import CANCEL_CHILDREN, TERMINAL, child_of, child_result, control_flag, paused, takes
@@ -279,9 +279,9 @@ class Ticker:
         if event is None:
             return None
         payload = event.payload if event.payload is not None else self._payload(ctx, event)
-        if payload is None:
+        if payload is None:  # unreadable or gone: moved aside and reported, the run goes on
             events.remove(event)
-            return None
+            return self._apply_event(ctx, workflow, run, events)
         assert run.waiting is not None
         if not self.shared:
             self.coord.inbox.mark_applying(event, run.updated_at)
@@ -298,13 +298,16 @@ class Ticker:
         return resumed
 
     def _payload(self, ctx: TickContext, event: Event) -> Optional[dict[str, Any]]:
+        """The event's payload, read now (not the one the lease's read brought); None, after
+        quarantining the entry, if it is unreadable or missing."""
         try:
-            return self.coord.inbox.load_payload(event)
+            payload = self.coord.inbox.load_payload(event)
+            error = "its payload is missing" if payload is None else ""
         except ValueError as exc:
-            from .inbox import Unreadable
-
-            self._quarantine(ctx, InboxRead([], [Unreadable(event.run_id, event.event_id, "", str(exc))]))
-            return None
+            payload, error = None, str(exc)
+        if payload is None:
+            self._quarantine(ctx, InboxRead([], [Unreadable(event.run_id, event.event_id, event.header(), error)]))
+        return payload
 
     def _resume_from_child(self, ctx: TickContext, workflow: WorkflowSpec, run: RunState) -> Optional[RunState]:
         """Resume a parent whose child has ended (nothing else ever does); not while paused."""

@@ -2,12 +2,13 @@
 -- header, and the payload of the one event the run can take now (never the others).
 --
 -- KEYS[1] inbox  KEYS[2] inbox-body  KEYS[3] run hash (optional: without it, no payload)
--- Returns {headers (list of "<seq>|<header JSON>"), chosen event id or "", its payload or ""}.
+-- Returns {headers (flat list: event id, "<seq>|<header JSON>", ...), chosen event id or "",
+-- its payload or ""}. The field names come too: an unreadable entry is still removable.
 --
 -- The choice is tick.py's `takes` rule: the run is WAITING and not paused; the oldest
 -- event whose wait key is the run's, or (not strict) has none; a strict event only
 -- answers an EVENT, USER or JOB wait.
-local headers = redis.call('HVALS', KEYS[1])
+local headers = redis.call('HGETALL', KEYS[1])
 if #KEYS < 3 or #headers == 0 then
   return {headers, '', ''}
 end
@@ -17,7 +18,8 @@ if run[1] ~= 'waiting' or run[2] == '1' then
 end
 local answerable = {event = true, user = true, job = true}
 local best_seq, best_id = nil, nil
-for _, raw in ipairs(headers) do
+for i = 2, #headers, 2 do
+  local raw = headers[i]
   local seq, text = string.match(raw, '^(%d+)|(.*)$')
   local ok, h = pcall(cjson.decode, text or '')
   if seq and ok and type(h) == 'table' then
