@@ -86,29 +86,15 @@ def test_an_inbox_entry_of_another_versions_format_is_quarantined_and_the_run_ta
     _goes_on_past(sr, prefix, fx, "old-1", f"1|{header}", failures)
 
 
-GARBAGE_STAYS = (
-    "An unreadable inbox value is quarantined under the event id parsed from the value "
-    "(inbox.py _event_id_of: the whole text when it names none), not under its hash field: "
-    "inbox_read.lua returns HVALS only, so RedisInbox.quarantine's HDEL misses the field. The "
-    "entry stays in {p}inbox:<id> (and the run in {p}inbox-runs), so every later tick (the sweep "
-    "re-sends one every event_redeliver_s) quarantines and reports it again: events_quarantined, "
-    "runs_failed, stats.errors and on_run_failed grow without end")
 
 
-@pytest.mark.xfail(strict=True, reason=GARBAGE_STAYS)
 def test_garbage_written_into_a_runs_inbox_is_quarantined_once_and_the_run_takes_its_good_event(
         sr: Any, prefix: str, fx: str, failures: list[tuple[str, str]]) -> None:
     _goes_on_past(sr, prefix, fx, "junk", "this is not an event \x00\x01", failures)
 
 
-MISSING_PAYLOAD_STRANDED = (
-    "An inbox header whose payload ({p}inbox-body:<id>) is missing is skipped silently "
-    "(tick.py _apply_event: _payload returns None, the event is dropped from the tick's list "
-    "only): never applied, never quarantined, never counted or reported, and left in the inbox "
-    "for good, where it keeps the run in {p}inbox-runs and counts toward max_inbox_events")
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING_PAYLOAD_STRANDED)
 def test_an_inbox_event_whose_payload_is_missing_is_quarantined_and_the_run_takes_its_good_event(
         sr: Any, prefix: str, fx: str, failures: list[tuple[str, str]]) -> None:
     # A header of this version's own format, older than any event to come, whose payload
