@@ -10,7 +10,6 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -43,10 +42,6 @@ def _status_line(state: Any) -> str:
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the run.")
 def demo(broker: str | None, store_url: str | None, external_workers: bool, timeout: float) -> None:
     """Run a workflow with a 2 s timer, an event the demo answers, and a child run."""
-    from abstractruntime import RunStatus
-
-    from . import create_scheduled_runtime
-    from .config import Settings
     from .demo import registry
 
     started = time.monotonic()
@@ -55,56 +50,75 @@ def demo(broker: str | None, store_url: str | None, external_workers: bool, time
         console.print(f"[dim]{time.monotonic() - started:6.2f}s[/dim]  {msg}")
 
     with ExitStack() as stack:
-        if broker:
-            from .app import make_app
-
-            settings = Settings(store_url=store_url or broker, key_prefix=f"arc-demo-{uuid.uuid4().hex[:8]}:",
-                                queue="abstractruntime" if external_workers else f"arc-demo-{uuid.uuid4().hex[:8]}",
-                                registry="abstractruntime_celery.demo:registry")
-            app = make_app(broker, config_module=None)
-            sr = create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=True)
-            if not external_workers:
-                from celery.contrib.testing.worker import start_worker
-
-                stack.enter_context(start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                                                 queues=[settings.queue], loglevel="WARNING"))
-            say(f"distributed: broker {redact_url(broker)}, store {redact_url(settings.store_url)}, "
-                f"prefix {settings.key_prefix}")
-            stack.callback(_delete_prefix, sr.driver.coord.client, settings.key_prefix)
-            if not external_workers:  # kombu's binding record of our private queue
-                stack.callback(_delete_prefix, redis.Redis.from_url(broker), f"_kombu.binding*.{settings.queue}")
-        else:
-            sr = create_scheduled_runtime(registry=registry)
-            say("embedded: in-process worker, in-memory stores, no server")
-        stack.callback(sr.stop)
-
+        sr = _demo_runtime(stack, broker, store_url, external_workers, say)
         run_id, state = sr.run(registry.get("demo"), vars={"nap_s": 2.0}, timeout=timeout)
         say(f"run {run_id} started: {_status_line(state)}")
-        deadline = time.monotonic() + timeout
-        answered = False
-        last = ""
-        while time.monotonic() < deadline:
-            state = sr.get_state(run_id)
-            line = _status_line(state)
-            if line != last:
-                say(f"run {run_id[:8]}: {line}")
-                last = line
-            if state.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
-                break
-            if not answered and state.waiting is not None and state.waiting.wait_key \
-                    and state.waiting.wait_key.startswith("demo:approval"):
-                state = sr.respond(run_id, {"by": "the demo"}, timeout=timeout)
-                answered = True
-                say("event answered: {'by': 'the demo'}")
-                continue
-            time.sleep(0.05)
+        state = _drive_demo(sr, run_id, timeout, say)
         stats = sr.stats
-        if state.status != RunStatus.COMPLETED:
+        if state.status.value != "completed":
             console.print(f"[red]run ended as {state.status.value}: {state.error}[/red]")
             sys.exit(1)
         say(f"[green]completed[/green]: {state.output}")
         say(f"stats: resumed={stats.runs_resumed} timers={stats.timers_armed} "
             f"events={stats.events_applied} ticks={stats.ticks} duplicates={stats.duplicates}")
+
+
+def _demo_runtime(stack: ExitStack, broker: str | None, store_url: str | None, external_workers: bool,
+                  say: Any) -> Any:
+    """The demo's ScheduledRuntime: embedded, or on ``broker`` with an in-process worker
+    (unless ``external_workers``) and a private key prefix and queue, cleaned up after."""
+    from . import create_scheduled_runtime
+    from .config import Settings
+    from .demo import registry
+
+    if not broker:
+        sr = create_scheduled_runtime(registry=registry)
+        say("embedded: in-process worker, in-memory stores, no server")
+        stack.callback(sr.stop)
+        return sr
+    from .app import make_app
+    from .stores.redis import connect
+
+    settings = Settings(store_url=store_url or broker, key_prefix=f"arc-demo-{uuid.uuid4().hex[:8]}:",
+                        queue="abstractruntime" if external_workers else f"arc-demo-{uuid.uuid4().hex[:8]}",
+                        registry="abstractruntime_celery.demo:registry")
+    app = make_app(broker, config_module=None)
+    sr = create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=True)
+    if not external_workers:
+        from celery.contrib.testing.worker import start_worker
+
+        stack.enter_context(start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                                         queues=[settings.queue], loglevel="WARNING"))
+    say(f"distributed: broker {redact_url(broker)}, store {redact_url(settings.store_url)}, "
+        f"prefix {settings.key_prefix}")
+    stack.callback(_delete_prefix, sr.driver.coord.client, settings.key_prefix)
+    if not external_workers:  # kombu's binding record of our private queue
+        stack.callback(_delete_prefix, connect(broker), f"_kombu.binding*.{settings.queue}")
+    stack.callback(sr.stop)
+    return sr
+
+
+def _drive_demo(sr: Any, run_id: str, timeout: float, say: Any) -> Any:
+    """Follow the run, answer its approval wait, until it ends or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    answered, last = False, ""
+    state = sr.get_state(run_id)
+    while time.monotonic() < deadline:
+        state = sr.get_state(run_id)
+        line = _status_line(state)
+        if line != last:
+            say(f"run {run_id[:8]}: {line}")
+            last = line
+        if state.status.value in ("completed", "failed", "cancelled"):
+            break
+        waiting = state.waiting
+        if not answered and waiting is not None and (waiting.wait_key or "").startswith("demo:approval"):
+            state = sr.respond(run_id, {"by": "the demo"}, timeout=timeout)
+            answered = True
+            say("event answered: {'by': 'the demo'}")
+            continue
+        time.sleep(0.05)
+    return state
 
 
 def _delete_prefix(client: Any, prefix: str) -> None:

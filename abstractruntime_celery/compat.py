@@ -56,16 +56,20 @@ def _parameters(func: Any) -> set[str] | None:
 
 
 def _handlers_of(root: ModuleType) -> list[str]:
-    """The ``_handlers`` dict the driver wraps (EMIT_EVENT, START_SUBWORKFLOW) on a real Runtime."""
+    """The two private attributes of a real Runtime the driver relies on: the ``_handlers``
+    dict it wraps (EMIT_EVENT, START_SUBWORKFLOW), and ``_run_store``, the one attribute its
+    control methods (pause/resume/cancel) read the store through (``control.py``)."""
+    store = root.InMemoryRunStore()
     try:
-        runtime = root.Runtime(run_store=root.InMemoryRunStore(), ledger_store=root.InMemoryLedgerStore())
+        runtime = root.Runtime(run_store=store, ledger_store=root.InMemoryLedgerStore())
     except Exception as exc:  # noqa: BLE001 - any failure means "cannot build the Runtime we wrap"
         return [f"Runtime(run_store=InMemoryRunStore(), ledger_store=InMemoryLedgerStore()) fails: {exc}"]
+    missing = [] if getattr(runtime, "_run_store", None) is store else ["Runtime._run_store (the run store)"]
     handlers = getattr(runtime, "_handlers", None)
     if not isinstance(handlers, dict):
-        return ["Runtime._handlers (a dict of effect handlers)"]
-    return [f"Runtime._handlers[EffectType.{name}]" for name in ("EMIT_EVENT", "START_SUBWORKFLOW")
-            if getattr(root.EffectType, name, None) not in handlers]
+        return missing + ["Runtime._handlers (a dict of effect handlers)"]
+    return missing + [f"Runtime._handlers[EffectType.{name}]" for name in ("EMIT_EVENT", "START_SUBWORKFLOW")
+                      if getattr(root.EffectType, name, None) not in handlers]
 
 
 def missing_features(load: Loader = importlib.import_module) -> list[str]:

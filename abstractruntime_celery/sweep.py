@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from abstractruntime import RunStatus, WaitReason
 
-from .isotime import from_epoch as _iso
-from .isotime import to_epoch
+from .isotime import from_epoch, to_epoch
 from .runstate import TERMINAL, child_of, paused
 from .stores.redis import RedisRunStore
 from .stores.redis.queries import START, Cursor, zwalk
@@ -74,53 +73,53 @@ class Candidate:
     child: Optional[str] = None
 
 
-def sweep(d: "Driver", *, force: bool = False, send: Optional[Send] = None) -> SweepReport:
+def sweep(driver: "Driver", *, force: bool = False, send: Optional[Send] = None) -> SweepReport:
     """One pass over the store. ``send`` (if given) ticks what is due now instead of the
     dispatcher: ``poll_once`` uses it to tick in the caller, like the seed.
 
     Raises:
         StoreUnavailableError: the store or coordination Redis cannot be reached.
     """
-    s = d.settings
-    if not force and not d.coord.sweep_lock.try_take(max(0.5, s.sweep_interval_s * 0.8)):
-        d.coord.stats.incr("sweeps_skipped")
+    settings = driver.settings
+    if not force and not driver.coord.sweep_lock.try_take(max(0.5, settings.sweep_interval_s * 0.8)):
+        driver.coord.stats.incr("sweeps_skipped")
         return SweepReport(skipped=True)
-    cursors = d.coord.cursors.begin()
+    cursors = driver.coord.cursors.begin()
     report, now = SweepReport(), time.time()
-    source = RedisSource(d) if _walks(d) else GenericSource(d)
-    tick = send or (lambda run_id, reason: d.send(run_id, reason))
+    source = RedisSource(driver) if _walks(driver) else GenericSource(driver)
+    tick = send or (lambda run_id, reason: driver.send(run_id, reason))
     try:
-        _timers(d, source, report, now, tick, cursors)
-        _events(d, source, report, now, tick, cursors)
-        _orphans(d, source, report, now, tick, cursors)
-        _parents(d, source, report, now, tick, cursors)
+        _timers(driver, source, report, now, tick, cursors)
+        _events(driver, source, report, now, tick, cursors)
+        _orphans(driver, source, report, now, tick, cursors)
+        _parents(driver, source, report, now, tick, cursors)
     finally:
-        d.coord.cursors.end(cursors)
+        driver.coord.cursors.end(cursors)
     if report.total:
         log.info("sweep sent %s", report)
     return report
 
 
-def _walks(d: "Driver") -> bool:
-    store = d.run_store
-    return isinstance(store, RedisRunStore) and d.coord.client is not None and store.shares_connection(d.coord.client)
+def _walks(driver: "Driver") -> bool:
+    store = driver.run_store
+    return isinstance(store, RedisRunStore) and driver.coord.client is not None and store.shares_connection(driver.coord.client)
 
 
 Cursors = dict[str, Cursor]
 
 
-def _pass(d: "Driver", name: str, report: SweepReport, cursors: Cursors,
+def _pass(driver: "Driver", name: str, report: SweepReport, cursors: Cursors,
           read: Callable[[Cursor, int], tuple[list[Candidate], Cursor]]) -> list[Candidate]:
     """Read the next batch of one pass from its cursor, and move the cursor on."""
-    found, cursors[name] = read(cursors.get(name, START), d.settings.sweep_batch)
+    found, cursors[name] = read(cursors.get(name, START), driver.settings.sweep_batch)
     report.read[name] = len(found)
     return found
 
 
-def _timers(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
-    timers = Timers(d.coord.timers, d.dispatcher, d.settings.timer_horizon_s)
-    horizon = now + d.settings.timer_horizon_s
-    for c in _pass(d, "timers", report, cursors, lambda after, n: source.due(after, n, horizon)):
+def _timers(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    timers = Timers(driver.coord.timers, driver.dispatcher, driver.settings.timer_horizon_s)
+    horizon = now + driver.settings.timer_horizon_s
+    for c in _pass(driver, "timers", report, cursors, lambda after, n: source.due(after, n, horizon)):
         if c.status != RunStatus.WAITING.value or c.paused or not c.until:
             continue  # paused, or moved on since: nothing to arm (a resume ticks it)
         if c.score <= now:
@@ -131,33 +130,33 @@ def _timers(d: "Driver", source: "Source", report: SweepReport, now: float, tick
             report.timers += 1
 
 
-def _events(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
-    older = now - d.settings.event_redeliver_s
-    for c in _pass(d, "events", report, cursors, lambda after, n: source.evented(after, n, older)):
+def _events(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    older = now - driver.settings.event_redeliver_s
+    for c in _pass(driver, "events", report, cursors, lambda after, n: source.evented(after, n, older)):
         tick(c.run_id, "event")
         report.events += 1
 
 
-def _orphans(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
-    idle = now - d.settings.orphan_grace_s
-    found = _pass(d, "orphans", report, cursors, lambda after, n: source.running(after, n, idle))
+def _orphans(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    idle = now - driver.settings.orphan_grace_s
+    found = _pass(driver, "orphans", report, cursors, lambda after, n: source.running(after, n, idle))
     held = source.leased([c.run_id for c in found])
     for c in found:
         if c.status == RunStatus.RUNNING.value and c.run_id not in held:
             tick(c.run_id, "orphan")
-            d.coord.stats.incr("orphans_recovered")
+            driver.coord.stats.incr("orphans_recovered")
             report.orphans += 1
 
 
-def _parents(d: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
-    found = [c for c in _pass(d, "parents", report, cursors, source.parents)
+def _parents(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    found = [c for c in _pass(driver, "parents", report, cursors, source.parents)
              if c.status == RunStatus.WAITING.value and not c.paused and c.child]
     children = source.children([c.child for c in found if c.child])
     held = source.leased([cid for cid, (status, _) in children.items() if status == RunStatus.RUNNING.value])
-    cutoff = now - d.settings.orphan_grace_s
+    cutoff = now - driver.settings.orphan_grace_s
     for c in found:
         status, updated = children.get(c.child or "", (None, 0.0))
-        if status in {s.value for s in TERMINAL}:
+        if status in {t.value for t in TERMINAL}:
             tick(c.run_id, "child")
             report.parents += 1
         elif status == RunStatus.RUNNING.value and c.child not in held and updated <= cutoff:
@@ -179,10 +178,10 @@ class Source:
 class RedisSource(Source):
     """The Redis store's index sorted sets, walked by score with a cursor (``zwalk``)."""
 
-    def __init__(self, d: "Driver") -> None:
-        self.store: RedisRunStore = d.run_store
-        self.coord = d.coord
-        self.keys = d.coord.keys
+    def __init__(self, driver: "Driver") -> None:
+        self.store: RedisRunStore = driver.run_store
+        self.coord = driver.coord
+        self.keys = driver.coord.keys
 
     def due(self, after: Cursor, limit: int, until: float) -> tuple[list[Candidate], Cursor]:
         rows, cursor = self.store.walk(self.keys.due, low=float("-inf"), high=until, after=after, limit=limit,
@@ -235,17 +234,17 @@ class GenericSource(Source):
     """Stores that only answer ``QueryableRunStore`` queries (memory, files, SQLite): each
     pass reads at most ``GENERIC_READ_FACTOR`` x its batch, sorts, and walks on in memory."""
 
-    def __init__(self, d: "Driver") -> None:
-        self.store = d.run_store
-        self.coord = d.coord
-        self.batch = d.settings.sweep_batch
+    def __init__(self, driver: "Driver") -> None:
+        self.store = driver.run_store
+        self.coord = driver.coord
+        self.batch = driver.settings.sweep_batch
 
     @property
     def _cap(self) -> int:
         return self.batch * GENERIC_READ_FACTOR
 
     def due(self, after: Cursor, limit: int, until: float) -> tuple[list[Candidate], Cursor]:
-        runs = self.store.list_due_wait_until(now_iso=_iso(until), limit=self._cap)
+        runs = self.store.list_due_wait_until(now_iso=from_epoch(until), limit=self._cap)
         found = [Candidate(r.run_id, to_epoch(r.waiting.until), r.status.value, paused(r), until=r.waiting.until)
                  for r in runs if r.waiting is not None and r.waiting.until]
         return _page(found, after, limit)

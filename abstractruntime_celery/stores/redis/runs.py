@@ -35,12 +35,7 @@ from .queries import RunQueries
 #: How long a leased tick trusts the control fields it last confirmed (``control_ttl_s``).
 CONTROL_TTL_S = 0.25
 
-try:
-    from abstractruntime.core.run_identity import verify_run_identity as _verify_identity
-except ImportError:  # pragma: no cover - pre-0.6 has no identity check
-
-    def _verify_identity(existing: RunState, requested: RunState) -> None:
-        return None
+from abstractruntime.core.run_identity import verify_run_identity
 
 
 def require_decoding(client: Any, what: str) -> None:
@@ -208,7 +203,7 @@ class RedisRunStore(RunQueries, RunStore):
                     ctx.on_created()
             return run, True
         existing = decode(rid, reply[2])
-        _verify_identity(existing, run)
+        verify_run_identity(existing, run)
         return existing, False
 
     def _queue_create(self, ctx: TickContext, run: RunState) -> None:
