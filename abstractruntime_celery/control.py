@@ -50,6 +50,8 @@ class _View:
     def __init__(self, store: Any, run_id: str, cas: bool, stamp: Optional[dict[str, Any]]) -> None:
         self._store, self._run_id, self._cas, self._stamp = store, run_id, cas, stamp
         self._version: Optional[int] = None
+        #: The action saved the run (it changed something).
+        self.saved = False
 
     def load(self, run_id: str) -> Optional[RunState]:
         if self._cas and run_id == self._run_id:
@@ -63,9 +65,9 @@ class _View:
         if self._stamp and isinstance(run.vars, dict):
             runtime_ns = run.vars.setdefault("_runtime", {})
             runtime_ns.setdefault("control", {}).update(self._stamp)
-        if self._cas:
-            return self._store.save(run, expected_version=self._version or 0)
-        return self._store.save(run)
+        out = self._store.save(run, expected_version=self._version or 0) if self._cas else self._store.save(run)
+        self.saved = True
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -90,7 +92,7 @@ class Control:
             UnknownRunError: no such run.
             RunBusyError: a tick held the run's lease for ``control_timeout_s`` (non-Redis stores).
         """
-        return self._apply(run_id, lambda rt: rt.pause_run(run_id, reason=reason))
+        return self._apply(run_id, lambda rt: rt.pause_run(run_id, reason=reason))[0]
 
     def resume(self, run_id: str) -> RunState:
         """Resume a paused run, and tick it: it takes what waited for it meanwhile.
@@ -98,8 +100,9 @@ class Control:
         Raises:
             UnknownRunError, RunBusyError: as ``pause``.
         """
-        state = self._apply(run_id, lambda rt: rt.resume_run(run_id))
-        self.send(run_id, "resumed")
+        state, changed = self._apply(run_id, lambda rt: rt.resume_run(run_id))
+        if changed:
+            self.send(run_id, "resumed")
         return state
 
     def cancel(self, run_id: str, reason: Optional[str] = None, *, children: bool = False) -> RunState:
@@ -110,8 +113,9 @@ class Control:
             UnknownRunError, RunBusyError: as ``pause``.
         """
         stamp = {CANCEL_CHILDREN: True} if children else None
-        state = self._apply(run_id, lambda rt: rt.cancel_run(run_id, reason=reason), stamp)
-        self.send(run_id, "cancelled")
+        state, changed = self._apply(run_id, lambda rt: rt.cancel_run(run_id, reason=reason), stamp)
+        if changed:  # (a run that had already ended gets no tick: nothing happened to tell)
+            self.send(run_id, "cancelled")
         return state
 
     def cancel_tree(self, run_id: str, reason: Optional[str] = None) -> list[RunState]:
@@ -142,26 +146,32 @@ class Control:
 
     # --- how the change is made ---------------------------------------------------------
 
-    def _apply(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]] = None) -> RunState:
+    def _apply(self, run_id: str, action: Action,
+               stamp: Optional[dict[str, Any]] = None) -> tuple[RunState, bool]:
+        """Run ``action``; returns the run after it and whether it saved (changed) the run."""
         with outside():  # a control call made from a node is not part of that node's tick
             try:
                 if isinstance(self.store, RedisRunStore):
                     return self._compare_and_set(run_id, action, stamp)
                 if isinstance(getattr(self.store, "inner", None), InMemoryRunStore):
-                    return action(self._runtime_on(_View(self.store, run_id, False, stamp)))
+                    return self._run(action, _View(self.store, run_id, False, stamp))
                 return self._leased(run_id, action, stamp)
             except KeyError as exc:  # the Runtime's get_state: no such run
                 raise UnknownRunError(run_id) from exc
 
-    def _compare_and_set(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]]) -> RunState:
+    def _run(self, action: Action, view: _View) -> tuple[RunState, bool]:
+        return action(self._runtime_on(view)), view.saved
+
+    def _compare_and_set(self, run_id: str, action: Action,
+                         stamp: Optional[dict[str, Any]]) -> tuple[RunState, bool]:
         for _ in range(CAS_ATTEMPTS):
             try:
-                return action(self._runtime_on(_View(self.store, run_id, True, stamp)))
+                return self._run(action, _View(self.store, run_id, True, stamp))
             except VersionConflictError:
                 continue  # a tick committed in between: apply the action to its state
         raise RunBusyError(run_id, 0.0)
 
-    def _leased(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]]) -> RunState:
+    def _leased(self, run_id: str, action: Action, stamp: Optional[dict[str, Any]]) -> tuple[RunState, bool]:
         lease = wait_for_lease(self.leases, run_id, self.timeout_s)
         if lease is None:
             raise RunBusyError(run_id, self.timeout_s)
@@ -169,7 +179,7 @@ class Control:
         try:
             with entered(ctx):
                 self._settle_marks(run_id)
-                return action(self._runtime_on(_View(self.store, run_id, False, stamp)))
+                return self._run(action, _View(self.store, run_id, False, stamp))
         finally:
             self.leases.release(lease, ctx)
 

@@ -374,4 +374,12 @@ def _redis_place(url: str) -> tuple[Any, ...]:
 
 
 def _place_of(kw: dict[str, Any]) -> tuple[Any, ...]:
-    return kw.get("host") or "localhost", int(kw.get("port") or 6379), int(kw.get("db") or 0), kw.get("path")
+    """(address, port, db, path): a host name resolved, so ``localhost`` and ``127.0.0.1`` meet."""
+    import socket
+
+    host = kw.get("host") or "localhost"
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:
+        pass  # unresolvable here: compare the name as written
+    return host, int(kw.get("port") or 6379), int(kw.get("db") or 0), kw.get("path")

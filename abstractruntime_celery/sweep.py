@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Stores that cannot walk an index by score are read this many times ``sweep_batch`` at most.
-GENERIC_READ_FACTOR = 10
+#: Stores that cannot walk an index by score (memory, JSON files, SQLite) are read whole by
+#: each pass (up to this many candidates), then walked in memory with the same cursor.
+GENERIC_READ_ALL = 10_000_000
 
 Send = Callable[[str, str], None]
 
@@ -231,17 +232,15 @@ class RedisSource(Source):
 
 
 class GenericSource(Source):
-    """Stores that only answer ``QueryableRunStore`` queries (memory, files, SQLite): each
-    pass reads at most ``GENERIC_READ_FACTOR`` x its batch, sorts, and walks on in memory."""
+    """Stores that only answer ``QueryableRunStore`` queries (memory, files, SQLite): they
+    have no index to walk by score, so each pass reads all its candidates (O(candidates)
+    per sweep: use Redis for large fleets), sorts them, and walks on in memory from its
+    cursor, moving at most ``sweep_batch`` of them (no candidate starves)."""
 
     def __init__(self, driver: "Driver") -> None:
         self.store = driver.run_store
         self.coord = driver.coord
-        self.batch = driver.settings.sweep_batch
-
-    @property
-    def _cap(self) -> int:
-        return self.batch * GENERIC_READ_FACTOR
+        self._cap = GENERIC_READ_ALL
 
     def due(self, after: Cursor, limit: int, until: float) -> tuple[list[Candidate], Cursor]:
         runs = self.store.list_due_wait_until(now_iso=from_epoch(until), limit=self._cap)

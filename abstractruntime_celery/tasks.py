@@ -200,22 +200,32 @@ def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:
 
 def _build_at_worker_start(app: Celery) -> None:
     """Build this process's driver when a worker (or a prefork pool child) starts, not on
-    its first task: that first task would otherwise pay for opening the stores and for
-    AbstractRuntime's heavy imports, and with the solo pool every held timer waits for it."""
+    its first task: a setup mistake (registry, store, coordination URL, key layout) stops
+    the worker before it says "ready", instead of failing every task it takes; and the
+    first task does not pay for opening the stores and AbstractRuntime's heavy imports
+    (with the solo pool every held timer would wait for it)."""
     from celery.signals import worker_init, worker_process_init
 
-    def warm(sender: Any = None, **_: Any) -> None:
+    def at_start(sender: Any = None, **_: Any) -> None:
         worker_app = getattr(sender, "app", None)
         if worker_app is not None and worker_app is not app:
             return  # another app's worker in this process
         try:
             driver_for(app)
-        except Exception as exc:  # the first task reports it again, with its own message
-            log.error("abstractruntime_celery: cannot build the driver at worker start: %s", exc)
+        except Exception as exc:
+            log.critical("abstractruntime_celery: the worker cannot start: %s: %s", type(exc).__name__, exc)
+            # Celery's signals swallow exceptions; SystemExit stops the worker's start.
+            raise SystemExit(f"abstractruntime_celery: {type(exc).__name__}: {exc}") from None
 
-    uid = f"abstractruntime_celery.warm.{id(app)}"
-    worker_init.connect(warm, weak=False, dispatch_uid=uid)
-    worker_process_init.connect(warm, weak=False, dispatch_uid=uid + ".child")
+    def in_pool_child(**_: Any) -> None:
+        try:
+            driver_for(app)
+        except Exception as exc:  # its parent built one at start; a child reports it on its tasks
+            log.error("abstractruntime_celery: pool child cannot build its driver: %s", exc)
+
+    uid = f"abstractruntime_celery.start.{id(app)}"
+    worker_init.connect(at_start, weak=False, dispatch_uid=uid)
+    worker_process_init.connect(in_pool_child, weak=False, dispatch_uid=uid + ".child")
 
 
 def start_run_id(task_id: Any) -> str:

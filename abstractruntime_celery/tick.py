@@ -224,7 +224,7 @@ class Ticker:
             self._after_terminal(ctx, run, events)
             self.coord.stats.incr("duplicates", ctx=ctx)
             return TickOutcome(run.run_id, run.status.value)
-        if reason == "orphan" and run.parent_run_id and self._parent_cancels_children(run):
+        if reason in ("orphan", "child") and run.parent_run_id and self._parent_cancels_children(run):
             ctx.cascade = True  # its parent was cancelled with its children: cancel it, after the release
             return TickOutcome(run.run_id, run.status.value, skipped="controlled")
         try:
@@ -501,8 +501,11 @@ class Ticker:
     # --- after the release ---------------------------------------------------------------
 
     def _follow_up(self, ctx: TickContext, outcome: Optional[TickOutcome], asked: bool, follow_up: bool) -> None:
-        """Send the messages the tick noted (at most one per run), the notices of what it
-        committed, and cancel children of a run cancelled with them."""
+        """Cancel the children of a run cancelled with them (first: a child this tick spawned
+        must be cancelled before its tick goes), then send the messages the tick noted (at
+        most one per run), and the notices of what it committed."""
+        if ctx.cascade:
+            self.on_cancelled(ctx.run_id)
         sends = list(ctx.sends) + [(r, "event", None) for r in ctx.listeners] \
             + [(r, "child", None) for r in ctx.children]
         if outcome is not None and outcome.more and follow_up:
@@ -517,8 +520,6 @@ class Ticker:
             notices.signal(kind, run_id, detail)
             if kind == "failed" or not ctx.published:
                 notices.publish(notices.message(kind, run_id, detail))
-        if ctx.cascade:
-            self.on_cancelled(ctx.run_id)
 
     def _send_all(self, sends: list[tuple[str, str, Any]]) -> None:
         """One message per (run, eta): a run noted twice gets one tick."""

@@ -1,6 +1,10 @@
 """Shared fixtures: real Redis on 127.0.0.1, a fresh key prefix and queue per test,
 and real Celery workers (in-process threads, or ``celery worker`` subprocesses).
 
+Two tiers: ``tests/unit/`` needs no service at all (``pytest tests/unit``); every
+other test reaches Redis through a fixture here (``prefix`` and those built on
+it), which fails that test at once, with one line, when Redis is not answering.
+
 Redis databases used by the suite: 9 broker, 10 stores and coordination,
 11-13 the store tests, 14 side-effect counters of the test workflows.
 """
@@ -27,16 +31,18 @@ def _delete_prefix(url: str, prefix: str) -> None:
         client.delete(*keys[i:i + 500])
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _redis_is_up() -> None:
+@pytest.fixture(scope="session")
+def redis_up() -> None:
+    """Fails the tests that need Redis, with one line, when it is not answering."""
     try:
         redis.Redis.from_url(STORE_URL, socket_connect_timeout=2).ping()
     except redis.ConnectionError as exc:  # CI starts Redis; a clear failure beats 100 odd ones
-        pytest.exit(f"Redis is not answering at {REDIS}: {exc}. Start it with .ci/run or redis-server.", 2)
+        pytest.fail(f"Redis is not answering at {REDIS}: {exc}. Start it with .ci/run or redis-server "
+                    "(tests/unit needs no Redis)", pytrace=False)
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+def prefix(redis_up: None) -> Iterator[str]:
     p = f"t{uuid.uuid4().hex[:10]}:"
     yield p
     _delete_prefix(STORE_URL, p)
