@@ -32,8 +32,14 @@ def quick(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="quick", complete_output={"ran": True})
 
 
-# rd-pid: a node that records the pid of the process running it, then sleeps vars.sleep
-# seconds (long enough for a test to SIGKILL that process), then completes.
+# rd-pid: a first node that only moves on (so the run is in the store, committed, before
+# the next node starts), then a node that records the pid of the process running it,
+# sleeps vars.sleep seconds (long enough for a test to SIGKILL that process), and completes.
+def pid_prepare(run: RunState, ctx: Any) -> StepPlan:
+    bump_global(run, "pid:prepared")
+    return StepPlan(node_id="prepare", next_node="work")
+
+
 def pid_node(run: RunState, ctx: Any) -> StepPlan:
     key = run.vars.get("fx")
     if key:
@@ -111,7 +117,7 @@ def woke(run: RunState, ctx: Any) -> StepPlan:
 
 WORKFLOWS = [
     WorkflowSpec("rd-quick", "quick", {"quick": quick}),
-    WorkflowSpec("rd-pid", "work", {"work": pid_node}),
+    WorkflowSpec("rd-pid", "prepare", {"prepare": pid_prepare, "work": pid_node}),
     WorkflowSpec("rd-nonce-parent", "spawn", {"spawn": nonce_spawn, "joined": joined}),
     WorkflowSpec("rd-sync-parent", "spawn", {"spawn": sync_spawn, "joined": joined}),
     WorkflowSpec("rd-fire-and-forget", "spawn", {"spawn": forget_spawn, "after": after}),
