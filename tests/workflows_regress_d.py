@@ -67,7 +67,8 @@ def joined(run: RunState, ctx: Any) -> StepPlan:
 # rd-sync-parent: a synchronous child (START_SUBWORKFLOW without async): AbstractRuntime
 # ticks it inside the parent's tick.
 def sync_spawn(run: RunState, ctx: Any) -> StepPlan:
-    payload = {"workflow_id": run.vars.get("child", "rd-quick"), "vars": {"fx": run.vars.get("fx")}}
+    child_vars = {"fx": run.vars.get("fx"), **(run.vars.get("child_vars") or {})}
+    payload = {"workflow_id": run.vars.get("child", "rd-quick"), "vars": child_vars}
     return StepPlan(node_id="spawn", effect=Effect(EffectType.START_SUBWORKFLOW, payload, result_key="child"),
                     next_node="joined")
 
@@ -115,6 +116,17 @@ def woke(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="woke", complete_output={"woke": True})
 
 
+# rd-lease-probe: a node that records whether its own run's lease is held while it runs
+# (vars.store_url, vars.prefix: where the lease key lives).
+def lease_probe(run: RunState, ctx: Any) -> StepPlan:
+    import redis
+
+    key = f"{run.vars['prefix']}lease:{run.run_id}"
+    held = bool(redis.Redis.from_url(run.vars["store_url"]).exists(key))
+    bump(run, "lease_held" if held else "lease_free")
+    return StepPlan(node_id="probe", complete_output={"held": held})
+
+
 WORKFLOWS = [
     WorkflowSpec("rd-quick", "quick", {"quick": quick}),
     WorkflowSpec("rd-pid", "prepare", {"prepare": pid_prepare, "work": pid_node}),
@@ -123,6 +135,7 @@ WORKFLOWS = [
     WorkflowSpec("rd-fire-and-forget", "spawn", {"spawn": forget_spawn, "after": after}),
     WorkflowSpec("rd-block-then-spawn", "block", {"block": block_then_spawn, "after": after}),
     WorkflowSpec("rd-nap", "nap", {"nap": nap, "woke": woke}),
+    WorkflowSpec("rd-lease-probe", "probe", {"probe": lease_probe}),
 ]
 
 
