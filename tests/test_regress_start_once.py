@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,9 +22,9 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.dispatch import START_TASK
 from abstractruntime_celery.driver import build
-from tests._procs import Cluster, cleanup_broker, wait_for
-from tests._regress_d import REGISTRY_PATH, in_process_worker, make_app, wait_drained
-from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, fx_count, make_settings
+from tests._procs import Cluster, wait_for
+from tests._regress_d import in_process_worker, make_app, regress_cluster, wait_drained
+from tests.conftest import FX_URL, fx_count, make_settings
 from tests.workflows_regress_d import registry
 
 TIMEOUT = 60.0
@@ -33,22 +32,8 @@ TIMEOUT = 60.0
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Prefork ``celery worker`` / ``beat`` subprocesses on the regression workflows, with
-    their own prefix and queue; everything they made is deleted on the way out."""
-    prefix = f"rd{uuid.uuid4().hex[:8]}:"
-    settings = make_settings(prefix, lease_ttl_s=3.0, orphan_grace_s=2.0, registry=REGISTRY_PATH)
-    c = Cluster(settings, BROKER_URL, FX_URL, tmp_path)
-    failed_before = request.session.testsfailed
-    try:
+    with regress_cluster(tmp_path, request) as c:
         yield c
-    finally:
-        c.stop_all()
-        if request.session.testsfailed > failed_before:
-            c.dump_logs()
-        cleanup_broker(BROKER_URL, settings.queue)
-        _delete_prefix(STORE_URL, prefix)
-        fx = redis.Redis.from_url(FX_URL)
-        fx.delete(f"{prefix}fx", f"{prefix}fx:pids")
 
 
 @pytest.mark.timeout(180)
