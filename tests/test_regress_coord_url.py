@@ -10,6 +10,7 @@ ever moved. Such a configuration must be refused when the driver is built, with 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -18,7 +19,8 @@ from abstractruntime import RunStatus
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import ConfigError
-from tests._regress_d import make_app
+from tests._procs import wait_for
+from tests._regress_d import make_app, regress_cluster
 from tests.conftest import REDIS, STORE_URL, _delete_prefix, make_settings
 from tests.workflows_regress_d import registry
 
@@ -74,3 +76,22 @@ def test_the_refusal_names_both_redis_urls_without_their_passwords(prefix: str, 
     assert "s3cret" not in message, message
     assert "/10" in message and "/13" in message and "127.0.0.1" in message, message
 
+
+
+@pytest.mark.xfail(strict=True, reason="defect (DESIGN invariant 10): a worker builds its driver only at its first "
+                   "task (tasks.driver_for), so a worker whose coord_url is another Redis than its store says "
+                   "'ready' and then fails every task with ConfigError")
+@pytest.mark.timeout(120)
+def test_a_celery_worker_whose_coord_url_is_another_redis_than_its_store_does_not_start(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    with regress_cluster(tmp_path, request, coord_url=OTHER_URL) as cluster:
+        try:
+            node = f"w.{cluster.settings.key_prefix.strip(':')}@%h"
+            proc = cluster._spawn("w", ["worker", "-P", "prefork", "-c", "1", "-n", node, "-l", "INFO",
+                                        "--without-mingle", "--without-gossip", "--without-heartbeat",
+                                        "-Q", cluster.settings.queue])
+            wait_for(lambda: " ready." in proc.log() or not proc.alive(), 60, "the worker to start or exit")
+            assert not proc.alive(), "the worker said ready"
+            assert "ConfigError" in proc.log() and "coord_url" in proc.log()
+        finally:
+            _delete_prefix(OTHER_URL, cluster.settings.key_prefix)
