@@ -26,7 +26,7 @@ from abstractruntime import RunStatus
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.driver import build
 from tests._procs import Cluster, settings_env, wait_for
-from tests._regress_d import make_app, regress_cluster
+from tests._regress_d import in_process_worker, make_app, regress_cluster, wait_drained
 from tests.conftest import BROKER_URL, FX_URL, fx_count, make_settings
 from tests.workflows_regress_d import registry
 
@@ -157,8 +157,6 @@ def test_a_child_spawned_after_its_parent_was_cancelled_with_its_children_never_
                    "the run is ticked forever (hundreds of ticks a second on a worker)")
 @pytest.mark.timeout(120)
 def test_a_run_cancelled_with_its_children_is_not_ticked_again_and_again(prefix: str, fx: str) -> None:
-    from tests._regress_d import in_process_worker, wait_drained
-
     settings = make_settings(prefix)
     app = make_app(settings)
     sr = create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=False)
