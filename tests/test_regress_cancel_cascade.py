@@ -116,10 +116,6 @@ print([s.run_id for s in sr.cancel_with_children(sys.argv[1])])
 """
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the tick whose save a cancel refused sends its async child a "
-                   "tick before it cascades the cancel (Ticker._follow_up sends first, then on_cancelled), and "
-                   "a 'child' tick does not check the parent's cancel_children flag (only orphan ticks do): a "
-                   "worker quick to take that message runs the child to its end")
 @pytest.mark.timeout(120)
 def test_a_child_spawned_after_its_parent_was_cancelled_with_its_children_never_runs_whatever_the_timing(
         prefix: str, fx: str, tmp_path: Path) -> None:
@@ -151,10 +147,6 @@ def test_a_child_spawned_after_its_parent_was_cancelled_with_its_children_never_
     assert fx_count(fx, child.run_id, "ran") == 0, inline.ticked
 
 
-@pytest.mark.xfail(strict=True, reason="defect: every tick of a run cancelled with its children cascades "
-                   "(Ticker._after_terminal sets ctx.cascade for any tick of it), the cascade's "
-                   "Control.cancel sends the run a 'cancelled' tick, and that tick cascades again: "
-                   "the run is ticked forever (hundreds of ticks a second on a worker)")
 @pytest.mark.timeout(120)
 def test_a_run_cancelled_with_its_children_is_not_ticked_again_and_again(prefix: str, fx: str) -> None:
     settings = make_settings(prefix)

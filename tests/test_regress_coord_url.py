@@ -78,9 +78,6 @@ def test_the_refusal_names_both_redis_urls_without_their_passwords(prefix: str, 
 
 
 
-@pytest.mark.xfail(strict=True, reason="defect (DESIGN invariant 10): a worker builds its driver only at its first "
-                   "task (tasks.driver_for), so a worker whose coord_url is another Redis than its store says "
-                   "'ready' and then fails every task with ConfigError")
 @pytest.mark.timeout(120)
 def test_a_celery_worker_whose_coord_url_is_another_redis_than_its_store_does_not_start(
         tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -174,10 +174,6 @@ def test_an_orphan_behind_more_busy_running_runs_than_the_batch_is_recovered(pre
     assert not recorder.run_ids() & set(older + newer), "a run another worker holds was sent as an orphan"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: on stores the sweep cannot walk by score (SQLite, JSON files, "
-                   "memory) each pass reads at most GENERIC_READ_FACTOR x sweep_batch runs from the front of "
-                   "list_runs / list_due_wait_until (sweep.GenericSource) and pages in memory; a run behind more "
-                   "than that many stuck runs is never reached")
 def test_an_orphan_behind_more_busy_runs_than_ten_batches_is_recovered_on_a_sqlite_store(
         prefix: str, tmp_path: Path) -> None:
     registry = build_registry()
