@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
-from abstractruntime import Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
+from abstractruntime import Runtime, RunState, RunStatus, WorkflowSpec
 
 from .config import Settings
 from .context import TickContext, entered
 from .control import Control
-from .coordination import Coordination, open_coordination
+from .coord import Coordination, open_coordination
 from .errors import (
     ConfigError,
     RunNotWaitingError,
@@ -32,7 +32,8 @@ from .errors import (
     UnknownWorkflowError,
     WaitKeyMismatchError,
 )
-from .inbox import Event, LocalInbox, new_event_id
+from .coord.local import LocalInbox
+from .inbox import Event, new_event_id
 from .keys import Keys
 from .lease import LeaseKeeper
 from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes

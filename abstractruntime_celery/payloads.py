@@ -9,9 +9,9 @@ the stores can write, and its size is the size stored.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any
 
-from .codec import check_text, dumps_bytes
+from .codec import dumps_bytes
 from .errors import PayloadError
 
 from .stores.redis.codec import check_mailbox_names

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from abstractruntime import Runtime, RunState, RunStatus, WaitReason
 
 from .config import Settings, load_settings
-from .coordination import Coordination
+from .coord import Coordination
 from .dispatch import CeleryDispatcher, LocalDispatcher
 from .driver import Driver, build
 from .inbox import Event

@@ -30,7 +30,8 @@ from abstractruntime import RunStatus, WaitReason
 from .isotime import from_epoch, to_epoch
 from .runstate import TERMINAL, child_of, paused
 from .stores.redis import RedisRunStore
-from .stores.redis.queries import START, Cursor, zwalk
+from .stores.redis.connection import redis_errors
+from .walk import START, Cursor, page, zwalk
 from .timers import Timers
 
 if TYPE_CHECKING:
@@ -190,8 +191,9 @@ class RedisSource(Source):
         return [Candidate(r, s, v[0], v[1] == "1", until=v[2] or None) for r, s, v in rows], cursor
 
     def evented(self, after: Cursor, limit: int, older_than: float) -> tuple[list[Candidate], Cursor]:
-        pairs, cursor = zwalk(self.coord.client, self.keys.inbox_runs, low=float("-inf"), high=older_than,
-                              after=after, limit=limit)
+        with redis_errors(self.coord.client):
+            pairs, cursor = zwalk(self.coord.client, self.keys.inbox_runs, low=float("-inf"),
+                                  high=older_than, after=after, limit=limit)
         return [Candidate(r, s, None) for r, s in pairs], cursor
 
     def running(self, after: Cursor, limit: int, idle_before: float) -> tuple[list[Candidate], Cursor]:
@@ -246,7 +248,7 @@ class GenericSource(Source):
         runs = self.store.list_due_wait_until(now_iso=from_epoch(until), limit=self._cap)
         found = [Candidate(r.run_id, to_epoch(r.waiting.until), r.status.value, paused(r), until=r.waiting.until)
                  for r in runs if r.waiting is not None and r.waiting.until]
-        return _page(found, after, limit)
+        return page(found, after, limit)
 
     def evented(self, after: Cursor, limit: int, older_than: float) -> tuple[list[Candidate], Cursor]:
         inbox = self.coord.inbox
@@ -255,16 +257,16 @@ class GenericSource(Source):
                                   high=older_than, after=after, limit=limit)
             return [Candidate(r, s, None) for r, s in pairs], cursor
         stale = inbox.stale_runs(older_than) if hasattr(inbox, "stale_runs") else []
-        return _page([Candidate(r, 0.0, None) for r in sorted(stale)], after, limit)
+        return page([Candidate(r, 0.0, None) for r in sorted(stale)], after, limit)
 
     def running(self, after: Cursor, limit: int, idle_before: float) -> tuple[list[Candidate], Cursor]:
         runs = self.store.list_runs(status=RunStatus.RUNNING, limit=self._cap)
         found = [Candidate(r.run_id, _epoch(r.updated_at), r.status.value) for r in runs]
-        return _page([c for c in found if c.score <= idle_before], after, limit)
+        return page([c for c in found if c.score <= idle_before], after, limit)
 
     def parents(self, after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]:
         runs = self.store.list_runs(status=RunStatus.WAITING, wait_reason=WaitReason.SUBWORKFLOW, limit=self._cap)
-        return _page([Candidate(r.run_id, _epoch(r.updated_at), r.status.value, paused(r), child=child_of(r))
+        return page([Candidate(r.run_id, _epoch(r.updated_at), r.status.value, paused(r), child=child_of(r))
                       for r in runs], after, limit)
 
     def children(self, ids: list[str]) -> dict[str, tuple[Optional[str], float]]:
@@ -277,21 +279,6 @@ class GenericSource(Source):
 
     def leased(self, ids: list[str]) -> set[str]:
         return {run_id for run_id in ids if self.coord.leases.is_held(run_id)}
-
-
-def _page(found: list[Candidate], after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]:
-    """``zwalk`` over a list already read: the next ``limit`` after the cursor."""
-    ordered = sorted(found, key=lambda c: (c.score, c.run_id))
-    score, skip = after
-    rest = [c for c in ordered if c.score >= score]
-    same = [c for c in rest if c.score == score]
-    page = same[skip:] + [c for c in rest if c.score > score]
-    page = page[:limit]
-    if len(page) < limit:
-        return page, (float("-inf"), 0)
-    last = page[-1].score
-    ties = sum(1 for c in page if c.score == last)
-    return page, (last, ties + (skip if last == score else 0))
 
 
 def _epoch(iso: Any) -> float:

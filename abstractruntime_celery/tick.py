@@ -29,7 +29,8 @@ from abstractruntime import Runtime, RunState, RunStatus, WorkflowSpec
 from . import timers
 from .config import Settings
 from .context import TickContext, current, entered
-from .coordination import Coordination
+from .coord import Coordination
+from .coord.redis import RedisInbox, RedisLeases
 from .errors import (
     LeaseLostError,
     RunControlledError,
@@ -37,8 +38,8 @@ from .errors import (
     UnknownRunError,
     UnknownWorkflowError,
 )
-from .inbox import Event, InboxRead, RedisInbox, Unreadable, describe, quote
-from .lease import Lease, LeaseKeeper, RedisLeases
+from .inbox import Event, InboxRead, Unreadable, describe, quote
+from .lease import Lease, LeaseKeeper
 from .registry import WorkflowRegistry, require_workflow
 from .runstate import CANCEL_CHILDREN, TERMINAL, child_of, child_result, control_flag, paused, takes
 from .stores.redis import RedisLedgerStore, RedisRunStore

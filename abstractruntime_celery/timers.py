@@ -10,16 +10,13 @@ sweeps do not pile up copies.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Protocol
 
-from . import scripts
 from .context import TickContext
 from .isotime import to_epoch as parse_until
-from .keys import Keys
 
 #: On brokers with native delayed delivery (RabbitMQ quorum queues), delays
 #: shorter than this raise ValueError, so they are sent with no ETA and the
@@ -56,72 +53,12 @@ def plan(until: str, horizon_s: float, now: float | None = None, min_eta_s: floa
 
 
 class TimerBook(Protocol):
+    """Which (run, until) has a timer message in flight (``coord/redis.py``, ``coord/local.py``)."""
+
     def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool: ...
-    def fired(self, run_id: str, ctx: TickContext | None = None) -> None: ...
-
-
-class RedisTimerBook:
-    """``{p}timer:<id>`` = the ``until`` a timer message is in flight for."""
-
-    def __init__(self, client: Any, keys: Keys) -> None:
-        self.keys = keys
-        self._client = client
-        self._arm = scripts.register(client, "timer_arm")
-
-    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool:
-        """True if no message was in flight for this (run, until); records that one now is.
-        In a tick, it rides the round trip that sends the tick's queued writes."""
-        keys, args = [self.keys.timer(run_id), self.keys.stats], [until, max(1000, int(ttl_s * 1000))]
-        script = self._arm
-
-        def call(target: Any) -> Any:
-            return scripts.call_in(target, script, keys, args)
-
-        reply = ctx.queue.send_before(self._client, call) if ctx is not None else call(self._client)
-        return bool(int(scripts.settle(reply, script, keys, args)))
-
     def arm_after_release(self, ctx: TickContext, run_id: str, until: str, ttl_s: float,
-                          eta: datetime | None) -> None:
-        """``arm`` in the release pipeline of ``ctx``: if the note is taken, the message is
-        sent after the release (with the tick's other messages)."""
-        keys, args = [self.keys.timer(run_id), self.keys.stats], [until, max(1000, int(ttl_s * 1000))]
-        script = self._arm
-
-        def armed(reply: Any) -> None:
-            if int(reply) == 1:
-                ctx.sends.append((run_id, "timer", eta))
-
-        ctx.queue.add_after(self._client, lambda target: scripts.call_in(target, script, keys, args), armed)
-
-    def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
-        """A timer message was delivered: none is in flight any more (so a later wait
-        with the same ``until`` is armed again). In a tick, it goes with the release."""
-        key = self.keys.timer(run_id)
-        if ctx is not None:
-            ctx.queue.add_after(self._client, lambda pipe: pipe.delete(key))
-        else:
-            self._client.delete(key)
-
-
-class LocalTimerBook:
-    def __init__(self, on_armed: Any = None) -> None:
-        self._lock = threading.Lock()
-        self._armed: dict[str, tuple[str, float]] = {}
-        self._on_armed = on_armed  # counts timers_armed (the Redis book counts in its script)
-
-    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool:
-        with self._lock:
-            cur = self._armed.get(run_id)
-            if cur is not None and cur[0] == until and cur[1] > time.monotonic():
-                return False
-            self._armed[run_id] = (until, time.monotonic() + ttl_s)
-        if self._on_armed is not None:
-            self._on_armed()
-        return True
-
-    def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
-        with self._lock:
-            self._armed.pop(run_id, None)
+                          eta: datetime | None) -> None: ...
+    def fired(self, run_id: str, ctx: TickContext | None = None) -> None: ...
 
 
 class Sender(Protocol):
@@ -159,13 +96,10 @@ class Timers:
         decision = plan(until, self.horizon_s, min_eta_s=self.sender.min_eta_s)
         if decision.later:
             return False  # beyond the horizon: the sweep arms it when it comes within
-        if ctx is None or not isinstance(self.book, RedisTimerBook):
-            if not self.book.arm(run_id, until, self._ttl_s, ctx if ctx is not None else None):
-                return False
-            if ctx is not None:
-                ctx.sends.append((run_id, "timer", decision.eta))
-            else:
-                self.sender.send(run_id, "timer", decision.eta)
+        if ctx is not None:
+            self.book.arm_after_release(ctx, run_id, until, self._ttl_s, decision.eta)
             return True
-        self.book.arm_after_release(ctx, run_id, until, self._ttl_s, decision.eta)
+        if not self.book.arm(run_id, until, self._ttl_s):
+            return False
+        self.sender.send(run_id, "timer", decision.eta)
         return True

@@ -16,7 +16,8 @@ from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import LeaseLostError
 from abstractruntime_celery.context import Fence, TickContext, entered
 from abstractruntime_celery.keys import Keys
-from abstractruntime_celery.lease import LeaseKeeper, RedisLeases
+from abstractruntime_celery.coord.redis import RedisLeases
+from abstractruntime_celery.lease import LeaseKeeper
 from abstractruntime_celery.sweep import sweep
 from tests.conftest import STORE_URL, make_settings
 from tests.workflows import registry

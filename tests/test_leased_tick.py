@@ -17,7 +17,7 @@ from abstractruntime_celery.context import Fence, TickContext, entered
 from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import RunControlledError
 from abstractruntime_celery.keys import Keys
-from abstractruntime_celery.lease import RedisLeases
+from abstractruntime_celery.coord.redis import RedisLeases
 from abstractruntime_celery.stores.redis.connection import connect
 from abstractruntime_celery.stores.redis.ledger import RedisLedgerStore
 from abstractruntime_celery.stores.redis.runs import RedisRunStore

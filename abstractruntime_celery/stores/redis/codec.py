@@ -75,9 +75,9 @@ except ImportError:  # pragma: no cover
 try:  # run-index row fields (automations / lifecycle / workspace); newer releases only
     from abstractruntime.core.run_attribution import (
         automation_index_fields as _automation_fields,
-        is_turn_root,
-        latest_occurrence_of,
-        row_matches,
+        is_turn_root,  # noqa: F401 - re-exported for queries.py
+        latest_occurrence_of,  # noqa: F401
+        row_matches,  # noqa: F401
         workspace_index_fields as _workspace_fields,
     )
     from abstractruntime.core.run_lifecycle import run_lifecycle_index_fields as _lifecycle_fields

@@ -20,13 +20,11 @@ from ...errors import CorruptRunError, PayloadError
 from ...isotime import to_epoch
 from ...keys import Keys
 from .codec import ACTIVE, HAS_RUN_INDEX, decode, is_turn_root, latest_occurrence_of, mailbox_names_of, row_matches, value_of
+from ...walk import Cursor, zwalk
 from .connection import redis_errors
 
 logger = logging.getLogger(__name__)
 
-#: (score, how many members at exactly that score were already taken): where a walk goes on.
-Cursor = Tuple[float, int]
-START: Cursor = (float("-inf"), 0)
 
 
 class RunQueries:
@@ -348,7 +346,8 @@ class RunQueries:
             StoreUnavailableError: Redis cannot be reached.
         """
         self._sent_before()
-        pairs, cursor = zwalk(self._r, key, low=low, high=high, after=after, limit=limit)
+        with redis_errors(self._r):
+            pairs, cursor = zwalk(self._r, key, low=low, high=high, after=after, limit=limit)
         if not pairs:
             return [], cursor
         with redis_errors(self._r):
@@ -357,34 +356,6 @@ class RunQueries:
                 pipe.hmget(self.keys.run(member), list(fields))
             values = pipe.execute(raise_on_error=False)
         return [(m, s, v if isinstance(v, list) else [None] * len(fields)) for (m, s), v in zip(pairs, values)], cursor
-
-
-def zwalk(client: Any, key: str, *, low: float, high: float, after: Cursor,
-          limit: int) -> Tuple[List[Tuple[str, float]], Cursor]:
-    """Up to ``limit`` members of sorted set ``key`` with ``low <= score <= high`` that come
-    after cursor ``after``, in score order, and the cursor to go on from: ``START`` once
-    the walk reached ``high`` (the next one starts over). One ZRANGEBYSCORE.
-
-    A walk that goes on from where the last one stopped reaches every member within
-    ``ceil(members / limit) + 1`` walks, however many members nobody removes.
-
-    Raises:
-        StoreUnavailableError: Redis cannot be reached.
-    """
-    score, skip = after
-    lo = max(low, score)
-    if lo > score:
-        skip = 0
-    with redis_errors(client):
-        raw = client.zrangebyscore(key, "-inf" if lo == float("-inf") else repr(lo),
-                                   "+inf" if high == float("inf") else repr(high),
-                                   start=skip, num=limit, withscores=True)
-    pairs = [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in raw]
-    if len(pairs) < limit:
-        return pairs, START
-    last = pairs[-1][1]
-    ties = sum(1 for _, s in pairs if s == last)
-    return pairs, (last, ties + (skip if last == lo else 0))
 
 
 def _parse_row(rid: str, raw: Any) -> List[Dict[str, Any]]:

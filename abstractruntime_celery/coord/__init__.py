@@ -1,0 +1,79 @@
+"""The shared state beside the run store, backends side by side: ``coord/redis.py`` for a
+fleet, ``coord/local.py`` for the embedded mode (one process is the cluster).
+``open_coordination`` builds one or the other, in one place, from a URL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..inbox import Inbox
+from ..keys import Keys
+from ..lease import Leases
+from ..marks import Marks
+from ..signals import Notices
+from ..stats import Stats
+from ..walk import Cursor
+from ..timers import TimerBook
+
+
+class SweepLock(Protocol):
+    """At most one sweep per interval across the cluster, even with two beats."""
+
+    def try_take(self, hold_s: float) -> bool: ...
+
+
+class SweepCursors(Protocol):
+    """Where each pass of the sweep goes on from (shared by every sweeper of the cluster),
+    read when a sweep begins and written when it ends, with the sweep's own counters."""
+
+    def begin(self) -> dict[str, Cursor]: ...
+    def end(self, cursors: dict[str, Cursor]) -> None: ...
+
+
+@dataclass
+class Coordination:
+    keys: Keys
+    leases: Leases
+    inbox: Inbox
+    timers: TimerBook
+    stats: Stats
+    marks: Marks
+    notices: Notices
+    sweep_lock: SweepLock
+    cursors: SweepCursors
+    client: Any | None = None
+
+
+def open_coordination(url: str, keys: Keys, lease_ttl_s: float) -> Coordination:
+    """Redis-backed coordination for Redis URLs, in-process for ``memory://``.
+
+    Raises:
+        ValueError: the Redis URL is malformed.
+        ConfigError: the prefix holds data of another key layout (``keys.check_layout``).
+        StoreUnavailableError: the Redis cannot be reached.
+    """
+    if url == "memory://":
+        from . import local
+
+        stats = local.LocalStats()
+        return Coordination(keys=keys, leases=local.LocalLeases(keys, lease_ttl_s), inbox=local.LocalInbox(),
+                            timers=local.LocalTimerBook(lambda: stats.incr("timers_armed")), stats=stats,
+                            marks=local.LocalMarks(), notices=Notices(None, keys), sweep_lock=local.LocalSweepLock(),
+                            cursors=local.LocalSweepCursors(stats))
+    from ..keys import check_layout
+    from ..redact import redact_url
+    from ..scripts import preload
+    from ..stores.redis.connection import connect, redis_errors
+    from . import redis as backend
+
+    client = connect(url)
+    with redis_errors(client):
+        check_layout(client, keys, redact_url(url))
+        preload(client)
+    return Coordination(keys=keys, leases=backend.RedisLeases(client, keys, lease_ttl_s),
+                        inbox=backend.RedisInbox(client, keys), timers=backend.RedisTimerBook(client, keys),
+                        stats=backend.RedisStats(client, keys), marks=backend.RedisMarks(client, keys),
+                        notices=Notices(client, keys), sweep_lock=backend.RedisSweepLock(client, keys.sweep_lock),
+                        cursors=backend.RedisSweepCursors(client, keys), client=client)

@@ -1,0 +1,267 @@
+"""The coordination state of the embedded mode, in this process's memory: the same
+pieces as ``coord/redis.py`` (leases, inboxes, the timer book, stats, marks, the
+sweep's lock and cursors), for one process that is the whole cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+import time
+import uuid
+from typing import Any, Optional, Sequence
+
+from ..context import Op, TickContext
+from ..errors import InboxFullError
+from ..inbox import Event, InboxRead, Unreadable
+from ..keys import Keys
+from ..lease import Lease
+from ..stats import MAX_ERRORS, SchedulerStats, Stats, build_snapshot, clip_error, now_iso
+from ..walk import Cursor
+
+
+class LocalLeases:
+    """Leases in this process only: the embedded mode, where one process is the cluster."""
+
+    def __init__(self, keys: Keys, ttl_s: float) -> None:
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._pending: set[str] = set()
+
+    def _live(self, run_id: str) -> tuple[str, float] | None:
+        entry = self._leases.get(run_id)
+        if entry is not None and entry[1] <= time.monotonic():
+            del self._leases[run_id]
+            return None
+        return entry
+
+    def acquire(self, run_id: str) -> Lease | None:
+        with self._lock:
+            if self._live(run_id) is not None:
+                self._pending.add(run_id)
+                return None
+            token = uuid.uuid4().hex
+            self._leases[run_id] = (token, time.monotonic() + self.ttl_s)
+            self._pending.discard(run_id)
+            return Lease(run_id, self.keys.lease(run_id), token)
+
+    def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]:
+        return self.acquire(run_id), []
+
+    def renew(self, lease: Lease) -> bool:
+        with self._lock:
+            entry = self._live(lease.run_id)
+            if entry is None or entry[0] != lease.token:
+                return False
+            self._leases[lease.run_id] = (lease.token, time.monotonic() + self.ttl_s)
+            return True
+
+    def release(self, lease: Lease, ctx: TickContext | None = None) -> bool:
+        """Raises what a queued write raises (none queue in the embedded mode)."""
+        if ctx is not None:
+            ctx.queue.flush()
+            for item in ctx.queue.after:
+                reply = item.op(item.client)
+                if item.check is not None:
+                    item.check(reply)
+            ctx.queue.after, ctx.queue.counts = [], {}
+        with self._lock:
+            entry = self._live(lease.run_id)
+            if entry is None or entry[0] != lease.token:
+                return False
+            del self._leases[lease.run_id]
+            asked = lease.run_id in self._pending
+            self._pending.discard(lease.run_id)
+            return asked
+
+    def is_held(self, run_id: str) -> bool:
+        with self._lock:
+            return self._live(run_id) is not None
+
+    def holds(self, key: str, token: str) -> bool:
+        run_id = key[len(self.keys.lease("")):]
+        with self._lock:
+            entry = self._live(run_id)
+            return entry is not None and entry[0] == token
+
+
+class LocalInbox:
+    """The same, in this process's memory (embedded mode)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, dict[str, tuple[Event, dict[str, Any]]]] = {}
+        self._seq = 0
+
+    def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = ()) -> None:
+        """Raises InboxFullError as ``RedisInbox.put``."""
+        with self._lock:
+            box = self._events.setdefault(event.run_id, {})
+            if event.event_id in box:
+                return
+            if len(box) >= limits[0]:
+                raise InboxFullError(event.run_id, f"holds {len(box)} unapplied events, the limit (max_inbox_events)")
+            size = sum(e.size for e, _ in box.values()) + len(payload)
+            if size > limits[1]:
+                raise InboxFullError(event.run_id, f"would hold {size} bytes of payloads, over the limit of "
+                                                   f"{limits[1]} (max_inbox_bytes)")
+            self._seq += 1
+            event.seq = self._seq
+            box[event.event_id] = (event, json.loads(payload))
+
+    def pending(self, run_id: str) -> InboxRead:
+        with self._lock:
+            items = sorted(self._events.get(run_id, {}).values(), key=lambda pair: pair[0].seq)
+        return InboxRead([_copy(event, payload) for event, payload in items], [])
+
+    def load_payload(self, event: Event) -> Optional[dict[str, Any]]:
+        with self._lock:
+            pair = self._events.get(event.run_id, {}).get(event.event_id)
+        return dict(pair[1]) if pair is not None else None
+
+    def has(self, run_id: str, event_id: str) -> bool:
+        with self._lock:
+            return event_id in self._events.get(run_id, {})
+
+    def mark_applying(self, event: Event, updated_at: Optional[str]) -> None:
+        with self._lock:
+            event.applying_since = updated_at or ""
+            pair = self._events.get(event.run_id, {}).get(event.event_id)
+            if pair is not None:
+                pair[0].applying_since = event.applying_since
+
+    def done(self, run_id: str, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            box = self._events.get(run_id, {})
+            for event_id in event_ids:
+                box.pop(event_id, None)
+            if not box:
+                self._events.pop(run_id, None)
+
+    def quarantine(self, bad: Unreadable) -> None:
+        self.done(bad.run_id, [bad.event_id])
+
+    def stale_runs(self, older_than: float) -> list[str]:
+        """Runs with an event accepted at or before ``older_than`` (the embedded sweep)."""
+        with self._lock:
+            return [run_id for run_id, box in self._events.items()
+                    if box and min(e.accepted_at for e, _ in box.values()) <= older_than]
+
+
+def _copy(event: Event, payload: dict[str, Any]) -> Event:
+    copy = Event(**{**event.__dict__})
+    copy.payload = dict(payload)
+    return copy
+
+
+class LocalTimerBook:
+    def __init__(self, on_armed: Any = None) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[str, tuple[str, float]] = {}
+        self._on_armed = on_armed  # counts timers_armed (the Redis book counts in its script)
+
+    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool:
+        with self._lock:
+            cur = self._armed.get(run_id)
+            if cur is not None and cur[0] == until and cur[1] > time.monotonic():
+                return False
+            self._armed[run_id] = (until, time.monotonic() + ttl_s)
+        if self._on_armed is not None:
+            self._on_armed()
+        return True
+
+    def arm_after_release(self, ctx: TickContext, run_id: str, until: str, ttl_s: float,
+                          eta: Any) -> None:
+        """In this process nothing rides a pipeline: note it now, send after the release."""
+        if self.arm(run_id, until, ttl_s):
+            ctx.sends.append((run_id, "timer", eta))
+
+    def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
+        with self._lock:
+            self._armed.pop(run_id, None)
+
+
+class LocalStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._errors: list[str] = []
+        self._last: str | None = None
+
+    def incr(self, name: str, by: int = 1, ctx: TickContext | None = None) -> None:
+        with self._lock:
+            self._counts[name] += by
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            self._counts["runs_failed"] += 1
+            self._errors.append(f"{now_iso()}: {clip_error(message)}")
+            del self._errors[:-MAX_ERRORS]
+
+    def polled(self) -> None:
+        with self._lock:
+            self._counts["poll_cycles"] += 1
+            self._last = now_iso()
+
+    def snapshot(self) -> SchedulerStats:
+        with self._lock:
+            return build_snapshot(dict(self._counts), self._last, list(self._errors))
+
+
+class LocalMarks:
+    """The same notes in a dict."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._notes: dict[tuple[str, str], float] = {}
+
+    def add_attempt(self, run_id: str) -> int:
+        with self._lock:
+            self._notes[("attempts", run_id)] = self._notes.get(("attempts", run_id), 0) + 1
+            return int(self._notes[("attempts", run_id)])
+
+    def clear_attempts(self, run_id: str, ctx: TickContext | None = None) -> None:
+        with self._lock:
+            self._notes.pop(("attempts", run_id), None)
+
+    def unknown_since(self, run_id: str) -> float:
+        with self._lock:
+            return self._notes.setdefault(("unknown", run_id), time.time())
+
+    def clear_unknown(self, run_id: str, ctx: TickContext | None = None) -> None:
+        with self._lock:
+            self._notes.pop(("unknown", run_id), None)
+
+
+class LocalSweepLock:
+    """The same, in this process."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def try_take(self, hold_s: float) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._until:
+                return False
+            self._until = now + hold_s
+            return True
+
+
+class LocalSweepCursors:
+    def __init__(self, stats: Stats) -> None:
+        self._cursors: dict[str, Cursor] = {}
+        self._stats = stats
+
+    def begin(self) -> dict[str, Cursor]:
+        self._stats.incr("sweeps")
+        return dict(self._cursors)
+
+    def end(self, cursors: dict[str, Cursor]) -> None:
+        self._cursors.update(cursors)
+        self._stats.polled()
+

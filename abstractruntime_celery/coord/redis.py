@@ -1,0 +1,440 @@
+"""The coordination state of a fleet, in Redis: leases, inboxes, the timer book, stats,
+marks, and the sweep's lock and cursors. Each atomic change is one script of ``lua/``
+or one pipeline; key names come from ``keys.py``. The protocols these classes meet
+(and what each piece is for) are in ``lease.py``, ``inbox.py``, ``timers.py``,
+``stats.py``, ``marks.py`` and ``coord/__init__.py``; the in-process twin is ``coord/local.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Optional, Sequence
+
+from .. import scripts
+from ..context import Op, TickContext, Write, settle
+from ..errors import InboxFullError, LeaseLostError
+from ..inbox import Event, InboxRead, Unreadable
+from ..keys import Keys
+from ..lease import Lease
+from ..marks import DAY_S
+from ..stats import MAX_ERRORS, SchedulerStats, build_snapshot, clip_error, now_iso
+from ..walk import START, Cursor
+
+log = logging.getLogger(__name__)
+
+
+class RedisLeases:
+    """Leases in Redis: ``{p}lease:<id>`` (token) and ``{p}pending:<id>``."""
+
+    def __init__(self, client: Any, keys: Keys, ttl_s: float) -> None:
+        self.client = client
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._acquire = scripts.register(client, "lease_acquire")
+        self._release = scripts.register(client, "lease_release")
+        self._renew = scripts.register(client, "lease_renew")
+        self._many = scripts.register(client, "hincrby_many")
+        # Tokens of reserved leases whose acquire has not been sent yet (see ``reserve``):
+        # the keeper thread must not renew them (there is nothing in Redis to renew).
+        self._unsent: set[str] = set()
+        self._unsent_lock = threading.Lock()
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, int(self.ttl_s * 1000))
+
+    def _call(self, run_id: str, token: str) -> tuple[list[str], list[Any]]:
+        return [self.keys.lease(run_id), self.keys.pending(run_id)], [token, self._ttl_ms]
+
+    def acquire(self, run_id: str) -> Lease | None:
+        """Take the lease, or return None (and leave a pending word) if another holds it."""
+        return self.acquire_reading(run_id, ())[0]
+
+    def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]:
+        """Take the lease and run ``reads`` in the same round trip; their results (or
+        errors, as values: the caller holds the lease and must release it) follow."""
+        token = uuid.uuid4().hex
+        keys, args = self._call(run_id, token)
+        pipe = self.client.pipeline(transaction=False)
+        scripts.call_in(pipe, self._acquire, keys, args)
+        for read in reads:
+            read(pipe)
+        got, *results = pipe.execute(raise_on_error=False)
+        got = scripts.settle(got, self._acquire, keys, args)
+        return (Lease(run_id, keys[0], token) if int(got) == 1 else None), results
+
+    def reserve(self, ctx: TickContext, run_id: str) -> Lease:
+        """Take the lease of a run that most likely does not exist yet (a start) without a
+        round trip of its own: the acquire is queued first in the tick's write queue and
+        goes with its first write. The tick sends that write before any node runs
+        (the create is a commit), so no node runs unless the acquire succeeded."""
+        token = uuid.uuid4().hex
+        keys, args = self._call(run_id, token)
+        script = self._acquire
+
+        def taken(got: Any) -> None:
+            self._sent(token)
+            if int(got) != 1:
+                raise LeaseLostError(run_id)
+
+        with self._unsent_lock:
+            self._unsent.add(token)
+        ctx.queue.add(self.client, lambda target: scripts.call_in(target, script, keys, args), taken)
+        return Lease(run_id, keys[0], token)
+
+    def _sent(self, token: str) -> None:
+        with self._unsent_lock:
+            self._unsent.discard(token)
+
+    def renew(self, lease: Lease) -> bool:
+        """Extend the lease; False if it was lost (expired and maybe taken). A reserved lease
+        not sent yet is kept as it is: its acquire, when it goes, sets a full time to live."""
+        with self._unsent_lock:
+            if lease.token in self._unsent:
+                return True
+        return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
+
+    def release(self, lease: Lease, ctx: TickContext | None = None) -> bool:
+        """Give the lease back, in one round trip with the tick's queued writes: the writes
+        before the release script, counters and cleanups after it. True if a tick was
+        asked for while we held it.
+
+        Raises:
+            Exception: a queued write was refused (LeaseLostError, RunControlledError, ...)
+                or failed; the lease is released (if still ours) all the same.
+        """
+        keys, args = [lease.key, self.keys.pending(lease.run_id)], [lease.token]
+        self._sent(lease.token)  # sent now at the latest (its check runs below)
+        items = ctx.queue.take(self.client) if ctx is not None else []
+        after: list[Write] = []
+        if ctx is not None:
+            after = [Write(self.client, self._counts_op(key, counts)) for (_, key), (_, counts)
+                     in ctx.queue.counts.items()] + ctx.queue.after
+            ctx.queue.after, ctx.queue.counts = [], {}
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            item.op(pipe)
+        scripts.call_in(pipe, self._release, keys, args)
+        for item in after:
+            item.op(pipe)
+        results = pipe.execute(raise_on_error=False)
+        n = len(items)
+        refused: Exception | None = None
+        try:  # first, in order: a NOSCRIPT'd save must run again while we still hold the lease
+            settle(self.client, items, results[:n])
+        except Exception as exc:
+            refused = exc
+        res = int(scripts.settle(results[n], self._release, keys, args))
+        for item, result in zip(after, results[n + 1:]):
+            try:
+                settle(self.client, [item], [result])
+            except Exception as exc:  # counters and bookkeeping: the run's state is already saved
+                log.warning("a deferred write of run %s failed: %s", lease.run_id, exc)
+        if res < 0:
+            log.warning("lease on run %s was lost before release", lease.run_id)
+        if refused is not None:
+            raise refused
+        return res == 1
+
+    def _counts_op(self, key: str, counts: Any) -> Op:
+        """One command for all of a tick's counts of one hash (one reply per op)."""
+        items = [(f, n) for f, n in counts.items() if n] or [(next(iter(counts)), 0)]
+        if len(items) == 1:
+            return lambda pipe: pipe.hincrby(key, items[0][0], items[0][1])
+        script, flat = self._many, [x for f, n in items for x in (f, n)]
+        return lambda pipe: scripts.call_in(pipe, script, [key], flat)
+
+    def is_held(self, run_id: str) -> bool:
+        return bool(self.client.exists(self.keys.lease(run_id)))
+
+    def holds(self, key: str, token: str) -> bool:
+        """True if the lease key still holds ``token`` (the fence of non-Redis stores)."""
+        value = self.client.get(key)
+        if isinstance(value, bytes):
+            value = value.decode()
+        return value == token
+
+
+def _parse_body(raw: Any) -> Optional[dict[str, Any]]:
+    if raw is None or raw == "":
+        return None
+    data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    if not isinstance(data, dict):
+        raise ValueError("payload is not a JSON object")
+    return data
+
+
+class RedisInbox:
+    """The inbox in Redis (see ``keys.py``: inbox, inbox-body, inbox-runs, event-seq)."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._put = scripts.register(client, "inbox_put")
+        self._read = scripts.register(client, "inbox_read")
+        self._done = scripts.register(client, "inbox_done")
+
+    def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = ()) -> None:
+        """Store the event durably (``inbox_put.lua``), with ``ops`` in the same round trip.
+
+        Raises:
+            InboxFullError: the run's inbox holds ``limits[0]`` events or would exceed
+                ``limits[1]`` payload bytes (nothing was stored).
+        """
+        k = self.keys
+        keys = [k.inbox(event.run_id), k.inbox_body(event.run_id), k.inbox_runs, k.event_seq, k.stats]
+        args = [event.event_id, event.header(), payload, event.run_id, event.accepted_at, limits[0], limits[1]]
+        pipe = self.client.pipeline(transaction=False)
+        scripts.call_in(pipe, self._put, keys, args)
+        for op in ops:
+            op(pipe)
+        reply, *results = pipe.execute(raise_on_error=False)
+        code, value = scripts.settle(reply, self._put, keys, args)
+        scripts.run_after(self.client, ops, results)
+        if int(code) == -1:
+            raise InboxFullError(event.run_id, f"holds {value} unapplied events, the limit (max_inbox_events)")
+        if int(code) == -2:
+            raise InboxFullError(event.run_id, f"would hold {value} bytes of payloads, over the limit of "
+                                               f"{limits[1]} (max_inbox_bytes)")
+        event.seq = int(value)
+
+    def read_op(self, run_id: str, run_key: Optional[str]) -> Any:
+        """The tick's read of the inbox as a pipeline step (``inbox_read.lua``): every header,
+        and the payload of the event the run can take now when ``run_key`` is given."""
+        keys = [self.keys.inbox(run_id), self.keys.inbox_body(run_id)] + ([run_key] if run_key else [])
+        script = self._read
+        return lambda pipe: scripts.call_in(pipe, script, keys, [])
+
+    def parse_read(self, run_id: str, raw: Any) -> InboxRead:
+        """The reply of ``read_op``; the chosen event carries its payload.
+
+        Raises:
+            Exception: the Redis error of the read.
+        """
+        if isinstance(raw, Exception):
+            raise raw
+        headers, chosen, body = raw
+        read = self._parse(run_id, headers)
+        if chosen:
+            for event in read.events:
+                if event.event_id == chosen:
+                    try:
+                        event.payload = _parse_body(body)
+                    except ValueError as exc:
+                        read.unreadable.append(Unreadable(run_id, event.event_id, str(body), str(exc)))
+                        read.events.remove(event)
+                    break
+        return read
+
+    def _parse(self, run_id: str, pairs: Sequence[Any]) -> InboxRead:
+        """Events from ``HGETALL`` of the inbox (field, value, ...); an entry that is not an
+        event of this version, or whose header names another id than its field, is unreadable."""
+        events, bad = [], []
+        for field, raw in zip(pairs[0::2], pairs[1::2]):
+            event_id = field.decode(errors="replace") if isinstance(field, bytes) else str(field)
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            try:
+                event = Event.from_header(text)
+                if event.event_id != event_id or event.run_id != run_id:
+                    raise ValueError(f"names event {event.event_id!r} of run {event.run_id!r}")
+                events.append(event)
+            except (ValueError, KeyError, TypeError) as exc:
+                bad.append(Unreadable(run_id, event_id, text, f"{type(exc).__name__}: {exc}"))
+        return InboxRead(sorted(events, key=lambda e: e.seq), bad)
+
+    def pending(self, run_id: str) -> InboxRead:
+        return self.parse_read(run_id, self.read_op(run_id, None)(self.client))
+
+    def load_payload(self, event: Event) -> Optional[dict[str, Any]]:
+        """Raises ValueError if the stored payload is not a JSON object."""
+        return _parse_body(self.client.hget(self.keys.inbox_body(event.run_id), event.event_id))
+
+    def has(self, run_id: str, event_id: str) -> bool:
+        return bool(self.client.hexists(self.keys.inbox(run_id), event_id))
+
+    def mark_applying(self, event: Event, updated_at: Optional[str]) -> None:
+        """Write the event's *applying* mark now (before the commit it precedes)."""
+        event.applying_since = updated_at or ""
+        self.client.hset(self.keys.inbox(event.run_id), event.event_id, f"{event.seq}|{event.header()}")
+
+    def done(self, run_id: str, event_ids: Sequence[str]) -> None:
+        """Drop events now (after their commit, or of a run that has ended)."""
+        if not event_ids:
+            return
+        k = self.keys
+        keys = [k.inbox(run_id), k.inbox_body(run_id), k.inbox_runs]
+        self._done(keys=keys, args=[run_id, *event_ids])
+
+    def quarantine(self, bad: Unreadable) -> None:
+        """Move an unreadable entry out of the inbox (to ``{p}quarantine:<id>``), so it stops
+        failing every tick; the caller reports it (``stats.errors``, ``on_run_failed``)."""
+        self.client.hset(self.keys.quarantine(bad.run_id), bad.event_id, bad.raw)
+        self.done(bad.run_id, [bad.event_id])
+
+
+class RedisTimerBook:
+    """``{p}timer:<id>`` = the ``until`` a timer message is in flight for."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.keys = keys
+        self._client = client
+        self._arm = scripts.register(client, "timer_arm")
+
+    def arm(self, run_id: str, until: str, ttl_s: float, ctx: TickContext | None = None) -> bool:
+        """True if no message was in flight for this (run, until); records that one now is.
+        In a tick, it rides the round trip that sends the tick's queued writes."""
+        keys, args = [self.keys.timer(run_id), self.keys.stats], [until, max(1000, int(ttl_s * 1000))]
+        script = self._arm
+
+        def call(target: Any) -> Any:
+            return scripts.call_in(target, script, keys, args)
+
+        reply = ctx.queue.send_before(self._client, call) if ctx is not None else call(self._client)
+        return bool(int(scripts.settle(reply, script, keys, args)))
+
+    def arm_after_release(self, ctx: TickContext, run_id: str, until: str, ttl_s: float,
+                          eta: datetime | None) -> None:
+        """``arm`` in the release pipeline of ``ctx``: if the note is taken, the message is
+        sent after the release (with the tick's other messages)."""
+        keys, args = [self.keys.timer(run_id), self.keys.stats], [until, max(1000, int(ttl_s * 1000))]
+        script = self._arm
+
+        def armed(reply: Any) -> None:
+            if int(reply) == 1:
+                ctx.sends.append((run_id, "timer", eta))
+
+        ctx.queue.add_after(self._client, lambda target: scripts.call_in(target, script, keys, args), armed)
+
+    def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
+        """A timer message was delivered: none is in flight any more (so a later wait
+        with the same ``until`` is armed again). In a tick, it goes with the release."""
+        key = self.keys.timer(run_id)
+        if ctx is not None:
+            ctx.queue.add_after(self._client, lambda pipe: pipe.delete(key))
+        else:
+            self._client.delete(key)
+
+
+class RedisStats:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.key = keys.stats
+        self.errors_key = keys.stats_errors
+
+    def incr(self, name: str, by: int = 1, ctx: TickContext | None = None) -> None:
+        """Add now, or in a tick with the tick's other counts, sent with its release."""
+        if ctx is not None:
+            ctx.queue.count(self.client, self.key, name, by)
+        else:
+            self.client.hincrby(self.key, name, by)
+
+    def error(self, message: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self.key, "runs_failed", 1)
+        pipe.lpush(self.errors_key, f"{now_iso()}: {clip_error(message)}")
+        pipe.ltrim(self.errors_key, 0, MAX_ERRORS - 1)
+        pipe.execute()
+
+    def polled(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self.key, "poll_cycles", 1)
+        pipe.hset(self.key, "last_poll_at", now_iso())
+        pipe.execute()
+
+    def snapshot(self) -> SchedulerStats:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.key)
+        pipe.lrange(self.errors_key, 0, MAX_ERRORS - 1)
+        raw, errs = pipe.execute()
+        decoded = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                   for k, v in raw.items()}
+        last = decoded.pop("last_poll_at", None)
+        counts = {k: int(v) for k, v in decoded.items()}
+        errors = [e.decode() if isinstance(e, bytes) else e for e in reversed(errs)]
+        return build_snapshot(counts, last, errors)
+
+
+class RedisMarks:
+    """``{p}attempts:<id>`` and ``{p}unknown:<id>``."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def add_attempt(self, run_id: str) -> int:
+        """Count one more failed tick; returns the count."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(self.keys.attempts(run_id))
+        pipe.expire(self.keys.attempts(run_id), DAY_S)
+        return int(pipe.execute()[0])
+
+    def clear_attempts(self, run_id: str, ctx: TickContext | None = None) -> None:
+        self._clear(self.keys.attempts(run_id), ctx)
+
+    def unknown_since(self, run_id: str) -> float:
+        """When this run was first seen with an unregistered workflow (now, if just now)."""
+        key, now = self.keys.unknown(run_id), time.time()
+        self.client.set(key, now, nx=True, ex=30 * DAY_S)
+        return float(self.client.get(key) or now)
+
+    def clear_unknown(self, run_id: str, ctx: TickContext | None = None) -> None:
+        self._clear(self.keys.unknown(run_id), ctx)
+
+    def _clear(self, key: str, ctx: TickContext | None) -> None:
+        """Now, or in a tick with its release (a cleanup nobody waits for)."""
+        if ctx is not None:
+            ctx.queue.add_after(self.client, lambda pipe: pipe.delete(key))
+        else:
+            self.client.delete(key)
+
+
+class RedisSweepLock:
+    """At most one sweep per interval across the cluster, even with two beats: ``{p}sweep-lock``,
+    never released, expires after ``hold_s`` (a second beat in the same interval skips)."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+
+    def try_take(self, hold_s: float) -> bool:
+        return bool(self.client.set(self.key, uuid.uuid4().hex, nx=True, px=max(1, int(hold_s * 1000))))
+
+
+class RedisSweepCursors:
+    """``{p}sweep-cursor`` hash: pass name -> ``<score>|<skip>``; one round trip at each end."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.key = keys.sweep_cursor
+        self.stats = keys.stats
+
+    def begin(self) -> dict[str, Cursor]:
+        """Count the sweep and read every pass's cursor."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self.stats, "sweeps", 1)
+        pipe.hgetall(self.key)
+        _, raw = pipe.execute()
+        return {name: _cursor(value) for name, value in raw.items()}
+
+    def end(self, cursors: dict[str, Cursor]) -> None:
+        """Write the cursors, and what the seed's stats say of a poll cycle."""
+        pipe = self.client.pipeline(transaction=False)
+        if cursors:
+            pipe.hset(self.key, mapping={name: f"{c[0]!r}|{c[1]}" for name, c in cursors.items()})
+        pipe.hincrby(self.stats, "poll_cycles", 1)
+        pipe.hset(self.stats, "last_poll_at", datetime.now(timezone.utc).isoformat())
+        pipe.execute()
+
+
+def _cursor(raw: Any) -> Cursor:
+    try:
+        score, _, skip = str(raw).partition("|")
+        return float(score), int(skip)
+    except (TypeError, ValueError):
+        return START
+
