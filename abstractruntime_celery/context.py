@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,12 +70,25 @@ class WriteQueue:
     so the Runtime's order of writes is kept; only round trips go.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "") -> None:
+        #: The run of the tick: only a refusal of its own writes is remembered (a synchronous
+        #: child's refusal is the child's: its parent goes on).
+        self.owner = owner
         self.writes: list[Write] = []
         self.after: list[Write] = []
         self.counts: dict[tuple[int, str], tuple[Any, Counter[str]]] = {}
+        #: The first refusal a send met (lease lost, a cancel or pause landed). Kept: every
+        #: later write or send raises it again, so a caller that swallowed it (AbstractRuntime's
+        #: control probe does) cannot run another node as if nothing had happened.
+        self.refused: Optional[BaseException] = None
+
+    def check(self) -> None:
+        """Raises the refusal this tick met, if any."""
+        if self.refused is not None:
+            raise self.refused
 
     def add(self, client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> Write:
+        self.check()
         item = Write(client, op, check, commit)
         self.writes.append(item)
         return item
@@ -121,13 +135,27 @@ class WriteQueue:
         Raises:
             Exception: the first refused write (LeaseLostError, RunControlledError, ...).
         """
+        self.check()
         while self.writes:
             client = self.writes[0].client
             items = self.take(client)
-            pipe = client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=True)  # one atomic step: guards see one state
             for item in items:
                 item.op(pipe)
-            settle(client, items, pipe.execute(raise_on_error=False))
+            self.settle(client, items, pipe.execute(raise_on_error=False))
+
+    def settle(self, client: Any, items: list[Write], results: list[Any]) -> None:
+        """``settle``, remembering a refusal (see ``refused``).
+
+        Raises:
+            Exception: as ``settle``.
+        """
+        try:
+            settle(client, items, results)
+        except BaseException as exc:
+            if getattr(exc, "run_id", self.owner) == self.owner:
+                self.refused = self.refused or exc
+            raise
 
     def send_before(self, client: Any, then: Op | None = None) -> Any:
         """Send the queued writes in one pipeline with ``then`` (a read or write that must
@@ -139,16 +167,17 @@ class WriteQueue:
         """
         from redis.exceptions import NoScriptError
 
+        self.check()
         items = self.take(client)
         if not items:
             return then(client) if then is not None else None
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=True)  # one atomic step: guards see one state
         for item in items:
             item.op(pipe)
         if then is not None:
             then(pipe)
         results = pipe.execute(raise_on_error=False)
-        settle(client, items, results[:len(items)])
+        self.settle(client, items, results[:len(items)])
         reply = results[-1] if then is not None else None
         if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
             raise reply
@@ -180,6 +209,21 @@ class TickContext:
 
     run_id: str
     fences: dict[str, Fence] = field(default_factory=dict)
+    #: The control state this tick last saw of the other runs it holds a lease on (a synchronous
+    #: child ticked inline): their saves and appends check it, as the run's own do ``control``.
+    controls: dict[str, Control] = field(default_factory=dict)
+    #: Those runs whose save a control action refused (the child was cancelled or paused).
+    controlled: set[str] = field(default_factory=set)
+    #: The id of the message this tick runs for (the run's pending tick, or another).
+    message_id: Optional[str] = None
+    #: Send the run a tick of its own when done, if it needs one (False: the caller drives it).
+    follow_up: bool = True
+    #: The run needs another tick (RUNNING after max_steps, or more input than one tick takes).
+    want_more: bool = False
+    #: The id of that tick's message, should the release say to send one.
+    next_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The release said: send the run a tick of its own, with ``next_id``.
+    send_own: bool = False
     queue: WriteQueue = field(default_factory=WriteQueue)
     control: Optional[Control] = None
     confirmed_at: float = 0.0
@@ -190,8 +234,8 @@ class TickContext:
     applying: list[str] = field(default_factory=list)
     listeners: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
-    #: Messages to send once the lease is released: (run id, reason, eta).
-    sends: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: Messages to send once the lease is released: (run id, reason, eta, message id or None).
+    sends: list[tuple[str, str, Any, Optional[str]]] = field(default_factory=list)
     handoff: Optional[RunState] = None
     #: The lease was reserved (a start): the run's create is queued behind its acquire.
     reserved: bool = False
@@ -216,12 +260,26 @@ class TickContext:
     published: bool = False
     #: After the release, cancel the run's children (it was cancelled with them).
     cascade: bool = False
+    #: Events the run never took, dropped only if the save that ends it holds (and their notes).
+    drop_on_commit: list[str] = field(default_factory=list)
+    drop_notes: list[str] = field(default_factory=list)
+    #: Inbox entries the lease's read could not decode, moved aside (to be reported).
+    repaired: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.queue.owner = self.run_id
 
     # --- the fence ---------------------------------------------------------------
     def fence(self, run_id: str) -> Optional[Fence]:
         return self.fences.get(run_id)
 
     # --- control state -------------------------------------------------------------
+    def guard(self, run_id: str) -> Optional[Control]:
+        """The control state a write of ``run_id`` must find stored (None: no check)."""
+        if run_id == self.run_id:
+            return self.control
+        return self.controls.get(run_id) if run_id in self.fences else None
+
     def confirm(self, control: Control, at: float | None = None) -> None:
         self.control = control
         self.confirmed_at = time.monotonic() if at is None else at

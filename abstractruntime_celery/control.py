@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 50
 
 Action = Callable[[Runtime], RunState]
-Send = Callable[[str, str], None]
+#: (run id, reason, message id or None): send the run a tick.
+Send = Callable[[str, str, Optional[str]], None]
 
 
 class _View:
@@ -102,7 +103,7 @@ class Control:
         """
         state, changed = self._apply(run_id, lambda rt: rt.resume_run(run_id))
         if changed:
-            self.send(run_id, "resumed")
+            self.send(run_id, "resumed", None)
         return state
 
     def cancel(self, run_id: str, reason: Optional[str] = None, *, children: bool = False) -> RunState:
@@ -115,7 +116,7 @@ class Control:
         stamp = {CANCEL_CHILDREN: True} if children else None
         state, changed = self._apply(run_id, lambda rt: rt.cancel_run(run_id, reason=reason), stamp)
         if changed:  # (a run that had already ended gets no tick: nothing happened to tell)
-            self.send(run_id, "cancelled")
+            self.send(run_id, "cancelled", None)
         return state
 
     def cancel_tree(self, run_id: str, reason: Optional[str] = None) -> list[RunState]:
@@ -181,7 +182,8 @@ class Control:
                 self._settle_marks(run_id)
                 return self._run(action, _View(self.store, run_id, False, stamp))
         finally:
-            self.leases.release(lease, ctx)
+            if self.leases.release(lease, ctx):  # a tick came while we held the lease
+                self.send(run_id, "asked", ctx.next_id)
 
     def _settle_marks(self, run_id: str) -> None:
         """An event a crashed tick committed but did not drop is dropped before our save

@@ -36,13 +36,16 @@ class CeleryDispatcher:
         self.queue = queue
         self.min_eta_s = MIN_ETA_S if uses_native_delayed_delivery(app) else 0.0
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
-        """Send a tick message for ``run_id`` (``eta``: not before then).
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
+        """Send a tick message for ``run_id`` (``eta``: not before then; ``message_id``: its
+        task id, when the run's own next tick must be known by it).
 
         Raises:
             Exception: the broker's error (kombu's OperationalError, ...).
         """
-        self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta)
+        self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta,
+                           task_id=message_id)
 
 
 def uses_native_delayed_delivery(app: Any) -> bool:
@@ -60,7 +63,10 @@ def uses_native_delayed_delivery(app: Any) -> bool:
     return False
 
 
-TickHandler = Callable[[str, str], Any]
+#: (run id, reason, message id or None): tick the run.
+TickHandler = Callable[[str, str, Optional[str]], Any]
+#: A tick waiting to be run: (run id, reason, message id or None).
+Held = tuple[str, str, Optional[str]]
 
 
 class LocalDispatcher:
@@ -77,13 +83,13 @@ class LocalDispatcher:
         self._handler = handler
         self._workers = workers
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._heap: list[tuple[float, int, str, str]] = []
+        self._heap: list[tuple[float, int, str, str, Optional[str]]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._timer: Optional[threading.Thread] = None
         self._stopping = False
-        self._held: list[tuple[str, str]] = []
-        self._queued: dict[Future[Any], tuple[str, str]] = {}
+        self._held: list[Held] = []
+        self._queued: dict[Future[Any], Held] = {}
 
     @property
     def running(self) -> bool:
@@ -98,8 +104,8 @@ class LocalDispatcher:
             self._timer = threading.Thread(target=self._timer_loop, name="arc-embedded-timer", daemon=True)
             self._timer.start()
             held, self._held = self._held, []
-            for run_id, reason in held:
-                self._submit(run_id, reason)
+            for item in held:
+                self._submit(*item)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking ticks: queued ones are held for the next start (not run now);
@@ -118,7 +124,7 @@ class LocalDispatcher:
             self._timer.join(max(0.0, deadline - time.monotonic()))
             self._timer = None
         with self._cond:
-            self._held.extend((run_id, reason) for _, _, run_id, reason in self._heap)
+            self._held.extend((run_id, reason, mid) for _, _, run_id, reason, mid in self._heap)
             self._heap.clear()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -128,37 +134,38 @@ class LocalDispatcher:
                 except Exception:  # timed out, or the tick raised (logged by _run)
                     pass
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
         when = eta.timestamp() if eta is not None else 0.0
         with self._cond:
             if self._pool is None:
-                self._held.append((run_id, reason))
+                self._held.append((run_id, reason, message_id))
                 return
             if when <= time.time():
-                self._submit(run_id, reason)
+                self._submit(run_id, reason, message_id)
                 return
-            heapq.heappush(self._heap, (when, next(self._seq), run_id, reason))
+            heapq.heappush(self._heap, (when, next(self._seq), run_id, reason, message_id))
             self._cond.notify()
 
-    def take_held(self) -> list[tuple[str, str]]:
+    def take_held(self) -> list[Held]:
         """The ticks held while stopped (the caller runs them)."""
         with self._cond:
             held, self._held = self._held, []
         return held
 
-    def _submit(self, run_id: str, reason: str) -> None:
+    def _submit(self, run_id: str, reason: str, message_id: Optional[str] = None) -> None:
         assert self._pool is not None
-        future = self._pool.submit(self._run, run_id, reason)
-        self._queued[future] = (run_id, reason)
+        future = self._pool.submit(self._run, run_id, reason, message_id)
+        self._queued[future] = (run_id, reason, message_id)
         future.add_done_callback(self._forget)
 
     def _forget(self, future: "Future[Any]") -> None:
         with self._cond:  # (an RLock: the callback may run in the submitting thread)
             self._queued.pop(future, None)
 
-    def _run(self, run_id: str, reason: str) -> None:
+    def _run(self, run_id: str, reason: str, message_id: Optional[str]) -> None:
         try:
-            self._handler(run_id, reason)
+            self._handler(run_id, reason, message_id)
         except Exception:
             log.exception("embedded tick of run %s failed", run_id)
 
@@ -168,11 +175,11 @@ class LocalDispatcher:
                 if not self._heap:
                     self._cond.wait()
                     continue
-                when, _, run_id, reason = self._heap[0]
+                when, _, run_id, reason, message_id = self._heap[0]
                 delay = when - time.time()
                 if delay > 0:
                     self._cond.wait(delay)
                     continue
                 heapq.heappop(self._heap)
                 if self._pool is not None:
-                    self._submit(run_id, reason)
+                    self._submit(run_id, reason, message_id)

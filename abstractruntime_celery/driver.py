@@ -57,7 +57,8 @@ class Dispatcher(Protocol):
     #: Shortest delay the transport accepts as an ETA (see timers.MIN_ETA_S).
     min_eta_s: float
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None: ...
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None: ...
 
 
 class NullDispatcher:
@@ -65,7 +66,8 @@ class NullDispatcher:
 
     min_eta_s = 0.0
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
         log.debug("no dispatcher: tick of %s (%s) left to the sweep", run_id, reason)
 
 
@@ -88,21 +90,24 @@ class Driver:
     def run_store(self) -> Any:
         return self.runtime.run_store
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
-        self.dispatcher.send(run_id, reason, eta)
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
+        self.dispatcher.send(run_id, reason, eta, message_id)
 
     # --- ticks ---------------------------------------------------------------------
 
     def tick(self, run_id: str, reason: str = "tick", max_steps: Optional[int] = None,
-             follow_up: bool = True) -> TickOutcome:
-        """Advance ``run_id`` under its lease (see tick.py).
+             follow_up: bool = True, message_id: Optional[str] = None) -> TickOutcome:
+        """Advance ``run_id`` under its lease (see tick.py); ``message_id``: the id of the
+        message delivered, if any.
 
         Raises:
             PayloadError: ``run_id`` is not a run id.
             UnknownRunError: no such run.
             Exception: a node handler's error (counted; the run stays RUNNING and is retried).
         """
-        return self.ticker.tick(check_run_id(run_id), reason=reason, max_steps=max_steps, follow_up=follow_up)
+        return self.ticker.tick(check_run_id(run_id), reason=reason, max_steps=max_steps, follow_up=follow_up,
+                                message_id=message_id)
 
     # --- starting runs ---------------------------------------------------------------
 
@@ -177,7 +182,8 @@ class Driver:
                 ``InboxFullError`` (a PayloadError): the run's inbox is at its limit.
             UnknownRunError: no such run.
             UnknownWorkflowError: this process's registry lacks the run's workflow.
-            RunNotWaitingError: the run has ended, or (strict) waits on something no event may answer.
+            RunNotWaitingError: the run has ended, or (strict) waits on something no event may
+                answer, or (seed mode) its wait already has an event queued.
             RunPausedError: the run is paused.
             WaitKeyMismatchError: the run waits on an event under another key, or (strict) no key was given.
         """
@@ -192,9 +198,13 @@ class Driver:
         self._check_can_take(run, wait_key)
         event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key, accepted_at=time.time(),
                       strict=self.strict, size=len(body))
-        if not self.strict and run.status == RunStatus.WAITING and self._already_answered(run, event):
-            raise RunNotWaitingError(run_id, run.status.value, "already has an event queued for its wait")
-        self.coord.inbox.put(event, body, (self.settings.max_inbox_events, self.settings.max_inbox_bytes))
+        # The seed's rule, embedded: a wait is answered once (a second answer is refused, in the
+        # same atomic step that stores the first, however many callers race).
+        seed_wait = not self.strict and run.status == RunStatus.WAITING and run.waiting is not None \
+            and takes(run, event)
+        one_per_wait = (run.waiting.wait_key or "") if seed_wait and run.waiting is not None else None
+        self.coord.inbox.put(event, body, (self.settings.max_inbox_events, self.settings.max_inbox_bytes),
+                             one_per_wait=one_per_wait)
         if isinstance(self.coord.inbox, LocalInbox):
             self.coord.stats.incr("events_accepted")
         if dispatch:
@@ -224,11 +234,6 @@ class Driver:
         if self.strict and waiting.reason not in EVENT_WAITS and waiting.wait_key == wait_key:
             raise RunNotWaitingError(run_id, run.status.value,
                                      f"waits on {waiting.reason.value}, which no event may answer")
-
-    def _already_answered(self, run: RunState, event: Event) -> bool:
-        """Seed mode: the run's current wait already has an event queued that it will take
-        (the seed's second resume of one wait is refused, ``Run is not waiting``)."""
-        return takes(run, event) and any(takes(run, e) for e in self.coord.inbox.pending(run.run_id).events)
 
     def event_applied(self, event: Event) -> bool:
         return not self.coord.inbox.has(event.run_id, event.event_id)
@@ -312,11 +317,11 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     keeper = LeaseKeeper(coord.leases)
     dispatcher = dispatcher if dispatcher is not None else NullDispatcher()
     effects.install(runtime, coord.leases, keeper)
-    control = Control(runtime, coord.leases, coord.inbox, lambda r, why: dispatcher.send(r, why),
+    control = Control(runtime, coord.leases, coord.inbox, lambda r, why, mid: dispatcher.send(r, why, None, mid),
                       settings.control_timeout_s)
     strict = settings.wait_key_mode == "strict" or (settings.wait_key_mode == "auto" and distributed)
     ticker = Ticker(settings=settings, runtime=runtime, registry=registry, coord=coord, keeper=keeper,
-                    send=lambda r, why, eta: dispatcher.send(r, why, eta), min_eta_s=dispatcher.min_eta_s,
+                    send=lambda r, why, eta, mid: dispatcher.send(r, why, eta, mid), min_eta_s=dispatcher.min_eta_s,
                     strict=strict, on_cancelled=lambda r: control.cancel_tree(r))
     return Driver(settings=settings, registry=registry, runtime=runtime, coord=coord, keeper=keeper,
                   dispatcher=dispatcher, ticker=ticker, control=control, strict=strict)

@@ -23,11 +23,11 @@ import dataclasses
 import logging
 from typing import Any, Callable
 
-from abstractruntime import EffectType, RunState
+from abstractruntime import EffectType, RunState, RunStatus
 
 from .context import TickContext, current
 from .lease import LeaseKeeper, Leases
-from .runstate import child_digest, child_run_id
+from .runstate import child_digest, child_result, child_run_id
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def install(runtime: Any, leases: Leases, keeper: LeaseKeeper) -> None:
     if emit is not None:
         handlers[EffectType.EMIT_EVENT] = _emit_event(emit)
     if spawn is not None:
-        handlers[EffectType.START_SUBWORKFLOW] = _start_subworkflow(spawn, leases, keeper)
+        handlers[EffectType.START_SUBWORKFLOW] = _start_subworkflow(spawn, leases, keeper, runtime.run_store)
     runtime._arc_effects_installed = True
 
 
@@ -72,7 +72,7 @@ def _with_child_id(run: RunState, effect: Any) -> Any:
     return dataclasses.replace(effect, payload=payload)
 
 
-def _start_subworkflow(spawn: Handler, leases: Leases, keeper: LeaseKeeper) -> Handler:
+def _start_subworkflow(spawn: Handler, leases: Leases, keeper: LeaseKeeper, store: Any) -> Handler:
     def start_subworkflow(run: RunState, effect: Any, default_next_node: Any) -> Any:
         effect = _with_child_id(run, effect)
         ctx = current()
@@ -81,7 +81,7 @@ def _start_subworkflow(spawn: Handler, leases: Leases, keeper: LeaseKeeper) -> H
         if ctx is None or not isinstance(child_id, str):
             return spawn(run, effect, default_next_node)
         if not payload.get("async"):
-            return _sync_child(ctx, spawn, leases, keeper, run, effect, default_next_node)
+            return _sync_child(ctx, (spawn, leases, keeper, store), run, effect, default_next_node)
         outcome = spawn(run, effect, default_next_node)
         result = getattr(outcome, "result", None)
         if not payload.get("wait") and isinstance(result, dict) and result.get("async"):
@@ -91,10 +91,25 @@ def _start_subworkflow(spawn: Handler, leases: Leases, keeper: LeaseKeeper) -> H
     return start_subworkflow
 
 
-def _sync_child(ctx: TickContext, spawn: Handler, leases: Leases, keeper: LeaseKeeper, run: RunState,
+def _controlled_child(spawn: Handler, store: Any, run: RunState, effect: Any, default_next_node: Any,
+                      child_id: str) -> Any:
+    """A synchronous child that a cancel or pause stopped while it ran inline (its save was
+    refused, so AbstractRuntime saw a failing child): cancelled, the parent takes its result
+    as AbstractRuntime gives a cancelled child's; paused, the parent waits on it."""
+    from abstractruntime.core.runtime import EffectOutcome
+
+    child = store.load(child_id)
+    if child is not None and child.status == RunStatus.CANCELLED:
+        return EffectOutcome.completed(child_result(child))
+    waited = dataclasses.replace(effect, payload=dict(effect.payload, **{"async": True, "wait": True}))
+    return spawn(run, waited, default_next_node)
+
+
+def _sync_child(ctx: TickContext, services: tuple[Handler, Leases, LeaseKeeper, Any], run: RunState,
                 effect: Any, default_next_node: Any) -> Any:
     """Tick a synchronous child inline under its own lease; if another process holds it,
     wait on the child instead (the parent is resumed when it ends)."""
+    spawn, leases, keeper, store = services
     child_id = effect.payload["run_id"]
     lease = leases.acquire(child_id)
     if lease is None:
@@ -107,8 +122,12 @@ def _sync_child(ctx: TickContext, spawn: Handler, leases: Leases, keeper: LeaseK
     try:
         outcome = spawn(run, effect, default_next_node)
         ctx.queue.flush()  # the child's queued appends land while its lease holds
+        if child_id in ctx.controlled:  # cancelled or paused while it ran: its save was refused
+            return _controlled_child(spawn, store, run, effect, default_next_node, child_id)
         return outcome
     finally:
         keeper.drop(lease)
         ctx.fences.pop(child_id, None)
-        leases.release(lease)
+        child = TickContext(child_id)  # its own release: a tick asked meanwhile is the child's
+        if leases.release(lease, child):
+            ctx.sends.append((child_id, "asked", None, child.next_id))

@@ -30,6 +30,7 @@ OWNED: dict[str, str] = {
     "ledger-done": "run id",    # hash: idempotency key -> first COMPLETED record
     "lease": "run id",          # string: the token of the process ticking the run
     "pending": "run id",        # string: a tick was asked while the lease was held
+    "next": "run id",           # string: the message id of the run's one pending tick of its own
     "inbox": "run id",          # hash: event id -> "<seq>|<header JSON>"
     "inbox-body": "run id",     # hash: event id -> payload JSON
     "timer": "run id",          # string: the `until` a timer message is in flight for
@@ -86,6 +87,9 @@ class Keys:
 
     def pending(self, run_id: str) -> str:
         return f"{self.prefix}pending:{run_id}"
+
+    def next_tick(self, run_id: str) -> str:
+        return f"{self.prefix}next:{run_id}"
 
     def inbox(self, run_id: str) -> str:
         return f"{self.prefix}inbox:{run_id}"

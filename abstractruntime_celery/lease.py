@@ -39,10 +39,11 @@ class Leases(Protocol):
 
     ttl_s: float
 
-    def acquire(self, run_id: str) -> Lease | None: ...
-    def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]: ...
+    def acquire(self, run_id: str, message_id: str = "") -> Lease | None: ...
+    def acquire_reading(self, run_id: str, reads: Sequence[Op],
+                        message_id: str = "") -> tuple[Lease | None, list[Any] | None]: ...
     def renew(self, lease: Lease) -> bool: ...
-    def release(self, lease: Lease, ctx: TickContext | None = None) -> bool: ...
+    def release(self, lease: Lease, ctx: TickContext) -> bool: ...
     def is_held(self, run_id: str) -> bool: ...
     def holds(self, key: str, token: str) -> bool: ...
 
@@ -59,7 +60,7 @@ class LeaseKeeper:
     def __init__(self, leases: Leases) -> None:
         self.leases = leases
         self._lock = threading.Lock()
-        self._held: dict[str, Lease] = {}
+        self._held: dict[str, Lease] = {}  # by token: a stale tick of a run never drops a newer one's
         self._lost: set[str] = set()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,16 +76,16 @@ class LeaseKeeper:
 
     def hold(self, lease: Lease) -> None:
         with self._lock:
-            self._held[lease.run_id] = lease
-            self._lost.discard(lease.run_id)
+            self._held[lease.token] = lease
+            self._lost.discard(lease.token)
             self._ensure_thread()
 
     def drop(self, lease: Lease) -> bool:
         """Stop renewing; True if the lease was seen lost while held."""
         with self._lock:
-            self._held.pop(lease.run_id, None)
-            lost = lease.run_id in self._lost
-            self._lost.discard(lease.run_id)
+            self._held.pop(lease.token, None)
+            lost = lease.token in self._lost
+            self._lost.discard(lease.token)
             return lost
 
     def starved_s(self) -> float:
@@ -109,7 +110,7 @@ class LeaseKeeper:
         if not ok:
             log.warning("lease on run %s lost while its tick runs", lease.run_id)
             with self._lock:
-                self._lost.add(lease.run_id)
+                self._lost.add(lease.token)
 
 
 def wait_for_lease(leases: Leases, run_id: str, timeout: float,

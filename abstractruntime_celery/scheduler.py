@@ -27,6 +27,7 @@ from .coord import Coordination
 from .dispatch import CeleryDispatcher, LocalDispatcher
 from .driver import Driver, build
 from .inbox import Event
+from .payloads import check_run_id
 from .registry import WorkflowRegistry
 from .signals import NoticeListener, run_failed, run_resumed
 from .stats import SchedulerStats
@@ -168,16 +169,16 @@ class Scheduler:
                 self.driver.coord.stats.error(f"Poll cycle error: {exc}")
             self._stop.wait(self._poll_interval)
 
-    def _tick_here(self, run_id: str, reason: str) -> bool:
+    def _tick_here(self, run_id: str, reason: str, message_id: Optional[str] = None) -> bool:
         """Tick in this thread; True if the run moved on (errors are counted by the tick)."""
         try:
-            return self.driver.tick(run_id, reason=reason).changed
+            return self.driver.tick(run_id, reason=reason, message_id=message_id).changed
         except Exception:
             return False
 
-    def _embedded_tick(self, run_id: str, reason: str) -> None:
+    def _embedded_tick(self, run_id: str, reason: str, message_id: Optional[str] = None) -> None:
         try:
-            self.driver.tick(run_id, reason=reason)
+            self.driver.tick(run_id, reason=reason, message_id=message_id)
         except Exception:
             pass  # counted and reported (stats, on_run_failed) by the tick path
 
@@ -230,8 +231,8 @@ class Scheduler:
             moved += self._tick_here(run_id, reason)
 
         if self._local is not None and not self._local.running:
-            for run_id, reason in self._local.take_held():
-                tick_here(run_id, reason)
+            for run_id, reason, message_id in self._local.take_held():
+                moved += self._tick_here(run_id, reason, message_id)
         sweep(self.driver, force=True, send=tick_here)
         return moved
 
@@ -300,10 +301,11 @@ class Scheduler:
         spawns; ticks in flight notice at their next save (their commit is refused).
 
         Raises:
+            PayloadError: ``run_id`` is malformed.
             UnknownRunError: no such run (a KeyError).
             RunBusyError: a tick held a run's lease for ``control_timeout_s`` (non-Redis stores).
         """
-        return self.driver.control.cancel_tree(run_id, reason)
+        return self.driver.control.cancel_tree(check_run_id(run_id), reason)
 
     def cancel_run(self, run_id: str, *, reason: Optional[str] = None) -> RunState:
         """Cancel a run without losing a tick's commit (see control.py).

@@ -182,10 +182,10 @@ def set_driver(app: Celery, driver: Any) -> None:
         setattr(app, _DRIVER_ATTR, (os.getpid(), driver))
 
 
-def _run_tick(app: Celery, run_id: str, reason: str) -> str | None:
+def _run_tick(app: Celery, run_id: str, reason: str, message_id: str | None = None) -> str | None:
     driver = driver_for(app)
     try:
-        outcome = driver.tick(run_id, reason=str(reason)[:40])
+        outcome = driver.tick(run_id, reason=str(reason)[:40], message_id=message_id)
     except UnknownRunError:
         log.warning("tick for unknown run %s dropped", run_id)
         return None
@@ -249,10 +249,10 @@ def _register_tasks(app: Celery) -> None:
     opts = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
             "serializer": "json", "shared": False}
 
-    @app.task(name=TICK_TASK, **opts)
-    def tick(run_id: str, reason: str = "tick") -> str | None:
+    @app.task(name=TICK_TASK, bind=True, **opts)
+    def tick(self: Any, run_id: str, reason: str = "tick") -> str | None:
         """Advance one run under its lease; duplicates and early deliveries are no-ops."""
-        return _run_tick(app, run_id, reason)
+        return _run_tick(app, run_id, reason, self.request.id)
 
     @app.task(name=RESUME_TASK, **opts)
     def resume(run_id: str, event_id: str) -> str | None:

@@ -17,6 +17,7 @@ go after the release, one per destination, and at most one for the run itself
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from abstractruntime import Runtime, RunState, RunStatus, WorkflowSpec
 
 from . import timers
 from .config import Settings
-from .context import TickContext, current, entered
+from .context import TickContext, current, entered, outside
 from .coord import Coordination
 from .coord.redis import RedisInbox, RedisLeases
 from .errors import (
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 #: How many inbox events / child results one tick applies before yielding.
 MAX_ROUNDS = 20
 
-Sender = Callable[[str, str, Optional[datetime]], None]
+#: (run id, reason, eta, message id or None): send a tick.
+Sender = Callable[[str, str, Optional[datetime], Optional[str]], None]
 
 
 @dataclass
@@ -121,10 +123,12 @@ class Ticker:
     # --- one delivery ---------------------------------------------------------------
 
     def tick(self, run_id: str, *, reason: str = "tick", max_steps: Optional[int] = None,
-             start: Optional[Start] = None, follow_up: bool = True) -> TickOutcome:
+             start: Optional[Start] = None, follow_up: bool = True,
+             message_id: Optional[str] = None) -> TickOutcome:
         """Advance ``run_id`` as far as it can go now, under its lease; ``start`` creates it
         first, under the same lease. ``follow_up=False``: send no tick for the run itself
-        afterwards (a caller that asked for ``max_steps`` drives it on).
+        afterwards (a caller that asked for ``max_steps`` drives it on). ``message_id``: the
+        id of the message delivered (the run's pending tick of its own, or another).
 
         Raises:
             UnknownRunError: no such run (and no ``start``).
@@ -133,33 +137,31 @@ class Ticker:
         """
         if reason == "timer":
             self._wait_out_short_remainder(run_id)
-        ctx = TickContext(run_id)
+        ctx = TickContext(run_id, message_id=message_id, follow_up=follow_up)
         try:
             with entered(ctx):
-                outcome, asked = self._run(ctx, reason, max_steps, start)
+                outcome = self._run(ctx, reason, max_steps, start)
         except RunExistsError:
             if start is None or not start.reserve:
                 raise
             # A start delivered again: its run exists. Tick it as it is (checking identity).
             return self.tick(run_id, reason=reason, max_steps=max_steps, follow_up=follow_up,
-                             start=Start(start.kwargs, reserve=False))
+                             start=Start(start.kwargs, reserve=False), message_id=message_id)
         except BaseException:
-            self._follow_up(ctx, None, False, follow_up)  # what was noted before the error (a retry)
+            self._follow_up(ctx)  # what was noted before the error (a retry)
             raise
-        self._follow_up(ctx, outcome, asked, follow_up)
+        self._follow_up(ctx)
         return outcome
 
-    def _run(self, ctx: TickContext, reason: str, max_steps: Optional[int],
-             start: Optional[Start]) -> tuple[TickOutcome, bool]:
+    def _run(self, ctx: TickContext, reason: str, max_steps: Optional[int], start: Optional[Start]) -> TickOutcome:
         lease, read = self._begin(ctx, reason, start)
         if lease is None:
             self.coord.stats.incr("lease_busy")
-            return TickOutcome(ctx.run_id, None, skipped="busy"), False
+            return TickOutcome(ctx.run_id, None, skipped="busy")
         ctx.fences[ctx.run_id] = lease.fence
         self.keeper.hold(lease)
         error: Optional[BaseException] = None
         outcome: Optional[TickOutcome] = None
-        asked = False
         try:
             outcome = self._advance(ctx, read, reason, max_steps or self.settings.tick_max_steps, start)
         except BaseException as exc:  # released below, then raised or turned into an outcome
@@ -167,15 +169,15 @@ class Ticker:
         finally:
             self.keeper.drop(lease)
             try:
-                asked = self.coord.leases.release(lease, ctx)
+                self.coord.leases.release(lease, ctx)  # (ctx.send_own: the run's next tick)
             except Exception as exc:
                 error = error or exc
         if isinstance(error, (LeaseLostError, RunControlledError)):
-            return self._refused(ctx, error), asked
+            return self._refused(ctx, error)
         if error is not None:
             raise error
         assert outcome is not None
-        return outcome, asked
+        return outcome
 
     def _begin(self, ctx: TickContext, reason: str, start: Optional[Start]) -> tuple[Optional[Lease], _Read]:
         """Take the lease. With one shared Redis, the run, its inbox (headers, and the
@@ -183,7 +185,7 @@ class Ticker:
         the same round trip; a start reserves the lease with no round trip at all."""
         run_id, leases, inbox = ctx.run_id, self.coord.leases, self.coord.inbox
         if not self.shared:
-            lease = leases.acquire(run_id)
+            lease = leases.acquire(run_id, ctx.message_id or "")
             if reason == "timer":
                 self.coord.timers.fired(run_id)
             return lease, _Read(run=lambda: self.store.load(run_id), inbox=lambda: inbox.pending(run_id))
@@ -199,11 +201,28 @@ class Ticker:
             reads.append(lambda pipe: pipe.exists(keys.ledger_done(run_id)))
         if reason == "timer":  # the timer message is delivered: none is in flight any more
             reads.append(lambda pipe: pipe.delete(keys.timer(run_id)))
-        lease, results = leases.acquire_reading(run_id, reads)
+        lease, results = leases.acquire_reading(run_id, reads, ctx.message_id or "")
+        if lease is not None and results is None:  # a read did not decode: repair, read again
+            results = self._read_again(ctx, reads)
         return lease, _Read(run=lambda: self.store.from_read(run_id, results[1]),
                             inbox=lambda: inbox.parse_read(run_id, _again_if_noscript(results[0], read_inbox,
                                                                                       self.coord.client)),
                             done_empty=self.ledger_shared and results[2] == 0)
+
+    def _read_again(self, ctx: TickContext, reads: list[Any]) -> list[Any]:
+        """The lease's read met bytes that are not UTF-8: move the run's undecodable inbox
+        entries aside (reported by this tick), then read again (a run record that still does
+        not decode is a corrupt run)."""
+        ctx.repaired = self.coord.inbox.repair(ctx.run_id)
+        pipe = self.coord.client.pipeline(transaction=False)
+        for read in reads:
+            read(pipe)
+        try:
+            return pipe.execute(raise_on_error=False)
+        except UnicodeDecodeError as exc:
+            from .errors import CorruptRunError
+
+            raise CorruptRunError(ctx.run_id, f"its record is not UTF-8 ({exc})") from exc
 
     # --- the tick proper, holding the lease ---------------------------------------------
 
@@ -219,10 +238,16 @@ class Ticker:
         if run is None:
             self.coord.stats.incr("duplicates", ctx=ctx)
             raise UnknownRunError(ctx.run_id)
+        inbox.unreadable += ctx.repaired
+        if self.strict:  # a keyless event (from a process in seed mode) answers nothing here
+            inbox.unreadable += [Unreadable(e.run_id, e.event_id, e.header(), "an event without a wait key, "
+                                            "which strict workers (wait_key_mode) never apply")
+                                 for e in inbox.events if e.wait_key is None]
+            inbox.events = [e for e in inbox.events if e.wait_key is not None]
         self._quarantine(ctx, inbox)
         events = self._resolve_marks(run, inbox.events)
         if run.status in TERMINAL:
-            self._after_terminal(ctx, run, events)
+            self._after_terminal(ctx, run, events, committed=True)
             self.coord.stats.incr("duplicates", ctx=ctx)
             return TickOutcome(run.run_id, run.status.value)
         if reason in ("orphan", "child") and run.parent_run_id and self._parent_cancels_children(run):
@@ -256,10 +281,11 @@ class Ticker:
         if not ctx.created:
             self.coord.marks.clear_attempts(run.run_id, ctx)
         changed = _fingerprint(run) != before
-        self._count_commit(ctx, run, changed, was_waiting, reason)
         self._schedule_next(ctx, run, events)
-        return TickOutcome(run.run_id, run.status.value, changed=changed,
-                           more=more or run.status == RunStatus.RUNNING)
+        self._count_commit(ctx, run, changed, was_waiting, reason)
+        more = more or run.status == RunStatus.RUNNING
+        ctx.want_more = more and ctx.follow_up  # the release decides whether to send it
+        return TickOutcome(run.run_id, run.status.value, changed=changed, more=more)
 
     def _create(self, ctx: TickContext, run: Optional[RunState], start: Start) -> Optional[RunState]:
         """Make the run under our lease (a start). An existing run is checked by
@@ -348,7 +374,8 @@ class Ticker:
 
     def _quarantine(self, ctx: TickContext, read: InboxRead) -> None:
         for bad in read.unreadable:
-            self.coord.inbox.quarantine(bad)
+            if not bad.moved:
+                self.coord.inbox.quarantine(bad)
             self.coord.stats.incr("events_quarantined", ctx=ctx)
             message = describe(bad)
             self.coord.stats.error(message)
@@ -362,6 +389,7 @@ class Ticker:
         self.coord.stats.incr("ticks", ctx=ctx)
         if not changed:
             self.coord.stats.incr("early" if reason == "timer" else "duplicates", ctx=ctx)
+            ctx.commit_held = True  # (nothing to hold: nothing was written)
             return
         ctx.commit_counts["transitions"] += 1
         if was_waiting:
@@ -377,10 +405,12 @@ class Ticker:
     def _if_saved(self, ctx: TickContext) -> None:
         from . import scripts
 
-        notices = self.coord.notices
+        notices, keys_ = self.coord.notices, self.coord.keys
         message = next((notices.message(*n) for n in ctx.notices if n[0] == "resumed"), "")
-        keys = [self.coord.keys.run(ctx.run_id), self.coord.keys.stats]
-        args: list[Any] = [ctx.last_saved_updated, notices.channel, message]
+        keys = [keys_.run(ctx.run_id), keys_.stats, keys_.inbox(ctx.run_id), keys_.inbox_body(ctx.run_id),
+                keys_.inbox_runs]
+        args: list[Any] = [ctx.last_saved_updated, notices.channel, message, ctx.run_id,
+                           json.dumps(ctx.drop_on_commit)]
         for name, n in ctx.commit_counts.items():
             args += [name, n]
         script = self._if_saved_script
@@ -399,22 +429,27 @@ class Ticker:
                 self.timers.arm(run.run_id, run.waiting.until, ctx)
             child_id = child_of(run)
             if child_id is not None:
-                ctx.sends.append((child_id, "child", None))
+                ctx.sends.append((child_id, "child", None, None))
         elif run.status in TERMINAL:
             self._after_terminal(ctx, run, events)
 
-    def _after_terminal(self, ctx: TickContext, run: RunState, events: list[Event]) -> None:
-        """A run ended: wake its parent, cancel its children if asked to, and say what
-        happened to events it never took."""
+    def _after_terminal(self, ctx: TickContext, run: RunState, events: list[Event], committed: bool = False) -> None:
+        """A run ended: wake its parent, cancel its children if asked to, and drop (and
+        report) the events it never took: at once if its end is committed already, else
+        only with that commit (``lua/if_saved.lua``: a refused end drops nothing)."""
         if run.parent_run_id:
-            ctx.sends.append((run.parent_run_id, "child", None))
+            ctx.sends.append((run.parent_run_id, "child", None, None))
         if run.status == RunStatus.CANCELLED and control_flag(run, CANCEL_CHILDREN):
             ctx.cascade = True
-        if events:
+        notes = [f"Run {run.run_id}: ended ({run.status.value}) before event {e.event_id} "
+                 f"(wait_key {quote(e.wait_key)}) could be applied" for e in events]
+        if events and (committed or not self.shared):
             self.coord.inbox.done(run.run_id, [e.event_id for e in events])
-        for event in events:
-            self.coord.stats.error(f"Run {run.run_id}: ended ({run.status.value}) before event "
-                                   f"{event.event_id} (wait_key {quote(event.wait_key)}) could be applied")
+            for note in notes:
+                self.coord.stats.error(note)
+        elif events:
+            ctx.drop_on_commit += [e.event_id for e in events]
+            ctx.drop_notes += notes
 
     def _parent_cancels_children(self, run: RunState) -> bool:
         parent = self.store.load(str(run.parent_run_id))
@@ -436,7 +471,7 @@ class Ticker:
             self.coord.marks.clear_attempts(run_id, ctx)
             return
         delay = retry_delay(self.settings, attempts)
-        ctx.sends.append((run_id, "retry", datetime.now(timezone.utc) + timedelta(seconds=delay)))
+        ctx.sends.append((run_id, "retry", datetime.now(timezone.utc) + timedelta(seconds=delay), None))
 
     def fail_run(self, ctx: TickContext, run_id: str, error: str) -> None:
         """Mark a run FAILED under the lease ``ctx`` holds (fenced) and wake its parent."""
@@ -447,7 +482,7 @@ class Ticker:
         run.updated_at = datetime.now(timezone.utc).isoformat()
         self.store.save(run)
         if run.parent_run_id:
-            ctx.sends.append((run.parent_run_id, "child", None))
+            ctx.sends.append((run.parent_run_id, "child", None, None))
 
     def _unknown_workflow(self, ctx: TickContext, run: RunState, exc: UnknownWorkflowError) -> TickOutcome:
         """Keep the run (the sweep retries it); fail it only after the grace period."""
@@ -470,6 +505,10 @@ class Ticker:
         if isinstance(exc, RunControlledError):
             self.coord.stats.incr("controlled")
             log.info("run %s: a cancel or pause landed mid-tick; the tick's save was refused", run_id)
+            if exc.status == RunStatus.CANCELLED.value:  # its end: cancel its children if asked to
+                with outside():  # (not through this tick's queue: it holds the refusal)
+                    run = self.store.load(run_id)
+                ctx.cascade = run is not None and bool(control_flag(run, CANCEL_CHILDREN))
             return TickOutcome(run_id, exc.status, skipped="controlled")
         self.coord.stats.incr("lease_lost")
         attempts = self.coord.marks.add_attempt(run_id)
@@ -497,23 +536,22 @@ class Ticker:
             finally:
                 self.coord.leases.release(lease, ctx)
         self.coord.marks.clear_attempts(run_id)
-        self._send_all(ctx.sends)
+        self._follow_up(ctx)
 
     # --- after the release ---------------------------------------------------------------
 
-    def _follow_up(self, ctx: TickContext, outcome: Optional[TickOutcome], asked: bool, follow_up: bool) -> None:
+    def _follow_up(self, ctx: TickContext) -> None:
         """Cancel the children of a run cancelled with them (first: a child this tick spawned
         must be cancelled before its tick goes), then send the messages the tick noted (at
-        most one per run), and the notices of what it committed."""
+        most one per run; the run's own only if the release said so: it needs one, or one
+        was asked meanwhile, and none is pending), and the notices of what it committed."""
         if ctx.cascade:
             self.on_cancelled(ctx.run_id)
-        sends = list(ctx.sends) + [(r, "event", None) for r in ctx.listeners] \
-            + [(r, "child", None) for r in ctx.children]
-        if outcome is not None and outcome.more and follow_up:
-            sends.append((ctx.run_id, "continue", None))
-        elif asked:  # a tick was asked for while we held the lease: one, merged
-            sends.append((ctx.run_id, "asked", None))
-        self._send_all(sends)
+        own = [(ctx.run_id, "continue" if ctx.want_more else "asked", None, ctx.next_id)] if ctx.send_own else []
+        self._send_all(own + list(ctx.sends) + [(r, "event", None, None) for r in ctx.listeners]
+                       + [(r, "child", None, None) for r in ctx.children])
+        for note in ctx.drop_notes if ctx.commit_held else ():
+            self.coord.stats.error(note)
         notices = self.coord.notices
         for kind, run_id, detail in ctx.notices:
             if kind == "resumed" and not ctx.commit_held:
@@ -522,14 +560,14 @@ class Ticker:
             if kind == "failed" or not ctx.published:
                 notices.publish(notices.message(kind, run_id, detail))
 
-    def _send_all(self, sends: list[tuple[str, str, Any]]) -> None:
+    def _send_all(self, sends: list[tuple[str, str, Any, Optional[str]]]) -> None:
         """One message per (run, eta): a run noted twice gets one tick."""
         seen: set[tuple[str, Any]] = set()
-        for run_id, reason, eta in sends:
+        for run_id, reason, eta, message_id in sends:
             if (run_id, eta) in seen:
                 continue
             seen.add((run_id, eta))
-            self.send(run_id, reason, eta)
+            self.send(run_id, reason, eta, message_id)
 
     def _wait_out_short_remainder(self, run_id: str) -> None:
         """A timer sent with no ETA (under a second to go) may arrive early: wait out the rest."""
@@ -570,7 +608,7 @@ class _SenderView:
         self.min_eta_s = min_eta_s
 
     def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
-        self._send(run_id, reason, eta)
+        self._send(run_id, reason, eta, None)
 
 
 class _SavedFirst:
@@ -581,8 +619,10 @@ class _SavedFirst:
 
     def get_node(self, node_id: str) -> Any:
         ctx = current()
-        if ctx is not None and ctx.queue.has_commit():
-            ctx.queue.flush()
+        if ctx is not None:
+            ctx.queue.check()  # a refusal someone swallowed (the Runtime's probe) still stops us
+            if ctx.queue.has_commit():
+                ctx.queue.flush()
         return super().get_node(node_id)  # type: ignore[misc]
 
 

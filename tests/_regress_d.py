@@ -28,7 +28,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
         self.sent.append((run_id, reason))
 
     def run_ids(self) -> set[str]:

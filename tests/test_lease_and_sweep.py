@@ -34,10 +34,10 @@ def test_lease_is_exclusive_and_a_busy_ask_is_not_lost(leases: RedisLeases) -> N
     first = leases.acquire("r1")
     assert first is not None
     assert leases.acquire("r1") is None  # busy: leaves a pending word
-    assert leases.release(first) is True  # the holder learns a tick was asked meanwhile
+    assert leases.release(first, TickContext(first.run_id)) is True  # the holder learns a tick was asked meanwhile
     second = leases.acquire("r1")
     assert second is not None and second.token != first.token
-    assert leases.release(second) is False  # nobody asked this time
+    assert leases.release(second, TickContext(second.run_id)) is False  # nobody asked this time
 
 
 def test_expired_lease_cannot_be_released_or_renewed_by_its_old_holder(leases: RedisLeases) -> None:
@@ -46,7 +46,7 @@ def test_expired_lease_cannot_be_released_or_renewed_by_its_old_holder(leases: R
     time.sleep(1.1)
     new = leases.acquire("r2")
     assert new is not None
-    assert leases.renew(old) is False and leases.release(old) is False
+    assert leases.renew(old) is False and leases.release(old, TickContext(old.run_id)) is False
     assert leases.holds(new.key, new.token) and leases.is_held("r2")
 
 
@@ -58,7 +58,7 @@ def test_keeper_renews_a_lease_past_its_ttl(leases: RedisLeases) -> None:
     time.sleep(2.0)  # two TTLs
     assert leases.holds(lease.key, lease.token)
     assert keeper.drop(lease) is False
-    leases.release(lease)
+    leases.release(lease, TickContext(lease.run_id))
 
 
 def test_redis_store_refuses_a_write_from_a_lost_lease(prefix: str, leases: RedisLeases) -> None:
@@ -117,7 +117,7 @@ def test_sweep_with_nothing_due_is_a_handful_of_commands(prefix: str) -> None:
 def test_sweep_recovers_orphans_and_overdue_timers(prefix: str) -> None:
     settings = make_settings(prefix, orphan_grace_s=0.0)
     seen: list[tuple[str, str]] = []
-    local = LocalDispatcher(lambda run_id, reason: seen.append((run_id, reason)), workers=1)
+    local = LocalDispatcher(lambda run_id, reason, _mid: seen.append((run_id, reason)), workers=1)
     driver = build(settings, registry, local)
     local.start()
     try:

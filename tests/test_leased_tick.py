@@ -69,10 +69,11 @@ def test_a_block_that_never_writes_again_still_sends_its_appends(stores: Any) ->
     assert [r["step_id"] for r in ledger.list("r-left")] == ["s-k1"]
 
 
-def test_appends_land_even_when_the_save_they_ride_is_refused(stores: Any) -> None:
-    """The Runtime appends a step's record before the save that commits it; a save
-    refused because a pause landed must not take the record with it (as when the two
-    went out one by one). A lost lease refuses both: a stale writer writes nothing."""
+def test_a_save_a_pause_refuses_takes_the_records_it_commits_with_it(stores: Any) -> None:
+    """The Runtime appends a step's records before the save that commits them; they go in
+    one atomic step with it. A save refused because a pause landed takes them with it (a
+    record of a step that never committed would show the step, or an event, twice once it
+    runs again). A lost lease refuses both too: a stale writer writes nothing."""
     runs, ledger, leases = stores
     run = RunState.new(workflow_id="wf", entry_node="a", run_id="r-refused")
     runs.save(run)
@@ -82,20 +83,21 @@ def test_appends_land_even_when_the_save_they_ride_is_refused(stores: Any) -> No
         ctx.confirm(control_of(run))
         paused = RedisRunStore(connect(STORE_URL), prefix=runs.prefix).load(run.run_id)
         paused.vars.setdefault("_runtime", {}).setdefault("control", {})["paused"] = True
-        threading.Thread(target=lambda: RedisRunStore(connect(STORE_URL), prefix=runs.prefix).save(paused)).start()
-        time.sleep(0.2)
+        thread = threading.Thread(target=lambda: RedisRunStore(connect(STORE_URL), prefix=runs.prefix).save(paused))
+        thread.start()
+        thread.join()
         ledger.append(_record(run.run_id, "k1"))
         runs.save(run)
         with pytest.raises(RunControlledError):
             ctx.queue.flush()
-    assert ledger.count(run.run_id) == 1
+    assert ledger.count(run.run_id) == 0
     leases.client.set(lease.key, "someone-else")  # now the lease is lost
     with entered(_tick_of(run.run_id, lease)) as ctx:
         ledger.append(_record(run.run_id, "k2"))
         runs.save(run)
         with pytest.raises(Exception, match="Lease"):
             ctx.queue.flush()
-    assert ledger.count(run.run_id) == 1
+    assert ledger.count(run.run_id) == 0
 
 
 def test_a_fenced_save_refuses_to_overwrite_a_pause_that_landed_mid_tick(stores: Any) -> None:
@@ -124,7 +126,7 @@ def test_a_fenced_save_refuses_to_overwrite_a_pause_that_landed_mid_tick(stores:
         assert err.value.paused is True and err.value.status == "running"
     stored = RedisRunStore(connect(STORE_URL), prefix=runs.prefix).load(run.run_id)
     assert stored.current_node == "a" and control_of(stored) == ("running", True)
-    leases.release(lease)
+    leases.release(lease, TickContext(lease.run_id))
 
 
 # --- through the driver ------------------------------------------------------------
@@ -202,8 +204,8 @@ def test_a_start_is_two_round_trips_and_no_node_runs_before_its_lease_and_create
     with count_roundtrips() as rt:
         run_id, outcome = driver.start_and_tick("one")
     assert outcome.status == "completed" and driver.load(run_id).output == {"ok": 1}
-    names = [names for _, names in rt.trips]
-    # 1: acquire + create (before the node); 2: records, save, release, counters
+    names = [[n for n in names if n not in ("MULTI", "EXEC")] for _, names in rt.trips]
+    # 1: acquire + create (before the node); 2: records, save, release, counters (each one MULTI)
     assert len(names) == 2 and names[0] == ["EVALSHA", "EVALSHA"], names
     assert not driver.coord.leases.is_held(run_id)
     assert [r.get("idempotency_key") for r in driver.runtime.ledger_store.list(run_id)][0] == "system:completion:only"
@@ -290,5 +292,5 @@ def test_the_lease_keeper_leaves_a_reserved_lease_alone_until_its_acquire_is_sen
     assert keeper.drop(lease) is False  # not seen lost
     ctx.queue.flush()  # the tick's first write sends the acquire
     assert leases.is_held("r-long")
-    assert leases.renew(lease) is True and leases.release(lease) is False
+    assert leases.renew(lease) is True and leases.release(lease, TickContext(lease.run_id)) is False
     assert not leases.is_held("r-long")

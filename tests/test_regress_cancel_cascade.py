@@ -90,7 +90,8 @@ class InlineDispatcher:
         self.ticked: list[tuple[str, str, Optional[str]]] = []
         self.recorded: list[tuple[str, str]] = []
 
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None) -> None:
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
         if eta is not None or not run_id.startswith("sub-"):
             self.recorded.append((run_id, reason))
             return

@@ -19,6 +19,7 @@ import uuid
 import pytest
 from abstractruntime import RunStatus
 
+from abstractruntime_celery.context import TickContext
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import START_TASK
 from abstractruntime_celery.driver import build
@@ -156,7 +157,7 @@ def test_a_sync_child_whose_lease_another_worker_holds_is_not_ticked_inside_its_
     assert fx_count(fx, child_id, "ran") == 0, "the re-run spawn ticked the child without its lease"
     assert [c.run_id for c in driver.run_store.list_children(parent_run_id=parent_id)] == [child_id]
 
-    driver.coord.leases.release(held)  # the other worker is done; the child goes on
+    driver.coord.leases.release(held, TickContext(held.run_id))  # the other worker is done; the child goes on
     assert driver.tick(child_id).status == "completed"
     assert driver.tick(parent_id).status == "completed"
     assert driver.load(parent_id).output["child"] == {"sub_run_id": child_id, "output": {"ran": True}}

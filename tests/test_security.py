@@ -22,6 +22,7 @@ import pytest
 import redis
 from abstractruntime import RunStatus
 
+from abstractruntime_celery.context import TickContext
 from abstractruntime_celery import AbstractRuntimeCeleryError, create_scheduled_runtime
 from abstractruntime_celery.stores.redis.connection import connect
 from soak.redisproc import PrivateRedis
@@ -288,8 +289,8 @@ def test_two_prefixes_with_the_same_run_ids_never_meet() -> None:
         assert lease is not None
         lease_b = sb.driver.coord.leases.acquire(ids[0])
         assert lease_b is not None
-        sb.driver.coord.leases.release(lease_b)
-        sa.driver.coord.leases.release(lease)
+        sb.driver.coord.leases.release(lease_b, TickContext(lease_b.run_id))
+        sa.driver.coord.leases.release(lease, TickContext(lease.run_id))
 
         # An event and a sweep in A finish A's runs and move nothing of B's.
         sa.scheduler.resume_event(run_id=event_id, wait_key="k", payload={"t": "a"}, wait=False)

@@ -13,7 +13,7 @@ import uuid
 from typing import Any, Optional, Sequence
 
 from ..context import Op, TickContext
-from ..errors import InboxFullError
+from ..errors import InboxFullError, RunNotWaitingError
 from ..inbox import Event, InboxRead, Unreadable
 from ..keys import Keys
 from ..lease import Lease
@@ -22,14 +22,17 @@ from ..walk import Cursor
 
 
 class LocalLeases:
-    """Leases in this process only: the embedded mode, where one process is the cluster."""
+    """Leases in this process only: the embedded mode, where one process is the cluster.
+    The same rules as ``lua/lease_acquire.lua`` and ``lua/lease_release.lua``."""
 
-    def __init__(self, keys: Keys, ttl_s: float) -> None:
+    def __init__(self, keys: Keys, ttl_s: float, note_ttl_s: float | None = None) -> None:
         self.keys = keys
         self.ttl_s = ttl_s
+        self.note_ttl_s = note_ttl_s if note_ttl_s is not None else 4 * ttl_s
         self._lock = threading.Lock()
         self._leases: dict[str, tuple[str, float]] = {}
         self._pending: set[str] = set()
+        self._next: dict[str, tuple[str, float]] = {}
 
     def _live(self, run_id: str) -> tuple[str, float] | None:
         entry = self._leases.get(run_id)
@@ -38,8 +41,11 @@ class LocalLeases:
             return None
         return entry
 
-    def acquire(self, run_id: str) -> Lease | None:
+    def acquire(self, run_id: str, message_id: str = "") -> Lease | None:
         with self._lock:
+            note = self._next.get(run_id)
+            if message_id and note is not None and note[0] == message_id:
+                del self._next[run_id]  # the run's pending tick is delivered
             if self._live(run_id) is not None:
                 self._pending.add(run_id)
                 return None
@@ -48,8 +54,9 @@ class LocalLeases:
             self._pending.discard(run_id)
             return Lease(run_id, self.keys.lease(run_id), token)
 
-    def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]:
-        return self.acquire(run_id), []
+    def acquire_reading(self, run_id: str, reads: Sequence[Op],
+                        message_id: str = "") -> tuple[Lease | None, list[Any]]:
+        return self.acquire(run_id, message_id), []
 
     def renew(self, lease: Lease) -> bool:
         with self._lock:
@@ -59,15 +66,21 @@ class LocalLeases:
             self._leases[lease.run_id] = (lease.token, time.monotonic() + self.ttl_s)
             return True
 
-    def release(self, lease: Lease, ctx: TickContext | None = None) -> bool:
-        """Raises what a queued write raises (none queue in the embedded mode)."""
-        if ctx is not None:
-            ctx.queue.flush()
+    def release(self, lease: Lease, ctx: TickContext) -> bool:
+        """As ``RedisLeases.release``. Raises what a queued write raises (none queue here:
+        the embedded stores write at once), after the lease is given back."""
+        try:
+            if ctx.queue.refused is None:
+                ctx.queue.flush()
             for item in ctx.queue.after:
                 reply = item.op(item.client)
                 if item.check is not None:
                     item.check(reply)
+        finally:
             ctx.queue.after, ctx.queue.counts = [], {}
+            return self._give_back(lease, ctx)
+
+    def _give_back(self, lease: Lease, ctx: TickContext) -> bool:
         with self._lock:
             entry = self._live(lease.run_id)
             if entry is None or entry[0] != lease.token:
@@ -75,7 +88,13 @@ class LocalLeases:
             del self._leases[lease.run_id]
             asked = lease.run_id in self._pending
             self._pending.discard(lease.run_id)
-            return asked
+            note = self._next.get(lease.run_id)
+            if note is not None and note[1] <= time.monotonic():
+                note = None
+            ctx.send_own = (ctx.want_more or asked) and note is None
+            if ctx.send_own:
+                self._next[lease.run_id] = (ctx.next_id, time.monotonic() + self.note_ttl_s)
+            return ctx.send_own
 
     def is_held(self, run_id: str) -> bool:
         with self._lock:
@@ -96,12 +115,15 @@ class LocalInbox:
         self._events: dict[str, dict[str, tuple[Event, dict[str, Any]]]] = {}
         self._seq = 0
 
-    def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = ()) -> None:
-        """Raises InboxFullError as ``RedisInbox.put``."""
+    def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
+            one_per_wait: Optional[str] = None) -> None:
+        """Raises InboxFullError and RunNotWaitingError as ``RedisInbox.put``."""
         with self._lock:
             box = self._events.setdefault(event.run_id, {})
             if event.event_id in box:
                 return
+            if one_per_wait is not None and any(e.wait_key in (None, one_per_wait) for e, _ in box.values()):
+                raise RunNotWaitingError(event.run_id, "waiting", "already has an event queued for its wait")
             if len(box) >= limits[0]:
                 raise InboxFullError(event.run_id, f"holds {len(box)} unapplied events, the limit (max_inbox_events)")
             size = sum(e.size for e, _ in box.values()) + len(payload)
@@ -144,6 +166,9 @@ class LocalInbox:
     def quarantine(self, bad: Unreadable) -> None:
         self.done(bad.run_id, [bad.event_id])
 
+    def repair(self, run_id: str) -> list[Unreadable]:
+        return []  # in memory nothing is ever undecodable
+
     def stale_runs(self, older_than: float) -> list[str]:
         """Runs with an event accepted at or before ``older_than`` (the embedded sweep)."""
         with self._lock:
@@ -177,7 +202,7 @@ class LocalTimerBook:
                           eta: Any) -> None:
         """In this process nothing rides a pipeline: note it now, send after the release."""
         if self.arm(run_id, until, ttl_s):
-            ctx.sends.append((run_id, "timer", eta))
+            ctx.sends.append((run_id, "timer", eta, None))
 
     def fired(self, run_id: str, ctx: TickContext | None = None) -> None:
         with self._lock:

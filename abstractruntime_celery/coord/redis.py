@@ -15,9 +15,11 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
+from redis.exceptions import NoScriptError
+
 from .. import scripts
 from ..context import Op, TickContext, Write, settle
-from ..errors import InboxFullError, LeaseLostError
+from ..errors import InboxFullError, LeaseLostError, RunNotWaitingError
 from ..inbox import Event, InboxRead, Unreadable
 from ..keys import Keys
 from ..lease import Lease
@@ -28,13 +30,22 @@ from ..walk import START, Cursor
 log = logging.getLogger(__name__)
 
 
-class RedisLeases:
-    """Leases in Redis: ``{p}lease:<id>`` (token) and ``{p}pending:<id>``."""
+#: How long a "tick asked" word lives: longer than any tick holds a lease (its holder takes
+#: it on release; the next holder clears it on acquire), so none is lost under a long tick.
+PENDING_TTL_MS = 3600 * 1000
 
-    def __init__(self, client: Any, keys: Keys, ttl_s: float) -> None:
+
+class RedisLeases:
+    """Leases in Redis: ``{p}lease:<id>`` (token), ``{p}pending:<id>`` (a tick asked while it
+    was held) and ``{p}next:<id>`` (the id of the run's one pending tick of its own)."""
+
+    def __init__(self, client: Any, keys: Keys, ttl_s: float, note_ttl_s: float | None = None) -> None:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
+        #: How long the next-tick note outlives a message that never comes (lost by the broker):
+        #: the sweep's orphan pass ticks the run meanwhile.
+        self.note_ttl_s = note_ttl_s if note_ttl_s is not None else 4 * ttl_s
         self._acquire = scripts.register(client, "lease_acquire")
         self._release = scripts.register(client, "lease_release")
         self._renew = scripts.register(client, "lease_renew")
@@ -48,24 +59,38 @@ class RedisLeases:
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl_s * 1000))
 
-    def _call(self, run_id: str, token: str) -> tuple[list[str], list[Any]]:
-        return [self.keys.lease(run_id), self.keys.pending(run_id)], [token, self._ttl_ms]
+    def _call(self, run_id: str, token: str, message_id: str) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.lease(run_id), self.keys.pending(run_id), self.keys.next_tick(run_id)]
+        return keys, [token, self._ttl_ms, message_id, PENDING_TTL_MS]
 
-    def acquire(self, run_id: str) -> Lease | None:
-        """Take the lease, or return None (and leave a pending word) if another holds it."""
-        return self.acquire_reading(run_id, ())[0]
+    def acquire(self, run_id: str, message_id: str = "") -> Lease | None:
+        """Take the lease, or return None (and leave a pending word) if another holds it.
+        ``message_id``: the message this tick runs for (it may be the run's pending tick)."""
+        return self.acquire_reading(run_id, (), message_id)[0]
 
-    def acquire_reading(self, run_id: str, reads: Sequence[Op]) -> tuple[Lease | None, list[Any]]:
+    def acquire_reading(self, run_id: str, reads: Sequence[Op],
+                        message_id: str = "") -> tuple[Lease | None, list[Any]]:
         """Take the lease and run ``reads`` in the same round trip; their results (or
         errors, as values: the caller holds the lease and must release it) follow."""
         token = uuid.uuid4().hex
-        keys, args = self._call(run_id, token)
-        pipe = self.client.pipeline(transaction=False)
-        scripts.call_in(pipe, self._acquire, keys, args)
-        for read in reads:
-            read(pipe)
-        got, *results = pipe.execute(raise_on_error=False)
-        got = scripts.settle(got, self._acquire, keys, args)
+        keys, args = self._call(run_id, token, message_id)
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            scripts.call_in(pipe, self._acquire, keys, args)
+            for read in reads:
+                read(pipe)
+            try:
+                got, *results = pipe.execute(raise_on_error=False)
+            except UnicodeDecodeError:  # a read met bytes that are not UTF-8 (a corrupt entry)
+                held = self.client.get(keys[0]) == token
+                return (Lease(run_id, keys[0], token) if held else None), None
+            if not isinstance(got, NoScriptError):
+                break
+            # The server forgot its scripts (a restart): the acquire ran nothing, but the reads
+            # ran without the lease. Load the script and do it all again.
+            self.client.script_load(scripts.source("lease_acquire"))
+        if isinstance(got, Exception):
+            raise got
         return (Lease(run_id, keys[0], token) if int(got) == 1 else None), results
 
     def reserve(self, ctx: TickContext, run_id: str) -> Lease:
@@ -74,7 +99,7 @@ class RedisLeases:
         goes with its first write. The tick sends that write before any node runs
         (the create is a commit), so no node runs unless the acquire succeeded."""
         token = uuid.uuid4().hex
-        keys, args = self._call(run_id, token)
+        keys, args = self._call(run_id, token, ctx.message_id or "")
         script = self._acquire
 
         def taken(got: Any) -> None:
@@ -99,24 +124,25 @@ class RedisLeases:
                 return True
         return bool(int(self._renew(keys=[lease.key], args=[lease.token, self._ttl_ms])))
 
-    def release(self, lease: Lease, ctx: TickContext | None = None) -> bool:
+    def release(self, lease: Lease, ctx: TickContext) -> bool:
         """Give the lease back, in one round trip with the tick's queued writes: the writes
-        before the release script, counters and cleanups after it. True if a tick was
-        asked for while we held it.
+        before the release script, counters and cleanups after it. True (also noted in
+        ``ctx.send_own``) if the run must now get a tick of its own, with message id
+        ``ctx.next_id``: it needs one (``ctx.want_more``) or one was asked while we held the
+        lease, and none is pending already (``lua/lease_release.lua``).
 
         Raises:
             Exception: a queued write was refused (LeaseLostError, RunControlledError, ...)
                 or failed; the lease is released (if still ours) all the same.
         """
-        keys, args = [lease.key, self.keys.pending(lease.run_id)], [lease.token]
+        keys = [lease.key, self.keys.pending(lease.run_id), self.keys.next_tick(lease.run_id)]
+        args = [lease.token, "1" if ctx.want_more else "0", ctx.next_id, max(1, int(self.note_ttl_s * 1000))]
         self._sent(lease.token)  # sent now at the latest (its check runs below)
-        items = ctx.queue.take(self.client) if ctx is not None else []
-        after: list[Write] = []
-        if ctx is not None:
-            after = [Write(self.client, self._counts_op(key, counts)) for (_, key), (_, counts)
-                     in ctx.queue.counts.items()] + ctx.queue.after
-            ctx.queue.after, ctx.queue.counts = [], {}
-        pipe = self.client.pipeline(transaction=False)
+        items = ctx.queue.take(self.client)
+        after = [Write(self.client, self._counts_op(key, counts)) for (_, key), (_, counts)
+                 in ctx.queue.counts.items()] + ctx.queue.after
+        ctx.queue.after, ctx.queue.counts = [], {}
+        pipe = self.client.pipeline(transaction=True)  # one atomic step: guards see one state
         for item in items:
             item.op(pipe)
         scripts.call_in(pipe, self._release, keys, args)
@@ -126,20 +152,21 @@ class RedisLeases:
         n = len(items)
         refused: Exception | None = None
         try:  # first, in order: a NOSCRIPT'd save must run again while we still hold the lease
-            settle(self.client, items, results[:n])
+            ctx.queue.settle(self.client, items, results[:n])
         except Exception as exc:
             refused = exc
-        res = int(scripts.settle(results[n], self._release, keys, args))
+        released, send = (int(x) for x in scripts.settle(results[n], self._release, keys, args))
+        ctx.send_own = send == 1
         for item, result in zip(after, results[n + 1:]):
             try:
                 settle(self.client, [item], [result])
             except Exception as exc:  # counters and bookkeeping: the run's state is already saved
                 log.warning("a deferred write of run %s failed: %s", lease.run_id, exc)
-        if res < 0:
+        if released < 0:
             log.warning("lease on run %s was lost before release", lease.run_id)
         if refused is not None:
             raise refused
-        return res == 1
+        return ctx.send_own
 
     def _counts_op(self, key: str, counts: Any) -> Op:
         """One command for all of a tick's counts of one hash (one reply per op)."""
@@ -179,16 +206,21 @@ class RedisInbox:
         self._read = scripts.register(client, "inbox_read")
         self._done = scripts.register(client, "inbox_done")
 
-    def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = ()) -> None:
+    def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
+            one_per_wait: Optional[str] = None) -> None:
         """Store the event durably (``inbox_put.lua``), with ``ops`` in the same round trip.
+        ``one_per_wait``: the run's current wait key; refuse the event if one for that wait
+        is already queued (the seed's rule: a wait is answered once).
 
         Raises:
             InboxFullError: the run's inbox holds ``limits[0]`` events or would exceed
                 ``limits[1]`` payload bytes (nothing was stored).
+            RunNotWaitingError: ``one_per_wait`` and the wait already has its event.
         """
         k = self.keys
         keys = [k.inbox(event.run_id), k.inbox_body(event.run_id), k.inbox_runs, k.event_seq, k.stats]
-        args = [event.event_id, event.header(), payload, event.run_id, event.accepted_at, limits[0], limits[1]]
+        args = [event.event_id, event.header(), payload, event.run_id, event.accepted_at, limits[0], limits[1],
+                "1" if one_per_wait is not None else "0", one_per_wait or ""]
         pipe = self.client.pipeline(transaction=False)
         scripts.call_in(pipe, self._put, keys, args)
         for op in ops:
@@ -201,6 +233,8 @@ class RedisInbox:
         if int(code) == -2:
             raise InboxFullError(event.run_id, f"would hold {value} bytes of payloads, over the limit of "
                                                f"{limits[1]} (max_inbox_bytes)")
+        if int(code) == -3:
+            raise RunNotWaitingError(event.run_id, "waiting", "already has an event queued for its wait")
         event.seq = int(value)
 
     def read_op(self, run_id: str, run_key: Optional[str]) -> Any:
@@ -248,7 +282,51 @@ class RedisInbox:
         return InboxRead(sorted(events, key=lambda e: e.seq), bad)
 
     def pending(self, run_id: str) -> InboxRead:
-        return self.parse_read(run_id, self.read_op(run_id, None)(self.client))
+        """Every event of the run (headers only); undecodable entries are moved aside first.
+
+        Raises:
+            StoreUnavailableError, redis errors: Redis cannot be reached.
+        """
+        try:
+            return self.parse_read(run_id, self.read_op(run_id, None)(self.client))
+        except UnicodeDecodeError:
+            bad = self.repair(run_id)
+            read = self.parse_read(run_id, self.read_op(run_id, None)(self.client))
+            read.unreadable += [Unreadable(b.run_id, b.event_id, b.raw, b.error, moved=True) for b in bad]
+            return read
+
+    def repair(self, run_id: str) -> list[Unreadable]:
+        """Move every entry of the run's inbox that is not UTF-8 (corruption: we never write
+        one) to ``{p}quarantine:<id>``, as its raw bytes; returns them (already moved)."""
+        raw = self._raw_client()
+        inbox, body = self.keys.inbox(run_id), self.keys.inbox_body(run_id)
+        bad: list[Unreadable] = []
+        for key in (inbox, body):
+            for field, value in raw.hgetall(key).items():
+                try:
+                    field.decode("utf-8"), value.decode("utf-8")
+                except UnicodeDecodeError:
+                    event_id = field.decode("utf-8", "backslashreplace")
+                    pipe = raw.pipeline(transaction=True)
+                    pipe.hset(self.keys.quarantine(run_id), event_id, value)
+                    pipe.hdel(inbox, field)
+                    pipe.hdel(body, field)
+                    pipe.execute()
+                    bad.append(Unreadable(run_id, event_id, value.decode("utf-8", "backslashreplace"),
+                                          "not UTF-8", moved=True))
+        if bad and not raw.hlen(inbox):
+            raw.zrem(self.keys.inbox_runs, run_id)
+        return bad
+
+    def _raw_client(self) -> Any:
+        """A client on the same server that returns bytes (to read what does not decode)."""
+        if getattr(self, "_raw", None) is None:
+            import redis
+
+            kwargs = dict(self.client.connection_pool.connection_kwargs, decode_responses=False)
+            self._raw = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=self.client.connection_pool.connection_class, **kwargs))
+        return self._raw
 
     def load_payload(self, event: Event) -> Optional[dict[str, Any]]:
         """Raises ValueError if the stored payload is not a JSON object."""
@@ -306,7 +384,7 @@ class RedisTimerBook:
 
         def armed(reply: Any) -> None:
             if int(reply) == 1:
-                ctx.sends.append((run_id, "timer", eta))
+                ctx.sends.append((run_id, "timer", eta, None))
 
         ctx.queue.add_after(self._client, lambda target: scripts.call_in(target, script, keys, args), armed)
 

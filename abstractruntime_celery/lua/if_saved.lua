@@ -1,15 +1,25 @@
--- if_saved.lua: what a tick says about its commit (counters, the "resumed" notice) goes
--- out only if its last save landed: the run's stored `updated` is still the one it wrote.
--- Rides the lease-release pipeline, after the tick's queued saves.
--- KEYS[1] run hash  KEYS[2] stats hash
+-- if_saved.lua: what a tick says about its commit (counters, the "resumed" notice, and the
+-- events a run that ended never took) goes out only if its last save landed: the run's
+-- stored `updated` is still the one it wrote. Rides the lease-release pipeline, after the
+-- tick's queued saves.
+-- KEYS[1] run hash  KEYS[2] stats hash  KEYS[3] inbox  KEYS[4] inbox-body  KEYS[5] inbox-runs
 -- ARGV[1] updated score of the tick's last save  ARGV[2] notices channel  ARGV[3] notice JSON ("" none)
--- ARGV[4..] field, amount, field, amount ...
--- Returns 1 if the commit held (and all was sent), 0 if not.
+-- ARGV[4] run id  ARGV[5] JSON list of event ids to drop from the inbox
+-- ARGV[6..] field, amount, field, amount ...
+-- Returns 1 if the commit held (and all was done), 0 if not.
 if redis.call('HGET', KEYS[1], 'updated') ~= ARGV[1] then
   return 0
 end
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+local drop = cjson.decode(ARGV[5])
+if #drop > 0 then
+  for _, event_id in ipairs(drop) do
+    redis.call('HDEL', KEYS[3], event_id)
+    redis.call('HDEL', KEYS[4], event_id)
+  end
+  if redis.call('HLEN', KEYS[3]) == 0 then redis.call('ZREM', KEYS[5], ARGV[4]) end
 end
 if ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[2], ARGV[3])

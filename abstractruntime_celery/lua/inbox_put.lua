@@ -6,12 +6,23 @@
 -- KEYS[5] stats hash
 -- ARGV[1] event id  ARGV[2] header JSON  ARGV[3] payload JSON  ARGV[4] run id
 -- ARGV[5] accepted_at (epoch s)  ARGV[6] max events  ARGV[7] max payload bytes in the inbox
+-- ARGV[8] "1": one event per wait (the seed's rule): refuse if an unapplied event under the
+--          key ARGV[9] (the run's current wait key), or under no key, is already queued
 --
--- Returns {1, seq} stored | {-1, events} too many events | {-2, bytes} too many bytes.
--- A retried call (same event id) stores nothing twice.
+-- Returns {1, seq} stored | {-1, events} too many events | {-2, bytes} too many bytes |
+-- {-3, event id} the wait already has its event. A retried call (same event id) stores
+-- nothing twice.
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then
   return {1, tonumber(string.match(existing, '^(%d+)|'))}
+end
+if ARGV[8] == '1' then
+  for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+    local ok, h = pcall(cjson.decode, string.match(raw, '^%d+|(.*)$') or '')
+    if ok and type(h) == 'table' and (h.wait_key == nil or h.wait_key == cjson.null or h.wait_key == ARGV[9]) then
+      return {-3, tostring(h.event_id)}
+    end
+  end
 end
 local n = redis.call('HLEN', KEYS[1])
 if n >= tonumber(ARGV[6]) then

@@ -1,8 +1,19 @@
--- Give a lease back if we still hold it, and say whether a tick was asked meanwhile.
--- KEYS[1] lease key, KEYS[2] pending key; ARGV[1] token.
--- Returns 1 (released, tick asked), 0 (released), -1 (not ours any more).
+-- Give a lease back if we still hold it, and decide whether the run gets a tick of its own.
+-- KEYS[1] lease key, KEYS[2] pending key, KEYS[3] next-tick note ({p}next:<id>)
+-- ARGV[1] token, ARGV[2] "1" if the run needs another tick (RUNNING after max_steps),
+-- ARGV[3] id for that tick's message, ARGV[4] the note's time to live (ms).
+-- Returns {released, send}: released 1 (or -1: not ours any more); send 1 when the
+-- caller must send a tick with id ARGV[3] (the run needs one, or one was asked while
+-- we held the lease, and no tick of its own is pending already: the note is then set).
+-- So a run has at most one pending tick of its own, however many messages come in.
+local released = -1
+local asked = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  return redis.call('DEL', KEYS[2])
+  asked = redis.call('DEL', KEYS[2])
+  released = 1
 end
-return -1
+if released == 1 and (ARGV[2] == '1' or asked == 1) and redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {released, 1}
+end
+return {released, 0}

@@ -27,7 +27,7 @@ from abstractruntime.storage.base import LedgerStore
 from ... import scripts
 from ...codec import encode_text
 from ...context import current
-from ...errors import LeaseLostError, PayloadError
+from ...errors import LeaseLostError, PayloadError, RunControlledError
 from ...keys import Keys
 from .connection import connect, redis_errors
 
@@ -43,6 +43,19 @@ except ImportError:  # pragma: no cover - older abstractruntime
     def _dumps(obj: Any) -> str:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
+
+
+def _refused(run_id: str, reply: Any) -> None:
+    """Raise what a refusing reply of ``append_ledger.lua`` means; nothing for an append.
+
+    Raises:
+        LeaseLostError: the lease was lost.
+        RunControlledError: a cancel or pause landed (the save it goes with is refused too).
+    """
+    if isinstance(reply, list):
+        raise RunControlledError(run_id, str(reply[1]), str(reply[2]) == "1")
+    if int(reply) < 0:
+        raise LeaseLostError(run_id)
 
 
 def _parse(raw: Any) -> Optional[Dict[str, Any]]:
@@ -121,27 +134,31 @@ class RedisLedgerStore(LedgerStore):
         keys = [self.ledger_key(run_id), self.done_key(run_id)]
         ctx = current()
         fence = ctx.fence(run_id) if ctx is not None else None
-        if fence is not None:
-            keys.append(fence.key)
+        guard = ctx.guard(run_id) if ctx is not None and fence is not None else None
         key = record.idempotency_key if isinstance(record.idempotency_key, str) else ""
         status = str(getattr(record.status, "value", record.status) or "")
-        args = [payload, key, status, fence.token if fence is not None else ""]
+        args: list[Any] = [payload, key, status, fence.token if fence is not None else ""]
+        if fence is not None:
+            keys.append(fence.key)
+        if fence is not None and guard is not None:
+            keys.append(self.keys.run(run_id))
+            args += [guard[0], "1" if guard[1] else "0"]
         if ctx is not None:
             script = self._append_script
 
             def refused(seq: Any) -> None:
-                if int(seq) < 0:
-                    raise LeaseLostError(run_id)
+                if isinstance(seq, list) and run_id != ctx.run_id:
+                    ctx.controlled.add(run_id)  # a child ticked inline was cancelled or paused
+                _refused(run_id, seq)
 
             ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), refused)
             if ctx.run_id == run_id and key and status == StepStatus.COMPLETED.value:
                 ctx.done.setdefault(key, payload.decode("utf-8"))
             return 0
         with redis_errors(self._r):
-            seq = int(self._append_script(keys=keys, args=args))
-        if seq < 0:
-            raise LeaseLostError(run_id)
-        return seq
+            reply = self._append_script(keys=keys, args=args)
+        _refused(run_id, reply)
+        return int(reply)
 
     def append(self, record: StepRecord) -> None:
         """Append one record (and index it if it is a COMPLETED idempotent step).

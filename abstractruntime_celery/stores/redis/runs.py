@@ -28,7 +28,7 @@ from ... import scripts
 from ...context import TickContext, current
 from ...errors import ConfigError, CorruptRunError, PayloadError, RunExistsError
 from ...keys import Keys
-from .codec import decode, encode, refused
+from .codec import control_of, decode, encode, refused
 from .connection import connect, decodes_replies, redis_errors
 from .queries import RunQueries
 
@@ -119,11 +119,12 @@ class RedisRunStore(RunQueries, RunStore):
         if fence is not None:
             keys.append(fence.key)
             options["token"] = fence.token
-        if own and mode == "save" and ctx is not None:
-            if ctx.control is not None:
-                options["control"] = [ctx.control[0], "1" if ctx.control[1] else "0"]
-            if ctx.applying:  # the inbox events this save commits leave the inbox with it
-                options["done"], ctx.applying = list(ctx.applying), []
+        guard = ctx.guard(rid) if ctx is not None and fence is not None and mode == "save" else None
+        if guard is not None:  # a cancel or pause since the tick last looked must stand
+            options["control"] = [guard[0], "1" if guard[1] else "0"]
+        if own and mode == "save" and ctx is not None and ctx.applying:
+            # the inbox events this save commits leave the inbox with it
+            options["done"], ctx.applying = list(ctx.applying), []
         return keys, [self.prefix, rid, json.dumps(options), doc, json.dumps(fields)], fields
 
     def _write(self, run: RunState, mode: str, expected_version: Optional[int]) -> list:
@@ -144,11 +145,22 @@ class RedisRunStore(RunQueries, RunStore):
             return [1, 0]
         reply = scripts.settle(self._sent_before(lambda t: scripts.call_in(t, script, keys, args)),
                                script, keys, args)
+        if ctx is not None and ctx.fence(rid) is not None and int(reply[0]) == -4:
+            ctx.controlled.add(rid)  # (a child ticked inline was cancelled or paused)
         refused(rid, reply, expected_version)
-        if own and ctx is not None and int(reply[0]) == 1:
-            ctx.confirm((fields["status"], fields["paused"] == "1"))
-            ctx.last_saved_updated = fields["updated"]
+        if ctx is not None and int(reply[0]) == 1:
+            self._confirmed(ctx, rid, fields)
         return reply
+
+    @staticmethod
+    def _confirmed(ctx: TickContext, rid: str, fields: dict[str, Any]) -> None:
+        """Note what a write of a leased run stored (its next writes check it)."""
+        control = (fields["status"], fields["paused"] == "1")
+        if rid == ctx.run_id:
+            ctx.confirm(control)
+            ctx.last_saved_updated = fields["updated"]
+        elif ctx.fence(rid) is not None:
+            ctx.controls[rid] = control
 
     def save(self, run: RunState, expected_version: Optional[int] = None) -> int:
         """Write ``run`` and its index entries atomically; return its new version.
@@ -267,7 +279,10 @@ class RedisRunStore(RunQueries, RunStore):
             raw = self._sent_before(self.read_op(rid))
         except (redis.exceptions.ResponseError, UnicodeDecodeError) as exc:  # WRONGTYPE, or not UTF-8
             raise CorruptRunError(rid, str(exc)) from exc
-        return self.from_read(rid, raw)
+        run = self.from_read(rid, raw)
+        if run is not None and ctx is not None and rid != ctx.run_id and ctx.fence(rid) is not None:
+            ctx.controls[rid] = control_of(run)  # a child ticked inline: its saves check this
+        return run
 
     def read_op(self, run_id: str) -> Callable[[Any], Any]:
         """``load`` as a pipeline step, for callers that batch it with other reads."""
