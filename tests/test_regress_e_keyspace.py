@@ -271,3 +271,30 @@ def test_a_prefix_holding_another_key_layout_is_refused_at_start(prefix: str, ol
     assert "layout" in text and prefix in text
     # refused before it wrote anything of its own
     assert sorted(client.scan_iter(match=f"{prefix}*")) == [f"{prefix}{old_key}"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect: a `celery worker` started on a prefix that holds another key layout says 'ready' "
+    "and takes messages; the layout is checked only when the first task builds the driver, so "
+    "every task then fails with the ConfigError (invariant 10: misconfiguration fails at start)"))
+def test_a_worker_started_on_a_prefix_holding_another_key_layout_does_not_say_ready(
+        tmp_path: Any, request: Any) -> None:
+    from tests._procs import Cluster, cleanup_broker
+    from tests.conftest import BROKER_URL, FX_URL
+
+    settings = make_settings(f"lay{uuid.uuid4().hex[:8]}:")
+    client = redis.Redis.from_url(STORE_URL, decode_responses=True)
+    client.set(f"{settings.key_prefix}layout", "1")
+    c = Cluster(settings, BROKER_URL, FX_URL, tmp_path)
+    try:
+        try:
+            c.worker("w", concurrency=1, ready_timeout=60)
+            ready = True
+        except AssertionError:  # it exited at start (or never got ready)
+            ready = False
+        assert not ready, "the worker said ready on a prefix of key layout 1"
+        assert "layout" in c.procs[0].log()
+    finally:
+        c.stop_all()
+        cleanup_broker(BROKER_URL, settings.queue)
+        _delete_prefix(STORE_URL, settings.key_prefix)
