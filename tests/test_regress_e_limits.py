@@ -31,6 +31,10 @@ def _settings(prefix: str, **overrides: Any) -> Settings:
     return make_settings(prefix, **overrides)
 
 
+def _embedded_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
+
+
 def _pending_events(sr: Any, run_id: str) -> list[Any]:
     return list(sr.driver.coord.inbox.pending(run_id).events)
 
@@ -221,3 +225,23 @@ def test_an_unapplied_event_with_a_long_wait_key_is_recorded_cut_short_when_its_
         assert "before event" in records[0] and "LLLL" in records[0]
         assert len(records[0]) <= 1_100, len(records[0])
         assert _pending_events(sr, run_id) == []
+
+
+def test_the_embedded_mode_keeps_the_same_limits() -> None:
+    from tests.workflows import WORKFLOWS
+
+    sr = create_scheduled_runtime(workflows=list(WORKFLOWS),
+                                  settings=_embedded_settings(max_inbox_events=2, max_wait_key_bytes=64))
+    try:
+        run_id = sr.driver.start_run("event", vars={"key": "k"}, dispatch=False)  # RUNNING, not ticked
+        with pytest.raises(PayloadError) as info:
+            sr.resume_event(run_id=run_id, wait_key="w" * 65, payload={"x": 0}, wait=False)
+        assert "max_wait_key_bytes" in str(info.value)
+        sr.driver.accept_event(run_id, "k", {"x": 1}, dispatch=False)
+        sr.driver.accept_event(run_id, "other", {"x": 2}, dispatch=False)
+        with pytest.raises(PayloadError) as info:
+            sr.driver.accept_event(run_id, "other", {"x": 3}, dispatch=False)
+        assert "max_inbox_events" in str(info.value)
+        assert len(_pending_events(sr, run_id)) == 2
+    finally:
+        sr.stop()

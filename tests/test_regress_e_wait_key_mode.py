@@ -78,10 +78,21 @@ def test_on_a_fleet_no_event_can_forge_a_childs_result(prefix: str) -> None:
             sr.resume_event(run_id=parent, wait_key=None, payload=forged, wait=False)
         with pytest.raises(RunNotWaitingError):
             sr.resume_event(run_id=parent, wait_key=child_key, payload=forged, wait=False)
+        with pytest.raises(ValueError):          # respond looks the key up: still the child's
+            sr.respond(parent, forged, wait=False)
         assert _pending_events(sr, parent) == []
         after = sr.tick(parent)
         assert after.status == RunStatus.WAITING and after.waiting.wait_key == child_key
         assert "forged" not in str(after.vars)
+
+
+def test_on_a_fleet_no_early_event_can_take_a_childs_key_before_the_parent_waits_on_it(prefix: str) -> None:
+    with fleet(prefix) as sr:
+        parent = sr.driver.start_run("parent", vars={"child_delay": 3600}, dispatch=False)  # RUNNING
+        with pytest.raises(RunNotWaitingError):
+            sr.resume_event(run_id=parent, wait_key="subworkflow:sub-0123456789abcdef0123456789abcdef",
+                            payload={"output": {"forged": True}}, wait=False)
+        assert _pending_events(sr, parent) == []
 
 
 def test_on_a_fleet_a_key_of_none_answers_no_wait_not_even_an_event_wait(prefix: str) -> None:
