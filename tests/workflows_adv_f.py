@@ -37,6 +37,19 @@ def loop_got(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="got", next_node="wait")
 
 
+# af-loop-ext: as af-loop, but how many events it needs is read, each time, from the fx Redis
+# key vars.n_key when set (an outside fact a node looks at: "is the order fully paid?").
+def loop_got_ext(run: RunState, ctx: Any) -> StepPlan:
+    got = list(run.vars.get("got") or [])
+    got.append(run.vars.get("ev"))
+    run.vars["got"] = got
+    bump(run, "got")
+    n = int(_fx().get(str(run.vars.get("n_key"))) or run.vars.get("n", 2))
+    if len(got) >= n:
+        return StepPlan(node_id="got", complete_output={"got": got})
+    return StepPlan(node_id="got", next_node="wait")
+
+
 # af-sync-parent: a synchronous child (AbstractRuntime ticks it inside the parent's tick) of
 # workflow vars.child (default af-child); the parent then finishes with the child's result.
 def sync_spawn(run: RunState, ctx: Any) -> StepPlan:
@@ -104,6 +117,7 @@ def slow_done(run: RunState, ctx: Any) -> StepPlan:
 
 WORKFLOWS = [
     WorkflowSpec("af-loop", "wait", {"wait": loop_wait, "got": loop_got}),
+    WorkflowSpec("af-loop-ext", "wait", {"wait": loop_wait, "got": loop_got_ext}),
     WorkflowSpec("af-sync-parent", "spawn", {"spawn": sync_spawn, "joined": joined}),
     WorkflowSpec("af-child", "only", {"only": child_only}),
     WorkflowSpec("af-two", "first", {"first": two_first, "second": two_second}),
