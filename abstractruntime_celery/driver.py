@@ -25,6 +25,7 @@ from .control import Control
 from .coord import Coordination, open_coordination
 from .errors import (
     ConfigError,
+    RunBusyError,
     RunNotWaitingError,
     RunPausedError,
     RunWaitTimeout,
@@ -33,7 +34,7 @@ from .errors import (
     WaitKeyMismatchError,
 )
 from .coord.local import LocalInbox
-from .inbox import Event, new_event_id
+from .inbox import Event, OneAnswer, RunMovedError, new_event_id
 from .keys import Keys
 from .lease import LeaseKeeper
 from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Wait keys only the driver gives (a child's result, the pause wait): no event may use one.
 RESERVED_KEY_PREFIXES = ("subworkflow:", "pause:")
+
+#: How often ``accept_event`` checks a run again that moved on while its answer was stored.
+ANSWER_TRIES = 20
 
 
 class Dispatcher(Protocol):
@@ -171,11 +175,12 @@ class Driver:
     # --- events ------------------------------------------------------------------------
 
     def accept_event(self, run_id: str, wait_key: Optional[str], payload: dict[str, Any], *,
-                     dispatch: bool = True) -> Event:
+                     dispatch: bool = True, current_wait: bool = False) -> Event:
         """Validate an event, store it durably in the run's inbox, and send the run a tick.
 
         An event for a run that has not reached its wait yet stays in the inbox until it
-        does. Returns the stored event (its ``event_id`` names it).
+        does, unless ``current_wait`` (``respond``): then it answers only the wait the run
+        is in now, once. Returns the stored event (its ``event_id`` names it).
 
         Raises:
             PayloadError: the run id, wait key or payload is malformed, not JSON, or too large;
@@ -183,9 +188,11 @@ class Driver:
             UnknownRunError: no such run.
             UnknownWorkflowError: this process's registry lacks the run's workflow.
             RunNotWaitingError: the run has ended, or (strict) waits on something no event may
-                answer, or (seed mode) its wait already has an event queued.
+                answer, or (seed mode, ``current_wait``) its wait already has an event queued or
+                it waits on none.
             RunPausedError: the run is paused.
             WaitKeyMismatchError: the run waits on an event under another key, or (strict) no key was given.
+            RunBusyError: (seed mode) the run moved on under every one of ``ANSWER_TRIES`` checks.
         """
         check_run_id(run_id)
         what = f"event for run '{run_id}'"
@@ -194,22 +201,51 @@ class Driver:
             raise WaitKeyMismatchError(run_id, None, repr(wait_key)[:80])
         if wait_key is not None:
             check_wait_key(wait_key, limit=self.settings.max_wait_key_bytes, what=what)
-        run = self.load(run_id)
-        self._check_can_take(run, wait_key)
         event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key, accepted_at=time.time(),
                       strict=self.strict, size=len(body))
-        # The seed's rule, embedded: a wait is answered once (a second answer is refused, in the
-        # same atomic step that stores the first, however many callers race).
-        seed_wait = not self.strict and run.status == RunStatus.WAITING and run.waiting is not None \
-            and takes(run, event)
-        one_per_wait = (run.waiting.wait_key or "") if seed_wait and run.waiting is not None else None
-        self.coord.inbox.put(event, body, (self.settings.max_inbox_events, self.settings.max_inbox_bytes),
-                             one_per_wait=one_per_wait)
+        began, answered = time.monotonic(), False
+        for _ in range(ANSWER_TRIES):
+            run, version = self._load_versioned(run_id)
+            self._check_can_take(run, wait_key)
+            answer = self._one_answer(run, version, event, current_wait)
+            if (answered or current_wait) and answer is None:  # it is in no wait this event may answer
+                raise RunNotWaitingError(run_id, run.status.value, "is not in the wait this event answers")
+            answered = answer is not None
+            try:
+                self.coord.inbox.put(event, body, (self.settings.max_inbox_events, self.settings.max_inbox_bytes),
+                                     answer=answer)
+                break
+            except RunMovedError:
+                continue  # the run moved on since we checked it: check it again
+        else:
+            raise RunBusyError(run_id, time.monotonic() - began)  # it kept moving on under us
         if isinstance(self.coord.inbox, LocalInbox):
             self.coord.stats.incr("events_accepted")
         if dispatch:
             self.send(run_id, "event")
         return event
+
+    def _load_versioned(self, run_id: str) -> tuple[RunState, Optional[int]]:
+        """The run and (Redis store) the version it was read at. Raises as ``load``."""
+        store = self.run_store
+        if isinstance(store, RedisRunStore):
+            run, version = store.load_with_version(run_id)
+            if run is None:
+                raise UnknownRunError(run_id)
+            return run, version
+        return self.load(run_id), None
+
+    def _one_answer(self, run: RunState, version: Optional[int], event: Event,
+                    current_wait: bool) -> Optional[OneAnswer]:
+        """The seed's rule (embedded, and ``respond`` everywhere): a wait takes one answer,
+        refused in the same atomic step that would store a second one, or one for a run that
+        moved on since it was checked."""
+        if (self.strict and not current_wait) or run.status != RunStatus.WAITING or run.waiting is None \
+                or not takes(run, event):
+            return None
+        store = self.run_store
+        run_key = store.run_key(run.run_id) if isinstance(store, RedisRunStore) else None
+        return OneAnswer(run.waiting.wait_key or "", run_key, version)
 
     def _check_can_take(self, run: RunState, wait_key: Optional[str]) -> None:
         """Raises as ``accept_event`` for a run that may not get this event."""

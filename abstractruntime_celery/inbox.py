@@ -92,6 +92,22 @@ class InboxRead:
     unreadable: list[Unreadable]
 
 
+@dataclass(frozen=True)
+class OneAnswer:
+    """The seed's rule for an event that answers a wait: the wait takes one answer, and
+    only while the run is still the one the caller checked. ``run_key`` and ``version``
+    (the run's record in the same Redis, and the version the caller read) let the store
+    refuse an answer to a run that moved on between the caller's check and the put."""
+
+    wait_key: str
+    run_key: Optional[str] = None
+    version: Optional[int] = None
+
+
+class RunMovedError(Exception):
+    """Internal: the run's version changed between the caller's check and the put."""
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
@@ -104,7 +120,7 @@ def quote(text: Any, limit: int = 120) -> str:
 
 class Inbox(Protocol):
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
-            one_per_wait: Optional[str] = None) -> None: ...
+            answer: Optional[OneAnswer] = None) -> None: ...
     def pending(self, run_id: str) -> InboxRead: ...
     def load_payload(self, event: Event) -> Optional[dict[str, Any]]: ...
     def has(self, run_id: str, event_id: str) -> bool: ...

@@ -85,8 +85,8 @@ class ScheduledRuntime:
         if state.waiting.wait_key is None:  # e.g. a timer: nothing to answer (the seed: "has no wait_key")
             raise RunNotWaitingError(run_id, state.status.value,
                                      f"has no wait_key to answer (it waits on {state.waiting.reason.value})")
-        return self.scheduler.resume_event(run_id=run_id, wait_key=state.waiting.wait_key, payload=payload,
-                                           wait=wait, timeout=timeout)
+        return self.scheduler.deliver(run_id, state.waiting.wait_key, payload, wait=wait, timeout=timeout,
+                                      current_wait=True)
 
     def start(self, *, workflow: WorkflowSpec, vars: Optional[Dict[str, Any]] = None,
               actor_id: Optional[str] = None) -> str:

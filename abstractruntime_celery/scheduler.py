@@ -251,7 +251,18 @@ class Scheduler:
             WaitKeyMismatchError: the run waits on another key (a ValueError).
             RunWaitTimeout: ``wait`` and the event was not applied within ``timeout``.
         """
-        event = self.driver.accept_event(run_id, wait_key, payload, dispatch=not self.embedded)
+        return self.deliver(run_id, wait_key, payload, wait=wait, timeout=timeout)
+
+    def deliver(self, run_id: str, wait_key: Optional[str], payload: dict[str, Any], *, wait: bool = True,
+                timeout: float = DEFAULT_TIMEOUT_S, current_wait: bool = False) -> Any:
+        """``resume_event``; with ``current_wait`` the event answers only the wait the run is in
+        now (``respond``): once answered, or left, the wait refuses it (``RunNotWaitingError``).
+
+        Raises:
+            As ``resume_event``.
+        """
+        event = self.driver.accept_event(run_id, wait_key, payload, dispatch=not self.embedded,
+                                         current_wait=current_wait)
         if self.embedded:
             self._apply_here(event, timeout)
         handle = RunHandle(run_id, self.driver, event)

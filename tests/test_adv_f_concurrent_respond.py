@@ -67,9 +67,6 @@ def test_the_seeds_scheduled_runtime_lets_one_of_many_concurrent_responds_throug
         sr.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="embedded on the Redis store, several concurrent respond() calls pass the "
-                                       "'already answered' check together: all return COMPLETED, one answer is "
-                                       "applied and the others are silently dropped")
 def test_embedded_on_the_redis_store_only_the_respond_whose_answer_is_applied_returns_normally(prefix: str) -> None:
     spec = wf.build_registry().get("af-ask")
     sr = create_scheduled_runtime(workflows=[spec], settings=Settings(store_url=STORE_URL, key_prefix=prefix))

@@ -43,8 +43,6 @@ def n_key() -> Iterator[str]:
     redis.Redis.from_url(FX_URL).delete(key)
 
 
-@pytest.mark.xfail(strict=True, reason="_after_terminal drops the run's remaining inbox events before the save "
-                                       "that ends the run is sent; a pause refuses that save and the events are lost")
 def test_events_left_when_a_tick_ends_its_run_stay_in_the_inbox_when_that_end_is_refused(
         prefix: str, fx: str, proxy: HoldProxy, n_key: str) -> None:
     settings = make_settings(prefix, lease_ttl_s=20.0)

@@ -48,8 +48,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         redis.Redis.from_url(FX_URL).delete(f"{prefix}fx")
 
 
-@pytest.mark.xfail(strict=True, reason="control_ttl_s=0: the refused save of a frozen worker is swallowed by "
-                                       "AbstractRuntime's control probe, and the next node runs anyway")
 def test_with_control_ttl_s_zero_a_worker_frozen_past_its_lease_never_runs_the_next_node(cluster: Cluster) -> None:
     frozen = cluster.worker("frozen", concurrency=1)
     cluster.beat()

@@ -18,7 +18,6 @@ import uuid
 from typing import Any, Iterator
 
 import pytest
-from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests import workflows_adv_f as wf
@@ -41,8 +40,6 @@ def resume_records(ledger: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in ledger if isinstance(r.get("effect"), dict) and r["effect"].get("type") == "resume"]
 
 
-@pytest.mark.xfail(strict=True, reason="the resume ledger record queued ahead of a save refused by a pause "
-                                       "lands anyway; after resume_run the event is recorded applied twice")
 @pytest.mark.parametrize("control_ttl_s", [0.0, 0.25])
 def test_an_event_whose_apply_a_pause_refused_has_one_resume_record_in_the_ledger(
         prefix: str, fx: str, gate: rc.Gate, control_ttl_s: float) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 import redis
@@ -60,9 +60,6 @@ def gate() -> Iterator[rc.Gate]:
     g.clear()
 
 
-@pytest.mark.xfail(strict=True, reason="after a NOSCRIPT on the lease acquire, the tick uses the run it read "
-                                       "before the acquire ran: it commits over the previous holder's commit "
-                                       "and an applied event is lost (Leases.acquire_reading + scripts.settle)")
 def test_a_tick_whose_lease_acquire_meets_noscript_never_commits_over_the_run_the_previous_holder_committed(
         private_redis: PrivateRedis, proxy: HoldProxy, gate: rc.Gate, fx_key: str) -> None:
     prefix = f"af{uuid.uuid4().hex[:8]}:"

@@ -59,8 +59,6 @@ def _held_child_completion(prefix: str, fx: str, proxy: HoldProxy, operator: Any
     return ctl, parent_id, child_id
 
 
-@pytest.mark.xfail(strict=True, reason="a sync child's saves are not fenced by the control state: its "
-                                       "completing save overwrites a cancel_run that landed mid-tick")
 def test_cancel_run_of_a_synchronous_child_that_lands_while_its_parent_ticks_it_stands(
         prefix: str, fx: str, proxy: HoldProxy) -> None:
     seen: dict[str, Any] = {}
@@ -76,8 +74,6 @@ def test_cancel_run_of_a_synchronous_child_that_lands_while_its_parent_ticks_it_
     assert parent.output is None or parent.output.get("child", {}).get("output") != {"child_ran": True}
 
 
-@pytest.mark.xfail(strict=True, reason="cancel_with_children: the cancel of a sync child running inside "
-                                       "its parent's tick is overwritten by the child's completing save")
 def test_cancel_with_children_landing_while_a_parent_ticks_its_synchronous_child_leaves_the_child_cancelled(
         prefix: str, fx: str, proxy: HoldProxy) -> None:
     seen: dict[str, Any] = {}

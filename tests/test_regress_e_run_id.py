@@ -23,6 +23,7 @@ from celery.contrib.testing.worker import start_worker
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from abstractruntime_celery import PayloadError, create_scheduled_runtime
+from abstractruntime_celery.context import TickContext
 from tests._procs import wait_for
 from tests.conftest import FX_URL, STORE_URL, fx_count, make_app, make_settings
 from tests.workflows import registry
@@ -104,10 +105,6 @@ def test_cancel_with_children_given_a_run_id_with_a_trailing_newline_cancels_not
     assert _keys_with_odd_ids(prefix) == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect: cancel_with_children does not check the run id's form; "
-                                       "'<id>\\n' is refused only as an unknown run (UnknownRunError, a "
-                                       "KeyError), where every other entry point refuses it as malformed "
-                                       "(PayloadError)")
 def test_cancel_with_children_refuses_a_run_id_with_a_trailing_newline_as_malformed(sr: Any, run: str) -> None:
     _waiting_run(sr, run)
     with pytest.raises(PayloadError):
@@ -171,7 +168,7 @@ def test_task_messages_naming_a_run_with_a_trailing_newline_run_nothing_while_it
         assert sr.driver.coord.leases.holds(lease.key, lease.token)  # our lease was never touched
 
         # the one real id, once the lease is free: the node runs once and the run completes
-        sr.driver.coord.leases.release(lease)
+        sr.driver.coord.leases.release(lease, TickContext(RUN))
         celery_app.send_task("abstractruntime.tick", args=[RUN], kwargs={"reason": "tick"}, queue=queue)
         done = sr.wait_for(RUN, timeout=60, until=lambda r: r.status == RunStatus.COMPLETED)
         assert done.output == {"ok": True}

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from ..context import Op, TickContext
 from ..errors import InboxFullError, RunNotWaitingError
-from ..inbox import Event, InboxRead, Unreadable
+from ..inbox import Event, InboxRead, OneAnswer, Unreadable
 from ..keys import Keys
 from ..lease import Lease
 from ..stats import MAX_ERRORS, SchedulerStats, Stats, build_snapshot, clip_error, now_iso
@@ -116,13 +116,13 @@ class LocalInbox:
         self._seq = 0
 
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
-            one_per_wait: Optional[str] = None) -> None:
+            answer: Optional[OneAnswer] = None) -> None:
         """Raises InboxFullError and RunNotWaitingError as ``RedisInbox.put``."""
         with self._lock:
             box = self._events.setdefault(event.run_id, {})
             if event.event_id in box:
                 return
-            if one_per_wait is not None and any(e.wait_key in (None, one_per_wait) for e, _ in box.values()):
+            if answer is not None and any(e.wait_key in (None, answer.wait_key) for e, _ in box.values()):
                 raise RunNotWaitingError(event.run_id, "waiting", "already has an event queued for its wait")
             if len(box) >= limits[0]:
                 raise InboxFullError(event.run_id, f"holds {len(box)} unapplied events, the limit (max_inbox_events)")

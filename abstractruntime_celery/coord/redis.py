@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 from .. import scripts
 from ..context import Op, TickContext, Write, settle
 from ..errors import InboxFullError, LeaseLostError, RunNotWaitingError
-from ..inbox import Event, InboxRead, Unreadable
+from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
 from ..marks import DAY_S
@@ -207,20 +207,26 @@ class RedisInbox:
         self._done = scripts.register(client, "inbox_done")
 
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
-            one_per_wait: Optional[str] = None) -> None:
+            answer: Optional[OneAnswer] = None) -> None:
         """Store the event durably (``inbox_put.lua``), with ``ops`` in the same round trip.
-        ``one_per_wait``: the run's current wait key; refuse the event if one for that wait
-        is already queued (the seed's rule: a wait is answered once).
+        ``answer``: the event answers the run's current wait (the seed's rule: a wait is
+        answered once); refuse it if an event for that wait is already queued, or if the
+        run's record no longer has the version the caller checked.
 
         Raises:
             InboxFullError: the run's inbox holds ``limits[0]`` events or would exceed
                 ``limits[1]`` payload bytes (nothing was stored).
-            RunNotWaitingError: ``one_per_wait`` and the wait already has its event.
+            RunNotWaitingError: ``answer`` and the wait already has its event.
+            RunMovedError: ``answer`` and the run's version is not ``answer.version`` (the
+                caller checks the run again).
         """
         k = self.keys
         keys = [k.inbox(event.run_id), k.inbox_body(event.run_id), k.inbox_runs, k.event_seq, k.stats]
         args = [event.event_id, event.header(), payload, event.run_id, event.accepted_at, limits[0], limits[1],
-                "1" if one_per_wait is not None else "0", one_per_wait or ""]
+                "1" if answer is not None else "0", answer.wait_key if answer is not None else "", ""]
+        if answer is not None and answer.run_key is not None and answer.version is not None:
+            keys.append(answer.run_key)
+            args[-1] = str(answer.version)
         pipe = self.client.pipeline(transaction=False)
         scripts.call_in(pipe, self._put, keys, args)
         for op in ops:
@@ -235,6 +241,8 @@ class RedisInbox:
                                                f"{limits[1]} (max_inbox_bytes)")
         if int(code) == -3:
             raise RunNotWaitingError(event.run_id, "waiting", "already has an event queued for its wait")
+        if int(code) == -5:
+            raise RunMovedError(event.run_id)
         event.seq = int(value)
 
     def read_op(self, run_id: str, run_key: Optional[str]) -> Any:
