@@ -91,3 +91,17 @@ def build(without: tuple[str, ...] = ()) -> Any:
 
 registry = build()
 registry_without_two_events = build(without=("ag-two-events",))
+
+
+# ag-loop: vars.n steps of vars.sleep seconds each (one node, looping on itself).
+def loop_step(run: RunState, ctx: Any) -> StepPlan:
+    time.sleep(float(run.vars.get("sleep", 0.1)))
+    run.vars["i"] = int(run.vars.get("i", 0)) + 1
+    if run.vars["i"] >= int(run.vars.get("n", 10)):
+        return StepPlan(node_id="step", complete_output={"i": run.vars["i"]})
+    return StepPlan(node_id="step", next_node="step")
+
+
+LOOP = WorkflowSpec("ag-loop", "step", {"step": loop_step})
+registry.register(LOOP)
+registry_without_two_events.register(LOOP)
