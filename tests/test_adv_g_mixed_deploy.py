@@ -90,3 +90,32 @@ def test_a_run_driven_by_workers_that_know_its_workflow_is_not_failed_by_a_stale
     driver.send(run_id, "tick")
     done = driver.wait_for(run_id, timeout=TIMEOUT, until=lambda r: r.status != RunStatus.WAITING, event=event)
     assert done.status == RunStatus.COMPLETED and fx_count(fx, run_id, "end") == 1
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.xfail(strict=True, reason="a start message for a workflow the receiving worker does not know fails the "
+                   "task (acked, dropped): the run is never created, though other workers know the workflow")
+def test_a_start_message_that_lands_on_a_worker_of_the_old_deploy_still_makes_its_run(cluster: Cluster) -> None:
+    import uuid
+
+    from abstractruntime_celery.dispatch import START_TASK
+
+    settings = cluster.settings
+    fx = f"{settings.key_prefix}fx"
+    app = make_app(settings)
+    driver = build(settings, registry, CeleryDispatcher(app, settings.queue), distributed=True)
+    b = with_registry(cluster, REGISTRY_WITHOUT_TWO_EVENTS).worker("b", concurrency=1)
+    run_id = uuid.uuid4().hex
+    app.send_task(START_TASK, args=["ag-two-events", {"fx": fx}], task_id=run_id, queue=settings.queue)
+    wait_for(lambda: "abstractruntime.start[" + run_id in b.log() and ("raised" in b.log() or "succeeded" in b.log()),
+             TIMEOUT, "B to take the start", cluster)
+    wait_drained(settings.queue)
+    b.stop()
+    cluster.worker("a", concurrency=1)  # the new deploy, and the sweep
+    cluster.beat()
+    deadline = time.monotonic() + 30.0  # far more than a start and a few sweeps take
+    while time.monotonic() < deadline and fx_count(fx, run_id, "waiting_k1") == 0:
+        time.sleep(0.2)
+    assert driver.run_store.load(run_id) is not None and fx_count(fx, run_id, "waiting_k1") == 1, (
+        f"the start message of run {run_id} was taken by a worker without its workflow; 30 s after a worker "
+        f"with it came up, the run does not exist")
