@@ -7,6 +7,7 @@ fills), then the defaults below. Every default is safe on one machine.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
@@ -16,6 +17,9 @@ from .redact import redact_url
 
 ENV_PREFIX = "ABSTRACTRUNTIME_CELERY_"
 CONF_PREFIX = "abstractruntime_"
+
+#: Settings where ``inf`` means "never" (every other number must be finite; NaN never is).
+MAY_BE_INF = frozenset({"unknown_workflow_grace_s"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,10 @@ class Settings:
             if not ok:
                 shown = redact_url(repr(value)) if f.name.endswith("_url") else repr(value)
                 raise ConfigError(f"Setting {f.name} expects {kind.__name__}, got {type(value).__name__} {shown:.80}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if type(f.default) is float and not (math.isfinite(value) or (value == math.inf and f.name in MAY_BE_INF)):
+                raise ConfigError(f"Setting {f.name} must be a finite number of seconds, got {value!r}")
         if not self.key_prefix or not self.queue:
             raise ConfigError("key_prefix and queue must not be empty")
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:

@@ -345,7 +345,13 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     import_upstream_utils()  # now, keeping the host's log handlers (AbstractCore would clear them)
     keys = Keys(settings.key_prefix)
     coord_url = settings.resolved_coord_url(broker_url)
-    _check_one_redis(settings, coord_url, runtime.run_store if runtime is not None else run_store)
+    given_store = runtime.run_store if runtime is not None else run_store
+    _check_one_redis(settings, coord_url, given_store)
+    if coordination is None and is_redis_url(coord_url):  # the store's Redis, however its URL is spelled
+        if isinstance(given_store, RedisRunStore):
+            coordination = open_coordination(coord_url, keys, settings.lease_ttl_s, client=given_store.client)
+        elif given_store is None and is_redis_url(settings.store_url):
+            coord_url = settings.store_url
     coord = coordination or open_coordination(coord_url, keys, settings.lease_ttl_s)
     if runtime is None:
         runtime = _runtime(settings, registry, coord, run_store, ledger_store, distributed, runtime_kwargs or {})

@@ -104,6 +104,11 @@ class LeaseLostError(StoreError):
         self.run_id = run_id
 
 
+class LeaseBusyError(LeaseLostError):
+    """A start's lease, reserved with its create, was held by another tick (the same start
+    delivered twice at once): nothing was written, and nothing was lost either."""
+
+
 class RunControlledError(StoreError):
     """A tick's save was refused: the run was cancelled or paused (or resumed) by
     someone else while the tick held its lease. Nothing was written; the control

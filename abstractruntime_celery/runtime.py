@@ -96,8 +96,8 @@ class ScheduledRuntime:
             PayloadError: ``vars`` is not a JSON object or is too large.
         """
         workflow = self._ensure_registered(workflow)
-        return self.driver.start_run(workflow, vars=vars, actor_id=actor_id,
-                                     dispatch=self.scheduler.is_running or not self.scheduler.embedded)
+        # (embedded and stopped, the pool holds the tick until it starts, or poll_once runs it)
+        return self.driver.start_run(workflow, vars=vars, actor_id=actor_id, dispatch=True)
 
     def tick(self, run_id: str, *, max_steps: int = 100) -> RunState:
         """Tick a run here, under its lease (if a worker holds it, wait for it to settle).

@@ -226,9 +226,9 @@ class Scheduler:
         """
         moved = 0
 
-        def tick_here(run_id: str, reason: str) -> None:
+        def tick_here(run_id: str, reason: str, message_id: Optional[str]) -> None:
             nonlocal moved
-            moved += self._tick_here(run_id, reason)
+            moved += self._tick_here(run_id, reason, message_id)
 
         if self._local is not None and not self._local.running:
             for run_id, reason, message_id in self._local.take_held():

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 #: each pass (up to this many candidates), then walked in memory with the same cursor.
 GENERIC_READ_ALL = 10_000_000
 
-Send = Callable[[str, str], None]
+#: Sends (or, in ``poll_once``, runs) one tick: run id, reason, message id.
+Send = Callable[[str, str, Optional[str]], None]
 
 
 @dataclass
@@ -89,7 +90,7 @@ def sweep(driver: "Driver", *, force: bool = False, send: Optional[Send] = None)
     cursors = driver.coord.cursors.begin()
     report, now = SweepReport(), time.time()
     source = RedisSource(driver) if _walks(driver) else GenericSource(driver)
-    tick = send or (lambda run_id, reason: driver.send(run_id, reason))
+    tick = send or (lambda run_id, reason, message_id: driver.send(run_id, reason, None, message_id))
     try:
         _timers(driver, source, report, now, tick, cursors)
         _events(driver, source, report, now, tick, cursors)
@@ -118,52 +119,58 @@ def _pass(driver: "Driver", name: str, report: SweepReport, cursors: Cursors,
     return found
 
 
+def _send(driver: "Driver", tick: Send, run_ids: list[str], reason: str) -> list[str]:
+    """Tick each run no tick holds and none is queued for (``Leases.claim``); the runs sent."""
+    claimed = driver.coord.leases.claim(run_ids)
+    for run_id, message_id in claimed.items():
+        tick(run_id, reason, message_id)
+    return list(claimed)
+
+
 def _timers(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
     timers = Timers(driver.coord.timers, driver.dispatcher, driver.settings.timer_horizon_s)
     horizon = now + driver.settings.timer_horizon_s
+    due: list[str] = []
     for c in _pass(driver, "timers", report, cursors, lambda after, n: source.due(after, n, horizon)):
         if c.status != RunStatus.WAITING.value or c.paused or not c.until:
             continue  # paused, or moved on since: nothing to arm (a resume ticks it)
         if c.score <= now:
-            report.due_now.append(c.run_id)
-            tick(c.run_id, "sweep")
-            report.timers += 1
+            due.append(c.run_id)
         elif timers.arm(c.run_id, c.until):
             report.timers += 1
+    sent = _send(driver, tick, due, "sweep")
+    report.due_now += sent
+    report.timers += len(sent)
 
 
 def _events(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
     older = now - driver.settings.event_redeliver_s
-    for c in _pass(driver, "events", report, cursors, lambda after, n: source.evented(after, n, older)):
-        tick(c.run_id, "event")
-        report.events += 1
+    found = _pass(driver, "events", report, cursors, lambda after, n: source.evented(after, n, older))
+    report.events += len(_send(driver, tick, [c.run_id for c in found], "event"))
 
 
 def _orphans(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
+    """RUNNING runs idle past the grace with no lease and no tick queued (a queued tick is
+    no orphan: behind a backlog it only waits its turn)."""
     idle = now - driver.settings.orphan_grace_s
     found = _pass(driver, "orphans", report, cursors, lambda after, n: source.running(after, n, idle))
-    held = source.leased([c.run_id for c in found])
-    for c in found:
-        if c.status == RunStatus.RUNNING.value and c.run_id not in held:
-            tick(c.run_id, "orphan")
-            driver.coord.stats.incr("orphans_recovered")
-            report.orphans += 1
+    sent = _send(driver, tick, [c.run_id for c in found if c.status == RunStatus.RUNNING.value], "orphan")
+    if sent:
+        driver.coord.stats.incr("orphans_recovered", len(sent))
+    report.orphans += len(sent)
 
 
 def _parents(driver: "Driver", source: "Source", report: SweepReport, now: float, tick: Send, cursors: Cursors) -> None:
     found = [c for c in _pass(driver, "parents", report, cursors, source.parents)
              if c.status == RunStatus.WAITING.value and not c.paused and c.child]
     children = source.children([c.child for c in found if c.child])
-    held = source.leased([cid for cid, (status, _) in children.items() if status == RunStatus.RUNNING.value])
     cutoff = now - driver.settings.orphan_grace_s
-    for c in found:
-        status, updated = children.get(c.child or "", (None, 0.0))
-        if status in {t.value for t in TERMINAL}:
-            tick(c.run_id, "child")
-            report.parents += 1
-        elif status == RunStatus.RUNNING.value and c.child not in held and updated <= cutoff:
-            tick(str(c.child), "orphan")
-            report.orphans += 1
+    ended = {t.value for t in TERMINAL}
+    wake = [c.run_id for c in found if children.get(c.child or "", (None, 0.0))[0] in ended]
+    stuck = [str(c.child) for c in found if children.get(c.child or "", (None, 0.0))[0] == RunStatus.RUNNING.value
+             and children[str(c.child)][1] <= cutoff]
+    report.parents += len(_send(driver, tick, wake, "child"))
+    report.orphans += len(_send(driver, tick, stuck, "orphan"))
 
 
 class Source:
@@ -174,7 +181,6 @@ class Source:
     def running(self, after: Cursor, limit: int, idle_before: float) -> tuple[list[Candidate], Cursor]: ...
     def parents(self, after: Cursor, limit: int) -> tuple[list[Candidate], Cursor]: ...
     def children(self, ids: list[str]) -> dict[str, tuple[Optional[str], float]]: ...
-    def leased(self, ids: list[str]) -> set[str]: ...
 
 
 class RedisSource(Source):
@@ -224,14 +230,6 @@ class RedisSource(Source):
                 out[cid] = (value[0], float(value[1] or 0.0))
         return out
 
-    def leased(self, ids: list[str]) -> set[str]:
-        if not ids:
-            return set()
-        pipe = self.coord.client.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.exists(self.keys.lease(run_id))
-        return {run_id for run_id, n in zip(ids, pipe.execute()) if n}
-
 
 class GenericSource(Source):
     """Stores that only answer ``QueryableRunStore`` queries (memory, files, SQLite): they
@@ -276,9 +274,6 @@ class GenericSource(Source):
             if child is not None:
                 out[cid] = (child.status.value, _epoch(child.updated_at))
         return out
-
-    def leased(self, ids: list[str]) -> set[str]:
-        return {run_id for run_id in ids if self.coord.leases.is_held(run_id)}
 
 
 def _epoch(iso: Any) -> float:

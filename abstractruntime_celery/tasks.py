@@ -18,7 +18,7 @@ from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
 from .config import Settings, load_settings
 from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
-from .errors import ConfigError, PayloadError, UnknownRunError
+from .errors import ConfigError, PayloadError, UnknownRunError, UnknownWorkflowError
 from .payloads import check_new_run_id
 from .registry import WorkflowRegistry, as_registry, load_object, load_registry
 
@@ -91,10 +91,22 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
         schedule = dict(app.conf.beat_schedule or {})
         schedule.update({SWEEP_TASK: {
             "task": SWEEP_TASK, "schedule": s.sweep_interval_s,
-            "options": {"expires": s.sweep_interval_s, "queue": s.queue},
+            "options": {"expires": sweep_expires_s(s), "queue": s.queue},
         }})
         app.conf.beat_schedule = schedule
     return app
+
+
+#: A beat sweep waits behind the ticks of its queue this long at least before it expires.
+SWEEP_EXPIRES_MIN_S = 600.0
+
+
+def sweep_expires_s(settings: Settings) -> float:
+    """How long a beat sweep message may wait in the queue. It shares the queue with the
+    ticks, so behind a backlog it waits its turn: expiring after one interval, every sweep
+    would expire and none would run while the queue stays busy. Sweeps that pile up cost
+    one round trip each (``SweepLock``: one runs per interval)."""
+    return max(settings.sweep_interval_s, SWEEP_EXPIRES_MIN_S)
 
 
 def _consume_queue_by_default(app: Celery, queue: str) -> None:
@@ -242,6 +254,33 @@ def start_run_id(task_id: Any) -> str:
         return "t-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
+def keep_start(task: Any, driver: Any, exc: UnknownWorkflowError, since: Any) -> BaseException:
+    """A start for a workflow this worker does not know (a worker of an old deploy beside
+    the new one took it): the message goes back to the queue after a backoff, for a worker
+    that knows it, until ``unknown_workflow_grace_s`` has passed since it was first seen.
+    Returns the exception to raise (Celery's Retry, or ``exc`` once the grace is over)."""
+    from .tick import retry_delay
+
+    now = time.time()
+    first = float(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else now
+    stats, grace = driver.coord.stats, driver.settings.unknown_workflow_grace_s
+    stats.incr("unknown_workflow")
+    if not _plausible_workflow_id(exc.workflow_id):
+        return exc  # garbage, not a workflow of another deploy: no message is sent again for it
+    if now - first >= grace:
+        stats.error(f"{exc}; a start message still unknown after {grace:.0f}s was dropped")
+        return exc
+    if since is None:
+        stats.error(f"{exc}; the start message is sent again until a worker that knows it takes it")
+    delay = retry_delay(driver.settings, min(task.request.retries + 1, 30))
+    return task.retry(kwargs={**(task.request.kwargs or {}), "unknown_since": first}, countdown=delay,
+                      exc=exc, throw=False)
+
+
+def _plausible_workflow_id(workflow_id: Any) -> bool:
+    return isinstance(workflow_id, str) and 0 < len(workflow_id) <= 256 and workflow_id.isprintable()
+
+
 def _register_tasks(app: Celery) -> None:
     if TICK_TASK in app.tasks:
         return
@@ -259,18 +298,22 @@ def _register_tasks(app: Celery) -> None:
         """Apply the run's inbox (this event included) under its lease, then tick."""
         return _run_tick(app, run_id, "event")
 
-    @app.task(name=START_TASK, bind=True, **opts)
-    def start(self: Any, workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    @app.task(name=START_TASK, bind=True, max_retries=None, **opts)  # (bounded by the grace: keep_start)
+    def start(self: Any, workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None,
+              unknown_since: float | None = None) -> str:
         """Create a run and tick it here, under one lease: one message per started run,
         not two. Without a ``run_id`` the run's id is derived from the message's task id,
         so a start delivered twice (a killed worker's message comes back) makes one run:
         the second delivery ticks the run the first created. If this worker dies first,
         the sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
-        create its run fails the task; a node's error is the tick path's (counted, retried)."""
+        create its run fails the task; a node's error is the tick path's (counted, retried).
+        A start for a workflow this worker lacks is sent again later (``keep_start``)."""
         driver = driver_for(app)
         run_id = run_id if run_id is not None else start_run_id(self.request.id)
         try:
             driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
+        except UnknownWorkflowError as exc:
+            raise keep_start(self, driver, exc, unknown_since) from exc
         except Exception as exc:
             if not isinstance(run_id, str) or driver.run_store.load(check_new_run_id(run_id)) is None:
                 raise

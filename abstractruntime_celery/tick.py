@@ -33,6 +33,7 @@ from .context import TickContext, current, entered, outside
 from .coord import Coordination
 from .coord.redis import RedisInbox, RedisLeases
 from .errors import (
+    LeaseBusyError,
     LeaseLostError,
     RunControlledError,
     RunExistsError,
@@ -163,7 +164,7 @@ class Ticker:
         error: Optional[BaseException] = None
         outcome: Optional[TickOutcome] = None
         try:
-            outcome = self._advance(ctx, read, reason, max_steps or self.settings.tick_max_steps, start)
+            outcome = self._advance(ctx, read, reason, self.settings.tick_max_steps if max_steps is None else max_steps, start)
         except BaseException as exc:  # released below, then raised or turned into an outcome
             error = exc
         finally:
@@ -250,7 +251,7 @@ class Ticker:
             self._after_terminal(ctx, run, events, committed=True)
             self.coord.stats.incr("duplicates", ctx=ctx)
             return TickOutcome(run.run_id, run.status.value)
-        if reason in ("orphan", "child") and run.parent_run_id and self._parent_cancels_children(run):
+        if run.parent_run_id and self._parent_cancels_children(run):  # (whatever woke it: a timer too)
             ctx.cascade = True  # its parent was cancelled with its children: cancel it, after the release
             return TickOutcome(run.run_id, run.status.value, skipped="controlled")
         try:
@@ -279,7 +280,7 @@ class Ticker:
             self._failed(ctx, run.run_id, exc)
             raise
         if not ctx.created:
-            self.coord.marks.clear_attempts(run.run_id, ctx)
+            self.coord.marks.moved(run.run_id, ctx)
         changed = _fingerprint(run) != before
         self._schedule_next(ctx, run, events)
         self._count_commit(ctx, run, changed, was_waiting, reason)
@@ -452,7 +453,14 @@ class Ticker:
             ctx.drop_notes += notes
 
     def _parent_cancels_children(self, run: RunState) -> bool:
-        parent = self.store.load(str(run.parent_run_id))
+        """The run's parent was cancelled with its children (a cascade whose own message was
+        lost, or that ran before this child existed). A cheap status read first."""
+        parent_id = str(run.parent_run_id)
+        probe = getattr(self.store, "probe_control", None)
+        control = probe(parent_id) if probe is not None else None
+        if control is not None and control[0] != RunStatus.CANCELLED.value:
+            return False
+        parent = self.store.load(parent_id)
         return parent is not None and parent.status == RunStatus.CANCELLED \
             and bool(control_flag(parent, CANCEL_CHILDREN))
 
@@ -510,6 +518,9 @@ class Ticker:
                     run = self.store.load(run_id)
                 ctx.cascade = run is not None and bool(control_flag(run, CANCEL_CHILDREN))
             return TickOutcome(run_id, exc.status, skipped="controlled")
+        if isinstance(exc, LeaseBusyError):  # a start delivered twice at once: the other copy ticks it
+            self.coord.stats.incr("lease_busy")
+            return TickOutcome(run_id, None, skipped="busy")
         self.coord.stats.incr("lease_lost")
         attempts = self.coord.marks.add_attempt(run_id)
         message = (f"Run {run_id}: lease lost mid-tick (attempt {attempts}); its write was refused. The lease "
@@ -590,11 +601,13 @@ def _again_if_noscript(result: Any, op: Callable[[Any], Any], client: Any) -> An
 
 def retry_delay(settings: Settings, attempts: int) -> float:
     """Seconds before the next try of a failing run: exponential, capped, with jitter
-    (Celery's own backoff function, so it behaves like a task's ``retry_backoff``)."""
+    (Celery's own backoff function, so it behaves like a task's ``retry_backoff``). The cap
+    is also ``timer_horizon_s``: the retry is a broker ETA, and none is held past it."""
     from celery.utils.time import get_exponential_backoff_interval
 
+    cap = min(settings.retry_backoff_max_s, settings.timer_horizon_s)
     base = get_exponential_backoff_interval(factor=settings.retry_backoff_s, retries=attempts - 1,
-                                            maximum=settings.retry_backoff_max_s, full_jitter=False)
+                                            maximum=cap, full_jitter=False)
     if not settings.retry_jitter:
         return float(base)
     import random

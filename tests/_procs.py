@@ -94,10 +94,12 @@ class Cluster:
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
     _count: int = 0
+    #: More environment for the processes started from now on (a setting Settings refuses).
+    env_extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return settings_env(self.settings, self.broker_url, self.fx_url)
+        return {**settings_env(self.settings, self.broker_url, self.fx_url), **self.env_extra}
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
         self._count += 1

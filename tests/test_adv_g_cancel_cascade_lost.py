@@ -90,8 +90,6 @@ def test_a_waiting_sync_child_spawned_by_a_node_running_during_cancel_with_child
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="the cascade to a child spawned after cancel_with_children rides one message; "
-                   "lost, no sweep pass cancels the child, and the timer pass runs it to the end")
 def test_that_child_ends_cancelled_even_when_the_broker_lost_the_cancels_tick(cluster: Cluster) -> None:
     driver, parent_id, child_id = _cancel_during_the_node(cluster, lose_the_cancels_tick=True)
     _assert_child_cancelled(cluster, driver, parent_id, child_id)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from abstractruntime_celery.driver import build
 from abstractruntime_celery.sweep import sweep
@@ -37,8 +36,6 @@ def _record_reads(rt: object, db: int = 10) -> int:
     return sum(1 for trip_db, names in rt.trips if trip_db == db for n in names if n in RECORD_READS)  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=True, reason="a coord_url naming the store's Redis in another spelling is accepted, but "
-                   "gets its own pool: the driver then sweeps with GenericSource, reading every record each pass")
 def test_a_coord_url_naming_the_stores_redis_another_way_still_sweeps_o_of_the_batch(prefix: str) -> None:
     assert STORE_URL.startswith("redis://127.0.0.1:")
     settings = make_settings(prefix, sweep_batch=BATCH, coord_url=STORE_URL.replace("127.0.0.1", "localhost"))

@@ -53,8 +53,6 @@ def _start_twice_at_once(cluster: Cluster) -> tuple[str, str]:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="a duplicate start delivered while the first runs is counted as a lost "
-                   "lease (a failed attempt the creating tick never clears), so one node error fails the run")
 def test_a_start_message_delivered_twice_at_once_still_gives_its_node_every_retry(cluster: Cluster) -> None:
     run_id, fx = _start_twice_at_once(cluster)
     driver = build(cluster.settings, registry)
@@ -69,8 +67,6 @@ def test_a_start_message_delivered_twice_at_once_still_gives_its_node_every_retr
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="a duplicate start delivered while the first runs is reported as "
-                   "'lease lost mid-tick' (stats.lease_lost, stats.errors, on_run_failed) instead of a no-op")
 def test_a_start_message_delivered_twice_at_once_is_counted_as_a_duplicate_not_as_a_lost_lease(
         cluster: Cluster) -> None:
     run_id, fx = _start_twice_at_once(cluster)

@@ -33,8 +33,6 @@ def _embedded(**overrides: Any) -> Any:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="ScheduledRuntime.start while the embedded pool is stopped sends no tick "
-                   "(dispatch=False), not even a held one: the started pool leaves the run to the orphan sweep")
 def test_a_run_started_while_the_embedded_pool_is_stopped_is_ticked_once_the_pool_starts() -> None:
     sr = _embedded()
     try:
@@ -47,8 +45,6 @@ def test_a_run_started_while_the_embedded_pool_is_stopped_is_ticked_once_the_poo
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="ScheduledRuntime.start after stop() sends no tick, not even a held one: "
-                   "the restarted pool leaves the run to the orphan sweep")
 def test_a_run_started_between_stop_and_start_is_ticked_once_the_pool_starts_again() -> None:
     sr = _embedded()
     sr.start_scheduler()
@@ -110,8 +106,6 @@ def test_run_and_tick_with_max_steps_return_after_exactly_that_many_steps() -> N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="Ticker._run uses `max_steps or tick_max_steps`: max_steps=0 runs "
-                   "tick_max_steps (100) steps instead of none")
 def test_run_and_tick_with_max_steps_zero_take_no_step_as_the_seeds_runtime_tick() -> None:
     sr = _embedded()
     try:

@@ -42,8 +42,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(strict=True, reason="the first-seen-unknown mark is never cleared when a worker that knows the "
-                   "workflow ticks the run: a stale worker fails a run that was moving, with no grace left")
 def test_a_run_driven_by_workers_that_know_its_workflow_is_not_failed_by_a_stale_worker_after_the_grace(
         cluster: Cluster) -> None:
     settings = cluster.settings
@@ -88,13 +86,12 @@ def test_a_run_driven_by_workers_that_know_its_workflow_is_not_failed_by_a_stale
     # 4. The new deploy takes the event and completes the run.
     cluster.worker("a", concurrency=1)
     driver.send(run_id, "tick")
-    done = driver.wait_for(run_id, timeout=TIMEOUT, until=lambda r: r.status != RunStatus.WAITING, event=event)
+    done = driver.wait_for(run_id, timeout=TIMEOUT, event=event,
+                           until=lambda r: r.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
     assert done.status == RunStatus.COMPLETED and fx_count(fx, run_id, "end") == 1
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="a start message for a workflow the receiving worker does not know fails the "
-                   "task (acked, dropped): the run is never created, though other workers know the workflow")
 def test_a_start_message_that_lands_on_a_worker_of_the_old_deploy_still_makes_its_run(cluster: Cluster) -> None:
     import uuid
 
@@ -107,10 +104,10 @@ def test_a_start_message_that_lands_on_a_worker_of_the_old_deploy_still_makes_it
     b = with_registry(cluster, REGISTRY_WITHOUT_TWO_EVENTS).worker("b", concurrency=1)
     run_id = uuid.uuid4().hex
     app.send_task(START_TASK, args=["ag-two-events", {"fx": fx}], task_id=run_id, queue=settings.queue)
-    wait_for(lambda: "abstractruntime.start[" + run_id in b.log() and ("raised" in b.log() or "succeeded" in b.log()),
+    wait_for(lambda: "abstractruntime.start[" + run_id in b.log()
+             and any(word in b.log() for word in ("raised", "succeeded", "retry:")),
              TIMEOUT, "B to take the start", cluster)
-    wait_drained(settings.queue)
-    b.stop()
+    b.stop()  # (a start B sends again for later, or holds, goes back to the queue)
     cluster.worker("a", concurrency=1)  # the new deploy, and the sweep
     cluster.beat()
     deadline = time.monotonic() + 30.0  # far more than a start and a few sweeps take

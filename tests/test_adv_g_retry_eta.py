@@ -55,8 +55,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="a failing node's retry is sent with eta=now+backoff, which nothing bounds "
-                   "by timer_horizon_s: the worker holds it past the horizon")
 def test_no_worker_holds_the_retry_of_a_failing_node_past_the_timer_horizon(cluster: Cluster) -> None:
     settings = cluster.settings
     fx = f"{settings.key_prefix}fx"

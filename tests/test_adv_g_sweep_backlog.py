@@ -37,8 +37,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="the beat sweep shares the ticks' queue and expires after sweep_interval_s: "
-                   "behind a backlog longer than that no sweep runs, and a wait beyond the horizon never fires")
 def test_a_wait_beyond_the_horizon_fires_while_the_queue_stays_busy(cluster: Cluster) -> None:
     settings = cluster.settings
     cluster.worker("w", concurrency=1)

@@ -16,7 +16,6 @@ brought to their wait by a driver whose dispatcher sends nothing, so only sweeps
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,8 +66,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="zwalk's cursor counts ties already taken; the runs it moved leave the "
-                   "index, so the next pass skips as many ties it never read: past the documented bound")
 def test_runs_due_at_one_shared_until_behind_paused_runs_are_all_reached_within_the_bound(cluster: Cluster) -> None:
     settings = cluster.settings
     fx = f"{settings.key_prefix}fx"
@@ -102,8 +99,6 @@ def test_runs_due_at_one_shared_until_behind_paused_runs_are_all_reached_within_
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="sweep._page walks the in-memory list with the same tie cursor as zwalk: "
-                   "runs moved since the last pass make it skip ties it never read")
 def test_embedded_sqlite_poll_once_reaches_runs_due_at_one_shared_until_within_the_bound(
         prefix: str, tmp_path: Path) -> None:
     # Embedded, stopped (auto_start=False): poll_once is the sweep, ticking in the caller, as the

@@ -61,8 +61,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="the orphan pass sends a tick to a looping run whose 'continue' waits in a "
-                   "backlog; nothing merges it with the run's own chain, so each sweep adds a chain per run")
 def test_a_looping_run_waiting_in_a_backlog_never_has_more_than_two_ticks_queued(cluster: Cluster) -> None:
     settings = cluster.settings
     cluster.worker("w", concurrency=1)

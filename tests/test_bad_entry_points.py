@@ -89,7 +89,8 @@ def test_settings_refuse_garbage(field: str, value: Any) -> None:
 
 @pytest.fixture
 def one_worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    settings = make_settings(f"bad{uuid.uuid4().hex[:8]}:", lease_ttl_s=3.0)
+    # (a start for an unknown workflow is sent again for a worker of another deploy, within the grace)
+    settings = make_settings(f"bad{uuid.uuid4().hex[:8]}:", lease_ttl_s=3.0, unknown_workflow_grace_s=3.0)
     with worker_cluster(settings, tmp_path, request, ["w"], BROKER_URL, STORE_URL, FX_URL) as c:
         yield c
 

@@ -62,14 +62,14 @@ def test_worker_still_logs_warnings_and_task_errors_after_a_child_run(cluster: C
         parent = sr.wait_for(parent_id, timeout=TIMEOUT, until=lambda r: r.status == RunStatus.COMPLETED)
         assert parent.output["child"]["sub_run_id"]
 
-        # A warning of ours (a tick for a run nobody has) and a task error (a start of an
-        # unknown workflow raises in the task), both in Celery's own worker log format.
+        # A warning of ours (a tick for a run nobody has) and a task error (a start whose vars
+        # are not an object raises in the task), both in Celery's own worker log format.
         ghost = f"ghost-{uuid.uuid4().hex[:8]}"
         app.send_task(TICK_TASK, args=[ghost], queue=queue)
-        bad = app.send_task(START_TASK, args=["no-such-workflow"], queue=queue)
+        bad = app.send_task(START_TASK, args=["parent", "vars that are a string"], queue=queue)
         warning = re.compile(rf"WARNING/ForkPoolWorker-\d+\] tick for unknown run {ghost} dropped")
         error = re.compile(rf"ERROR/ForkPoolWorker-\d+\] Task {re.escape(START_TASK)}\[{bad.id}\] "
-                           r"raised unexpected: UnknownWorkflowError")
+                           r"raised unexpected: PayloadError")
         wait_for(lambda: warning.search(worker.log()) and error.search(worker.log()), TIMEOUT,
                  "the warning and the task error in the worker's log", cluster)
         # Celery's INFO lines still come too.

@@ -46,8 +46,10 @@ class Coordination:
     client: Any | None = None
 
 
-def open_coordination(url: str, keys: Keys, lease_ttl_s: float) -> Coordination:
-    """Redis-backed coordination for Redis URLs, in-process for ``memory://``.
+def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = None) -> Coordination:
+    """Redis-backed coordination for Redis URLs, in-process for ``memory://``. ``client``:
+    the Redis store's own client, when the coordination lives in the store's Redis (one
+    pool: the tick and the sweep then read and write both in one round trip).
 
     Raises:
         ValueError: the Redis URL is malformed.
@@ -68,7 +70,7 @@ def open_coordination(url: str, keys: Keys, lease_ttl_s: float) -> Coordination:
     from ..stores.redis.connection import connect, redis_errors
     from . import redis as backend
 
-    client = connect(url)
+    client = client if client is not None else connect(url)
     with redis_errors(client):
         check_layout(client, keys, redact_url(url))
         preload(client)

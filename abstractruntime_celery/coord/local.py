@@ -100,6 +100,19 @@ class LocalLeases:
         with self._lock:
             return self._live(run_id) is not None
 
+    def claim(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """As ``RedisLeases.claim``."""
+        out: dict[str, str] = {}
+        with self._lock:
+            now = time.monotonic()
+            for run_id in dict.fromkeys(run_ids):
+                note = self._next.get(run_id)
+                if self._live(run_id) is not None or (note is not None and note[1] > now):
+                    continue
+                out[run_id] = uuid.uuid4().hex
+                self._next[run_id] = (out[run_id], now + self.note_ttl_s)
+        return out
+
     def holds(self, key: str, token: str) -> bool:
         run_id = key[len(self.keys.lease("")):]
         with self._lock:
@@ -258,6 +271,11 @@ class LocalMarks:
 
     def clear_unknown(self, run_id: str, ctx: TickContext | None = None) -> None:
         with self._lock:
+            self._notes.pop(("unknown", run_id), None)
+
+    def moved(self, run_id: str, ctx: TickContext | None = None) -> None:
+        with self._lock:
+            self._notes.pop(("attempts", run_id), None)
             self._notes.pop(("unknown", run_id), None)
 
 

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 from .. import scripts
 from ..context import Op, TickContext, Write, settle
-from ..errors import InboxFullError, LeaseLostError, RunNotWaitingError
+from ..errors import InboxFullError, LeaseBusyError, RunNotWaitingError
 from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
@@ -49,6 +49,7 @@ class RedisLeases:
         self._acquire = scripts.register(client, "lease_acquire")
         self._release = scripts.register(client, "lease_release")
         self._renew = scripts.register(client, "lease_renew")
+        self._claim = scripts.register(client, "tick_claim")
         self._many = scripts.register(client, "hincrby_many")
         # Tokens of reserved leases whose acquire has not been sent yet (see ``reserve``):
         # the keeper thread must not renew them (there is nothing in Redis to renew).
@@ -105,7 +106,7 @@ class RedisLeases:
         def taken(got: Any) -> None:
             self._sent(token)
             if int(got) != 1:
-                raise LeaseLostError(run_id)
+                raise LeaseBusyError(run_id)
 
         with self._unsent_lock:
             self._unsent.add(token)
@@ -178,6 +179,23 @@ class RedisLeases:
 
     def is_held(self, run_id: str) -> bool:
         return bool(self.client.exists(self.keys.lease(run_id)))
+
+    def claim(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """The runs of ``run_ids`` that no tick holds and none is queued for, each with the
+        id of the tick message to send it now (noted as its pending tick: ``lua/tick_claim.lua``).
+        One round trip."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        ttl, pipe = max(1, int(self.note_ttl_s * 1000)), self.client.pipeline(transaction=False)
+        calls = []
+        for run_id in ids:
+            keys, args = [self.keys.lease(run_id), self.keys.next_tick(run_id)], [uuid.uuid4().hex, ttl]
+            scripts.call_in(pipe, self._claim, keys, args)
+            calls.append((run_id, keys, args))
+        replies = pipe.execute(raise_on_error=False)
+        return {run_id: str(args[0]) for (run_id, keys, args), reply in zip(calls, replies)
+                if int(scripts.settle(reply, self._claim, keys, args)) == 1}
 
     def holds(self, key: str, token: str) -> bool:
         """True if the lease key still holds ``token`` (the fence of non-Redis stores)."""
@@ -471,12 +489,15 @@ class RedisMarks:
     def clear_unknown(self, run_id: str, ctx: TickContext | None = None) -> None:
         self._clear(self.keys.unknown(run_id), ctx)
 
-    def _clear(self, key: str, ctx: TickContext | None) -> None:
+    def moved(self, run_id: str, ctx: TickContext | None = None) -> None:
+        self._clear(self.keys.attempts(run_id), ctx, self.keys.unknown(run_id))
+
+    def _clear(self, key: str, ctx: TickContext | None, *more: str) -> None:
         """Now, or in a tick with its release (a cleanup nobody waits for)."""
         if ctx is not None:
-            ctx.queue.add_after(self.client, lambda pipe: pipe.delete(key))
+            ctx.queue.add_after(self.client, lambda pipe: pipe.delete(key, *more))
         else:
-            self.client.delete(key)
+            self.client.delete(key, *more)
 
 
 class RedisSweepLock:
@@ -492,7 +513,7 @@ class RedisSweepLock:
 
 
 class RedisSweepCursors:
-    """``{p}sweep-cursor`` hash: pass name -> ``<score>|<skip>``; one round trip at each end."""
+    """``{p}sweep-cursor`` hash: pass name -> ``<score>|<last member>``; one round trip at each end."""
 
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
@@ -519,8 +540,8 @@ class RedisSweepCursors:
 
 def _cursor(raw: Any) -> Cursor:
     try:
-        score, _, skip = str(raw).partition("|")
-        return float(score), int(skip)
+        score, _, member = str(raw).partition("|")
+        return float(score), member
     except (TypeError, ValueError):
         return START
 

@@ -25,6 +25,29 @@ def test_malformed_values_name_the_setting() -> None:
         Settings(timer_horizon_s=0)
 
 
+@pytest.mark.parametrize("name", ["lease_ttl_s", "timer_horizon_s", "orphan_grace_s", "event_redeliver_s",
+                                  "sweep_interval_s", "control_ttl_s", "retry_backoff_s"])
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
+def test_a_number_setting_that_is_not_finite_is_refused_by_name(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({}, {f"ABSTRACTRUNTIME_CELERY_{name.upper()}": raw})
+
+
+def test_the_unknown_workflow_grace_may_be_infinite_meaning_never() -> None:
+    assert load_settings({}, {"ABSTRACTRUNTIME_CELERY_UNKNOWN_WORKFLOW_GRACE_S": "inf"}).unknown_workflow_grace_s \
+        == float("inf")
+    with pytest.raises(ConfigError, match="unknown_workflow_grace_s"):
+        Settings(unknown_workflow_grace_s=float("nan"))
+
+
+def test_a_retry_never_waits_past_the_timer_horizon() -> None:
+    from abstractruntime_celery.tick import retry_delay
+
+    s = Settings(timer_horizon_s=5.0, retry_backoff_s=20.0, retry_jitter=False)
+    assert [retry_delay(s, n) for n in (1, 2, 5)] == [5.0, 5.0, 5.0]
+    assert retry_delay(Settings(retry_jitter=False), 3) == 2.0
+
+
 def test_coordination_follows_the_first_redis_url() -> None:
     assert Settings().resolved_coord_url() == "memory://"
     assert Settings().resolved_coord_url("redis://b:6379/0") == "redis://b:6379/0"

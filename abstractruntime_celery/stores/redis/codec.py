@@ -119,7 +119,7 @@ def encode(run: RunState, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
     Raises:
         PayloadError: not JSON, text UTF-8 cannot encode (a lone surrogate), too large, a
             malformed ``waiting.until``, or too many or too long mailbox names (each is an
-            index key: ``payloads.MAX_MAILBOX_NAMES``).
+            index key: ``MAX_MAILBOX_NAMES``).
     """
     rid = str(run.run_id)
     try:
