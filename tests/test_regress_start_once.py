@@ -47,7 +47,9 @@ def test_a_start_message_redelivered_after_its_pool_child_was_killed_makes_one_r
     app.send_task(START_TASK, args=["rd-pid", {"fx": fx, "sleep": 3}], queue=settings.queue)
 
     pids = redis.Redis.from_url(FX_URL, decode_responses=True)
-    first = int(wait_for(lambda: pids.lindex(f"{fx}:pids", 0), TIMEOUT, "the node to start", cluster))
+    # (the node records its pid, then counts "started": wait for both, or the kill may land between)
+    wait_for(lambda: pids.hget(fx, "pid:started"), TIMEOUT, "the node to start", cluster)
+    first = int(pids.lindex(f"{fx}:pids", 0))
     assert first != worker.pid, "the node must run in a pool child, not in the worker's main process"
     os.kill(first, signal.SIGKILL)  # the pool child only: the worker gives the message back at once
 
