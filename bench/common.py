@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterable
 
 import redis
 
+from devkit.cleanup import delete_prefix, purge_queue  # noqa: F401  (bench modules import them from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 BROKER_DB, STORE_DB, SCALE_DB = 7, 8, 6
@@ -196,27 +198,6 @@ class Ours:
     def cleanup(self) -> None:
         delete_prefix(redis.Redis.from_url(self.store), self.prefix)
         purge_queue(self.broker, self.queue)
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> int:
-    n = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{prefix}*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            n += client.unlink(*batch)
-            batch.clear()
-    if batch:
-        n += client.unlink(*batch)
-    return n
-
-
-def purge_queue(broker_url: str, queue: str) -> None:
-    """Drop the queue's list and kombu's binding keys for it (nothing else in the db)."""
-    client = redis.Redis.from_url(broker_url)
-    keys = [queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
-    keys += [k for k in client.scan_iter(match=f"{queue}\x06*", count=1000)]  # priority sub-queues
-    client.delete(*keys)
 
 
 def bare_env(broker: str) -> dict[str, str]:

@@ -27,9 +27,10 @@ from abstractruntime import RunStatus, WaitReason
 
 from abstractruntime_celery import Settings, create_scheduled_runtime
 from abstractruntime_celery.errors import AbstractRuntimeCeleryError, RunNotWaitingError, StoreUnavailableError
-from soak.redisproc import PrivateRedis
+from devkit.redisproc import PrivateRedis
 from soak.workflows import AFTER_WAIT, registry
-from tests._procs import Cluster, Proc, flush_broker
+from devkit.cleanup import flush_broker
+from devkit.procs import Cluster, Proc
 
 BROKER_DB, STORE_DB, FX_DB = 0, 1, 2
 PREFIX = "soak:"

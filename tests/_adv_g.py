@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from tests._procs import Cluster, cleanup_broker
+from devkit.cleanup import cleanup_broker
+from devkit.procs import Cluster
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_settings
 
 REGISTRY_PATH = "tests.workflows_adv_g:registry"

@@ -13,6 +13,9 @@ from uuid import uuid4
 import pytest
 import redis
 
+from devkit.cleanup import delete_prefix  # noqa: F401  (the store tests import it from here)
+from devkit.redisproc import free_port  # noqa: F401
+
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 DB_MAIN = 11
@@ -37,23 +40,6 @@ def redis_up() -> bool:
 
 requires_redis = pytest.mark.skipif(not redis_up(), reason="no Redis at 127.0.0.1:6379")
 
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    """Delete every key under ``prefix`` (SCAN + UNLINK, never FLUSHALL)."""
-    batch = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.unlink(*batch)
-            batch.clear()
-    if batch:
-        client.unlink(*batch)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from typing import Any, Iterator, Optional
 
 import redis
 
-from tests._procs import Cluster, cleanup_broker, queue_len, unacked_for, wait_for
+from devkit.cleanup import cleanup_broker, queue_len, unacked_for
+from devkit.procs import Cluster, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_settings
 from tests.workflows_regress_d import registry
 

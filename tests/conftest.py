@@ -18,6 +18,8 @@ from typing import Any, Iterator
 import pytest
 import redis
 
+from devkit.cleanup import delete_prefix
+
 REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
 BROKER_URL = f"{REDIS}/9"
 STORE_URL = f"{REDIS}/10"
@@ -25,10 +27,7 @@ FX_URL = os.environ.setdefault("ARC_TEST_FX_URL", f"{REDIS}/14")
 
 
 def _delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i:i + 500])
+    delete_prefix(redis.Redis.from_url(url), prefix)
 
 
 @pytest.fixture(scope="session")

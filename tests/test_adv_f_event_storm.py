@@ -17,7 +17,8 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from tests import workflows_adv_f as wf
-from tests._procs import Cluster, cleanup_broker, wait_for
+from devkit.cleanup import cleanup_broker
+from devkit.procs import Cluster, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_settings
 
 TIMEOUT = 90.0

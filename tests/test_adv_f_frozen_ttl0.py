@@ -22,7 +22,8 @@ import redis
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
-from tests._procs import Cluster, cleanup_broker, queue_len, unacked_for, wait_for
+from devkit.cleanup import cleanup_broker, queue_len, unacked_for
+from devkit.procs import Cluster, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, fx_count, make_app, make_settings
 from tests.workflows import registry
 

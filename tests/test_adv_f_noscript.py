@@ -22,7 +22,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import Settings
 from abstractruntime_celery.driver import build
-from soak.redisproc import PrivateRedis
+from devkit.redisproc import PrivateRedis
 from tests import workflows_adv_f as wf
 from tests import workflows_regress_c as rc
 from tests._adv_f import HoldProxy, Side, wait_until

@@ -31,7 +31,7 @@ from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import START_TASK
 from abstractruntime_celery.driver import build
 from tests._adv_g import adv_cluster, make_app
-from tests._procs import Cluster, wait_for
+from devkit.procs import Cluster, wait_for
 from tests._regress_d import Recorder
 from tests.conftest import FX_URL, fx_count
 from tests.workflows_adv_g import registry

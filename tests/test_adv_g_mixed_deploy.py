@@ -25,7 +25,7 @@ from abstractruntime import RunStatus
 from abstractruntime_celery.dispatch import CeleryDispatcher
 from abstractruntime_celery.driver import build
 from tests._adv_g import REGISTRY_WITHOUT_TWO_EVENTS, adv_cluster, make_app, with_registry
-from tests._procs import Cluster, wait_for
+from devkit.procs import Cluster, wait_for
 from tests._regress_d import wait_drained
 from tests.conftest import fx_count
 from tests.workflows_adv_g import registry

@@ -22,7 +22,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from tests._adv_g import adv_cluster, make_app
-from tests._procs import Cluster
+from devkit.procs import Cluster
 from tests.workflows_adv_g import registry
 
 LOOPS = 6

@@ -28,7 +28,7 @@ from abstractruntime_celery.dispatch import CeleryDispatcher
 from abstractruntime_celery.driver import build
 from abstractruntime_celery.sweep import sweep
 from tests._adv_g import adv_cluster, make_app
-from tests._procs import Cluster, wait_for
+from devkit.procs import Cluster, wait_for
 from tests._regress_d import Recorder, wait_drained
 from tests.conftest import make_settings
 from tests.workflows_adv_g import registry

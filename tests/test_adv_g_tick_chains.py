@@ -30,7 +30,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from tests._adv_g import adv_cluster, make_app
-from tests._procs import Cluster, wait_for
+from devkit.procs import Cluster, wait_for
 from tests.conftest import BROKER_URL
 from tests.workflows_adv_g import registry
 

@@ -22,7 +22,8 @@ from abstractruntime import RunStatus
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.driver import build
 from tests._adv_g import adv_cluster, make_app
-from tests._procs import Cluster, unacked_for, wait_for
+from devkit.cleanup import unacked_for
+from devkit.procs import Cluster, wait_for
 from tests._regress_d import Recorder
 from tests.conftest import BROKER_URL, fx_count
 from tests.workflows_adv_g import registry

@@ -27,7 +27,8 @@ from abstractruntime_celery import (
     install,
 )
 from abstractruntime_celery.dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK
-from tests._procs import Cluster, queue_len, unacked_for, wait_for, worker_cluster
+from devkit.cleanup import queue_len, unacked_for
+from devkit.procs import Cluster, wait_for, worker_cluster
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, make_app, make_settings
 from tests.workflows import registry
 

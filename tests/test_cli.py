@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from soak.redisproc import PrivateRedis
+from devkit.redisproc import PrivateRedis
 from tests.conftest import REDIS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """End to end on real ``celery -A abstractruntime_celery worker`` and ``beat`` subprocesses.
 
 The subprocesses get their settings only from ``ABSTRACTRUNTIME_CELERY_*``
-environment variables (tests/_procs.py); this process builds the same Settings
+environment variables (devkit/procs.py); this process builds the same Settings
 and talks to them through the broker and the shared Redis store, as a web app
 would. Timings are short (sweep 1 s, lease TTL 3 s, orphan grace 2 s, event
 redelivery 1 s) and every wait is a poll with a generous timeout.
@@ -23,7 +23,8 @@ from abstractruntime import RunState, RunStatus, WaitReason
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import RESUME_TASK, TICK_TASK
 from abstractruntime_celery.timers import parse_until
-from tests._procs import Cluster, cleanup_broker, flush_broker, queue_len, unacked_for, wait_for
+from devkit.cleanup import cleanup_broker, flush_broker, queue_len, unacked_for
+from devkit.procs import Cluster, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, fx_count, make_app, make_settings
 from tests.workflows import registry
 

@@ -26,7 +26,8 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import START_TASK, TICK_TASK
-from tests._procs import ROOT, Cluster, cleanup_broker, wait_for
+from devkit.cleanup import cleanup_broker
+from devkit.procs import ROOT, Cluster, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_app, make_settings
 from tests.workflows import registry
 

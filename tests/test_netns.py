@@ -26,8 +26,8 @@ import redis
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
-from soak.redisproc import PrivateRedis
-from tests._procs import Cluster, Proc, settings_env, wait_for
+from devkit.redisproc import PrivateRedis
+from devkit.procs import Cluster, Proc, settings_env, wait_for
 from tests.conftest import make_settings
 from soak.workflows import registry
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from abstractruntime_celery.stores.redis.connection import RETRIES, connect
-from soak.redisproc import PrivateRedis
+from devkit.redisproc import PrivateRedis
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,7 +25,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.driver import build
-from tests._procs import Cluster, settings_env, wait_for
+from devkit.procs import Cluster, settings_env, wait_for
 from tests._regress_d import in_process_worker, make_app, regress_cluster, wait_drained
 from tests.conftest import BROKER_URL, FX_URL, fx_count, make_settings
 from tests.workflows_regress_d import registry

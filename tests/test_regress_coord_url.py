@@ -19,7 +19,7 @@ from abstractruntime import RunStatus
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import ConfigError
-from tests._procs import wait_for
+from devkit.procs import wait_for
 from tests._regress_d import make_app, regress_cluster
 from tests.conftest import REDIS, STORE_URL, _delete_prefix, make_settings
 from tests.workflows_regress_d import registry

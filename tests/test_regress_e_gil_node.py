@@ -24,7 +24,7 @@ import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
-from tests._procs import Cluster, worker_cluster, wait_for
+from devkit.procs import Cluster, worker_cluster, wait_for
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, fx_count, make_app, make_settings
 from tests.workflows_regress_e import CATASTROPHIC, registry
 

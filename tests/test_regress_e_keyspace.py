@@ -276,7 +276,8 @@ def test_a_prefix_holding_another_key_layout_is_refused_at_start(prefix: str, ol
 
 def test_a_worker_started_on_a_prefix_holding_another_key_layout_does_not_say_ready(
         tmp_path: Any, request: Any) -> None:
-    from tests._procs import Cluster, cleanup_broker
+    from devkit.cleanup import cleanup_broker
+    from devkit.procs import Cluster
     from tests.conftest import BROKER_URL, FX_URL
 
     settings = make_settings(f"lay{uuid.uuid4().hex[:8]}:")

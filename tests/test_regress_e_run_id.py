@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from abstractruntime_celery import PayloadError, create_scheduled_runtime
 from abstractruntime_celery.context import TickContext
-from tests._procs import wait_for
+from devkit.procs import wait_for
 from tests.conftest import FX_URL, STORE_URL, fx_count, make_app, make_settings
 from tests.workflows import registry
 

@@ -13,7 +13,7 @@ from typing import Any
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
-from tests._procs import wait_for
+from devkit.procs import wait_for
 from tests.conftest import make_app, make_settings
 from tests.workflows import registry
 

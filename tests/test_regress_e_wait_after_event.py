@@ -22,7 +22,7 @@ import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
-from tests._procs import Cluster, worker_cluster
+from devkit.procs import Cluster, worker_cluster
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, make_app, make_settings
 from tests.workflows_regress_e import registry
 

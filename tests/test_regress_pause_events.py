@@ -19,7 +19,7 @@ from abstractruntime import RunState, RunStatus
 
 from abstractruntime_celery import Settings, create_scheduled_runtime
 from abstractruntime_celery.errors import RunPausedError
-from tests._procs import queue_len, unacked_for
+from devkit.cleanup import queue_len, unacked_for
 from tests.conftest import BROKER_URL, STORE_URL, make_settings
 from tests.workflows_regress_c import Gate, build_registry, fx_count
 

@@ -23,7 +23,8 @@ import redis
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
-from tests._procs import Cluster, cleanup_broker
+from devkit.cleanup import cleanup_broker
+from devkit.procs import Cluster
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, _delete_prefix, make_app, make_settings
 from tests.workflows_regress_c import Gate, GatedRegistry, build_registry, fx_count, registry_gate_name
 

@@ -25,7 +25,7 @@ from abstractruntime_celery.dispatch import START_TASK
 from abstractruntime_celery.driver import build
 from abstractruntime_celery.errors import PayloadError, RunWaitTimeout
 from abstractruntime_celery.runstate import child_run_id
-from tests._procs import wait_for
+from devkit.procs import wait_for
 from tests._regress_d import in_process_worker, make_app, wait_drained
 from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_regress_d import registry

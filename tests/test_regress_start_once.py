@@ -22,7 +22,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.dispatch import START_TASK
 from abstractruntime_celery.driver import build
-from tests._procs import Cluster, wait_for
+from devkit.procs import Cluster, wait_for
 from tests._regress_d import in_process_worker, make_app, regress_cluster, wait_drained
 from tests.conftest import FX_URL, fx_count, make_settings
 from tests.workflows_regress_d import registry

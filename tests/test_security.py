@@ -25,7 +25,7 @@ from abstractruntime import RunStatus
 from abstractruntime_celery.context import TickContext
 from abstractruntime_celery import AbstractRuntimeCeleryError, create_scheduled_runtime
 from abstractruntime_celery.stores.redis.connection import connect
-from soak.redisproc import PrivateRedis
+from devkit.redisproc import PrivateRedis
 from tests.conftest import BROKER_URL, STORE_URL, _delete_prefix, make_app, make_settings
 from tests.workflows import registry
 

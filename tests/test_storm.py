@@ -14,7 +14,8 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.dispatch import TICK_TASK
-from tests._procs import Cluster, queue_len, unacked_for, wait_for, worker_cluster
+from devkit.cleanup import queue_len, unacked_for
+from devkit.procs import Cluster, wait_for, worker_cluster
 from tests.conftest import BROKER_URL, FX_URL, STORE_URL, fx_count, make_app, make_settings
 from tests.workflows import registry
 

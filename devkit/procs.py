@@ -1,4 +1,4 @@
-"""Real ``celery worker`` / ``celery beat`` subprocesses for the end-to-end tests.
+"""Real ``celery worker`` / ``celery beat`` subprocesses for the end-to-end tests and the soak.
 
 Each process runs in its own session (its own process group), so a test can
 SIGKILL a whole worker (main process and prefork children) at once, and teardown
@@ -10,7 +10,6 @@ Logs go to files under the test's tmp dir and are dumped when a test fails.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 import redis
+
+from .cleanup import cleanup_broker, delete_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "tests.workflows:registry"
@@ -168,52 +169,6 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, cluster: Clust
         time.sleep(interval)
 
 
-# --- broker hygiene -----------------------------------------------------------------------
-
-def unacked_for(client: redis.Redis, queues: Iterable[str]) -> list[bytes]:
-    """Delivery tags of messages kombu holds as unacked for ``queues`` (routing key = queue name)."""
-    wanted = set(queues)
-    tags = []
-    for tag, raw in client.hscan_iter("unacked"):
-        try:
-            routing_key = json.loads(raw)[2]
-        except (ValueError, IndexError, TypeError):
-            continue
-        if routing_key in wanted:
-            tags.append(tag)
-    return tags
-
-
-def flush_broker(broker_url: str, queue: str) -> int:
-    """Drop every message of ``queue``: its list(s) and its entries in kombu's ``unacked``
-    hash and ``unacked_index`` zset (other tests' entries are left alone). Returns how many went."""
-    client = redis.Redis.from_url(broker_url)
-    dropped = 0
-    for key in client.scan_iter(match=f"{queue}*"):
-        if client.type(key) == b"list":
-            dropped += int(client.llen(key))
-            client.delete(key)
-    tags = unacked_for(client, [queue])
-    if tags:
-        client.hdel("unacked", *tags)
-        client.zrem("unacked_index", *tags)
-        dropped += len(tags)
-    return dropped
-
-
-def cleanup_broker(broker_url: str, queue: str) -> None:
-    """Remove everything this queue left in the broker DB."""
-    flush_broker(broker_url, queue)
-    client = redis.Redis.from_url(broker_url)
-    for key in list(client.scan_iter(match=f"{queue}*")) + list(client.scan_iter(match=f"_kombu.binding*.{queue}")):
-        client.delete(key)
-
-
-def queue_len(broker_url: str, queue: str) -> int:
-    client = redis.Redis.from_url(broker_url)
-    return sum(int(client.llen(k)) for k in client.scan_iter(match=f"{queue}*") if client.type(k) == b"list")
-
-
 @contextmanager
 def worker_cluster(settings: Any, tmp_path: Path, request: Any, names: Iterable[str],
                    broker_url: str, store_url: str, fx_url: str) -> Iterator[Cluster]:
@@ -230,7 +185,5 @@ def worker_cluster(settings: Any, tmp_path: Path, request: Any, names: Iterable[
         if request.session.testsfailed > failed_before:
             c.dump_logs()
         cleanup_broker(broker_url, settings.queue)
-        store = redis.Redis.from_url(store_url)
-        for key in list(store.scan_iter(match=f"{settings.key_prefix}*")):
-            store.delete(key)
+        delete_prefix(redis.Redis.from_url(store_url), settings.key_prefix)
         redis.Redis.from_url(fx_url).delete(f"{settings.key_prefix}fx")
