@@ -16,7 +16,7 @@ import redis
 from abstractruntime import Effect, EffectType, RunState, StepPlan, WorkflowSpec
 
 from tests.workflows import bump
-from tests.workflows_adv_g import build as build_adv_g
+from tests.workflows_adv_g import LOOP, build as build_adv_g
 
 STORE_URL = os.environ.get("ARC_TEST_STORE_URL", "redis://127.0.0.1:6379/10")
 
@@ -82,7 +82,7 @@ WORKFLOWS = [
 
 def build() -> Any:
     reg = build_adv_g()
-    for spec in WORKFLOWS:
+    for spec in WORKFLOWS + [LOOP]:
         reg.register(spec)
     return reg
 
