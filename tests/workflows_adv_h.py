@@ -88,3 +88,16 @@ def build() -> Any:
 
 
 registry = build()
+
+
+# ah-fail-asked: a node that fails (counting its tries under "tries"), while a tick of the
+# run is asked for (what a message delivered meanwhile leaves: {p}pending:<id>).
+def fail_asked(run: RunState, ctx: Any) -> StepPlan:
+    tries = bump(run, "tries")
+    prefix = run.vars.get("prefix")
+    if prefix:
+        redis.Redis.from_url(STORE_URL).set(f"{prefix}pending:{run.run_id}", "1", px=60_000)
+    raise RuntimeError(f"downstream is down (try {tries})")
+
+
+registry.register(WorkflowSpec("ah-fail-asked", "fail", {"fail": fail_asked}))
