@@ -20,6 +20,9 @@ CONF_PREFIX = "abstractruntime_"
 
 #: Settings where ``inf`` means "never" (every other number must be finite; NaN never is).
 MAY_BE_INF = frozenset({"unknown_workflow_grace_s"})
+#: The largest number of seconds a setting takes (about 31 years): a Redis time to live in
+#: milliseconds, or a score bound, stays a 64-bit integer.
+MAX_SECONDS = 1e9
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class Settings:
     retry_jitter: bool = True
     #: How long pause/resume/cancel wait for a tick's lease (stores without compare-and-set).
     control_timeout_s: float = 30.0
+    #: A run's queued tick not delivered this long after it was sent is taken for lost (the
+    #: sweep sends another); a beat sweep waits this long at most behind the ticks of its queue.
+    #: Keep it above the longest queue wait you expect: under it, a run has one pending tick.
+    lost_tick_after_s: float = 600.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -91,8 +98,9 @@ class Settings:
                 raise ConfigError(f"Setting {f.name} expects {kind.__name__}, got {type(value).__name__} {shown:.80}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if type(f.default) is float and not (math.isfinite(value) or (value == math.inf and f.name in MAY_BE_INF)):
-                raise ConfigError(f"Setting {f.name} must be a finite number of seconds, got {value!r}")
+            if type(f.default) is float and not (abs(value) <= MAX_SECONDS or (value == math.inf and f.name in MAY_BE_INF)):
+                raise ConfigError(f"Setting {f.name} must be a finite number of seconds up to {MAX_SECONDS:g} "
+                                  f"(Redis time-to-live limits), got {value!r}")
         if not self.key_prefix or not self.queue:
             raise ConfigError("key_prefix and queue must not be empty")
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
@@ -107,6 +115,10 @@ class Settings:
             raise ConfigError("max_wait_key_bytes, max_inbox_events and max_inbox_bytes must be > 0")
         if self.retry_backoff_s < 0 or self.retry_backoff_max_s < 0 or self.control_timeout_s <= 0:
             raise ConfigError("retry_backoff_s and retry_backoff_max_s must be >= 0, control_timeout_s > 0")
+        if self.lost_tick_after_s < self.timer_horizon_s:
+            raise ConfigError(f"lost_tick_after_s={self.lost_tick_after_s:g} is under timer_horizon_s="
+                              f"{self.timer_horizon_s:g}: a retry or timer sent that far ahead would be taken "
+                              "for lost before it is due")
 
     def resolved_coord_url(self, broker_url: str | None = None) -> str:
         """The URL of the coordination Redis, or ``memory://`` for the embedded mode.

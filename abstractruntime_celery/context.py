@@ -224,6 +224,8 @@ class TickContext:
     next_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: The release said: send the run a tick of its own, with ``next_id``.
     send_own: bool = False
+    #: That tick is a retry of a failing node: sent with this ETA (its backoff).
+    retry_eta: Any = None
     queue: WriteQueue = field(default_factory=WriteQueue)
     control: Optional[Control] = None
     confirmed_at: float = 0.0
@@ -265,6 +267,10 @@ class TickContext:
     drop_notes: list[str] = field(default_factory=list)
     #: Inbox entries the lease's read could not decode, moved aside (to be reported).
     repaired: list[Any] = field(default_factory=list)
+    #: The run had failed attempts or an unknown-workflow note when the lease was taken.
+    marked: bool = True
+    #: The run moved under this tick: clear those notes once its commit is known to hold.
+    clear_marks: bool = False
 
     def __post_init__(self) -> None:
         self.queue.owner = self.run_id

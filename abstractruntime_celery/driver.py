@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
@@ -36,7 +36,7 @@ from .errors import (
 from .coord.local import LocalInbox
 from .inbox import Event, OneAnswer, RunMovedError, new_event_id
 from .keys import Keys
-from .lease import LeaseKeeper
+from .lease import LeaseKeeper, wait_for_lease
 from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes
 from .redact import redact_url
 from .registry import WorkflowRegistry, require_workflow
@@ -175,12 +175,13 @@ class Driver:
     # --- events ------------------------------------------------------------------------
 
     def accept_event(self, run_id: str, wait_key: Optional[str], payload: dict[str, Any], *,
-                     dispatch: bool = True, current_wait: bool = False) -> Event:
+                     dispatch: bool = True, answering: Optional[str] = None) -> Event:
         """Validate an event, store it durably in the run's inbox, and send the run a tick.
 
         An event for a run that has not reached its wait yet stays in the inbox until it
-        does, unless ``current_wait`` (``respond``): then it answers only the wait the run
-        is in now, once. Returns the stored event (its ``event_id`` names it).
+        does. ``answering`` (``respond``): the ``updated_at`` of the waiting run the caller
+        saw; the event answers that wait only, once, and is refused if the run moved on.
+        Returns the stored event (its ``event_id`` names it).
 
         Raises:
             PayloadError: the run id, wait key or payload is malformed, not JSON, or too large;
@@ -188,11 +189,12 @@ class Driver:
             UnknownRunError: no such run.
             UnknownWorkflowError: this process's registry lacks the run's workflow.
             RunNotWaitingError: the run has ended, or (strict) waits on something no event may
-                answer, or (seed mode, ``current_wait``) its wait already has an event queued or
-                it waits on none.
+                answer, or (seed mode, ``answering``) its wait already has its answer or the
+                run left it.
             RunPausedError: the run is paused.
             WaitKeyMismatchError: the run waits on an event under another key, or (strict) no key was given.
-            RunBusyError: (seed mode) the run moved on under every one of ``ANSWER_TRIES`` checks.
+            RunBusyError: the run moved on under every one of ``ANSWER_TRIES`` checks, or (stores
+                without versions, ``answering``) a tick held it for ``control_timeout_s``.
         """
         check_run_id(run_id)
         what = f"event for run '{run_id}'"
@@ -203,27 +205,68 @@ class Driver:
             check_wait_key(wait_key, limit=self.settings.max_wait_key_bytes, what=what)
         event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key, accepted_at=time.time(),
                       strict=self.strict, size=len(body))
-        began, answered = time.monotonic(), False
-        for _ in range(ANSWER_TRIES):
-            run, version = self._load_versioned(run_id)
-            self._check_can_take(run, wait_key)
-            answer = self._one_answer(run, version, event, current_wait)
-            if (answered or current_wait) and answer is None:  # it is in no wait this event may answer
-                raise RunNotWaitingError(run_id, run.status.value, "is not in the wait this event answers")
-            answered = answer is not None
-            try:
-                self.coord.inbox.put(event, body, (self.settings.max_inbox_events, self.settings.max_inbox_bytes),
-                                     answer=answer)
-                break
-            except RunMovedError:
-                continue  # the run moved on since we checked it: check it again
+        if answering is not None and not isinstance(self.run_store, RedisRunStore):
+            self._answer_under_lease(event, body, answering)
         else:
-            raise RunBusyError(run_id, time.monotonic() - began)  # it kept moving on under us
+            self._store_event(event, body, answering)
         if isinstance(self.coord.inbox, LocalInbox):
             self.coord.stats.incr("events_accepted")
         if dispatch:
             self.send(run_id, "event")
         return event
+
+    def _store_event(self, event: Event, body: bytes, answering: Optional[str]) -> None:
+        """Check, then store; on Redis the store refuses an answer to a run whose version
+        moved on since the check (``OneAnswer``), and the check runs again. Raises as
+        ``accept_event``."""
+        began, answered, run_id = time.monotonic(), False, event.run_id
+        for _ in range(ANSWER_TRIES):
+            run, version = self._load_versioned(run_id)
+            answer = self._checked(run, event, answering, version)
+            if answered and answer is None:  # it left the wait this event answered, and waits on none now
+                raise RunNotWaitingError(run_id, run.status.value, "is not in the wait this event answers")
+            answered = answer is not None
+            try:
+                self.coord.inbox.put(event, body, self._inbox_limits, answer=answer)
+                return
+            except RunMovedError:
+                if answering is not None:
+                    raise RunNotWaitingError(run_id, run.status.value,
+                                             "moved on from the wait this event answers") from None
+        raise RunBusyError(run_id, time.monotonic() - began)  # it kept moving on under us
+
+    def _answer_under_lease(self, event: Event, body: bytes, answering: str) -> None:
+        """Stores without versions: the check and the put under the run's lease, so no tick
+        commits between them. Raises as ``accept_event``."""
+        run_id, leases = event.run_id, self.coord.leases
+        lease = wait_for_lease(leases, run_id, self.settings.control_timeout_s)
+        if lease is None:
+            raise RunBusyError(run_id, self.settings.control_timeout_s)
+        ctx = TickContext(run_id, fences={run_id: lease.fence})
+        try:
+            answer = self._checked(self.load(run_id), event, answering, None)
+            if answer is not None:
+                answer = replace(answer, lease=(lease.key, lease.token))
+            self.coord.inbox.put(event, body, self._inbox_limits, answer=answer)
+        except RunMovedError:
+            raise RunNotWaitingError(run_id, "waiting", "moved on from the wait this event answers") from None
+        finally:
+            if leases.release(lease, ctx):  # a tick came while we held the lease
+                self.send(run_id, "asked", None, ctx.next_id)
+
+    @property
+    def _inbox_limits(self) -> tuple[int, int]:
+        return self.settings.max_inbox_events, self.settings.max_inbox_bytes
+
+    def _checked(self, run: RunState, event: Event, answering: Optional[str],
+                 version: Optional[int]) -> Optional[OneAnswer]:
+        """Raises as ``accept_event`` if the run may not take ``event``; returns the store's
+        guard for an answer to its wait."""
+        self._check_can_take(run, event.wait_key)
+        answer = self._one_answer(run, version, event, answering is not None)
+        if answering is not None and (answer is None or (run.updated_at or "") != answering):
+            raise RunNotWaitingError(run.run_id, run.status.value, "moved on from the wait this event answers")
+        return answer
 
     def _load_versioned(self, run_id: str) -> tuple[RunState, Optional[int]]:
         """The run and (Redis store) the version it was read at. Raises as ``load``."""
@@ -349,10 +392,12 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     _check_one_redis(settings, coord_url, given_store)
     if coordination is None and is_redis_url(coord_url):  # the store's Redis, however its URL is spelled
         if isinstance(given_store, RedisRunStore):
-            coordination = open_coordination(coord_url, keys, settings.lease_ttl_s, client=given_store.client)
+            coordination = open_coordination(coord_url, keys, settings.lease_ttl_s, client=given_store.client,
+                                             lost_tick_after_s=settings.lost_tick_after_s)
         elif given_store is None and is_redis_url(settings.store_url):
             coord_url = settings.store_url
-    coord = coordination or open_coordination(coord_url, keys, settings.lease_ttl_s)
+    coord = coordination or open_coordination(coord_url, keys, settings.lease_ttl_s,
+                                              lost_tick_after_s=settings.lost_tick_after_s)
     if runtime is None:
         runtime = _runtime(settings, registry, coord, run_store, ledger_store, distributed, runtime_kwargs or {})
     require_queryable(runtime.run_store)

@@ -102,6 +102,9 @@ class OneAnswer:
     wait_key: str
     run_key: Optional[str] = None
     version: Optional[int] = None
+    #: Stores without versions: the caller checked the run under its lease (key, token); the
+    #: store refuses the answer if that lease is no longer the caller's.
+    lease: Optional[tuple[str, str]] = None
 
 
 class RunMovedError(Exception):

@@ -86,7 +86,7 @@ class ScheduledRuntime:
             raise RunNotWaitingError(run_id, state.status.value,
                                      f"has no wait_key to answer (it waits on {state.waiting.reason.value})")
         return self.scheduler.deliver(run_id, state.waiting.wait_key, payload, wait=wait, timeout=timeout,
-                                      current_wait=True)
+                                      answering=state.updated_at or "")
 
     def start(self, *, workflow: WorkflowSpec, vars: Optional[Dict[str, Any]] = None,
               actor_id: Optional[str] = None) -> str:

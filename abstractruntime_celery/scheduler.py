@@ -254,15 +254,16 @@ class Scheduler:
         return self.deliver(run_id, wait_key, payload, wait=wait, timeout=timeout)
 
     def deliver(self, run_id: str, wait_key: Optional[str], payload: dict[str, Any], *, wait: bool = True,
-                timeout: float = DEFAULT_TIMEOUT_S, current_wait: bool = False) -> Any:
-        """``resume_event``; with ``current_wait`` the event answers only the wait the run is in
-        now (``respond``): once answered, or left, the wait refuses it (``RunNotWaitingError``).
+                timeout: float = DEFAULT_TIMEOUT_S, answering: Optional[str] = None) -> Any:
+        """``resume_event``; with ``answering`` (the ``updated_at`` of the waiting run the caller
+        saw: ``respond``) the event answers only that wait: once answered, or left, the wait
+        refuses it (``RunNotWaitingError``).
 
         Raises:
             As ``resume_event``.
         """
         event = self.driver.accept_event(run_id, wait_key, payload, dispatch=not self.embedded,
-                                         current_wait=current_wait)
+                                         answering=answering)
         if self.embedded:
             self._apply_here(event, timeout)
         handle = RunHandle(run_id, self.driver, event)

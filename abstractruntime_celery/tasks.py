@@ -97,16 +97,12 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     return app
 
 
-#: A beat sweep waits behind the ticks of its queue this long at least before it expires.
-SWEEP_EXPIRES_MIN_S = 600.0
-
-
 def sweep_expires_s(settings: Settings) -> float:
     """How long a beat sweep message may wait in the queue. It shares the queue with the
     ticks, so behind a backlog it waits its turn: expiring after one interval, every sweep
     would expire and none would run while the queue stays busy. Sweeps that pile up cost
     one round trip each (``SweepLock``: one runs per interval)."""
-    return max(settings.sweep_interval_s, SWEEP_EXPIRES_MIN_S)
+    return max(settings.sweep_interval_s, settings.lost_tick_after_s)
 
 
 def _consume_queue_by_default(app: Celery, queue: str) -> None:

@@ -152,6 +152,8 @@ class Ticker:
             self._follow_up(ctx)  # what was noted before the error (a retry)
             raise
         self._follow_up(ctx)
+        if ctx.clear_marks and ctx.commit_held and ctx.refused is None:
+            self.coord.marks.moved(run_id)  # failed attempts and unknown-workflow notes start over
         return outcome
 
     def _run(self, ctx: TickContext, reason: str, max_steps: Optional[int], start: Optional[Start]) -> TickOutcome:
@@ -197,7 +199,8 @@ class Ticker:
                                                       done_empty=True)
         keys = self.coord.keys
         read_inbox = inbox.read_op(run_id, keys.run(run_id))
-        reads = [read_inbox, self.store.read_op(run_id)]
+        reads = [read_inbox, self.store.read_op(run_id),
+                 lambda pipe: pipe.exists(keys.attempts(run_id), keys.unknown(run_id))]
         if self.ledger_shared:
             reads.append(lambda pipe: pipe.exists(keys.ledger_done(run_id)))
         if reason == "timer":  # the timer message is delivered: none is in flight any more
@@ -205,10 +208,12 @@ class Ticker:
         lease, results = leases.acquire_reading(run_id, reads, ctx.message_id or "")
         if lease is not None and results is None:  # a read did not decode: repair, read again
             results = self._read_again(ctx, reads)
+        if lease is not None:
+            ctx.marked = results[2] != 0
         return lease, _Read(run=lambda: self.store.from_read(run_id, results[1]),
                             inbox=lambda: inbox.parse_read(run_id, _again_if_noscript(results[0], read_inbox,
                                                                                       self.coord.client)),
-                            done_empty=self.ledger_shared and results[2] == 0)
+                            done_empty=self.ledger_shared and results[3] == 0)
 
     def _read_again(self, ctx: TickContext, reads: list[Any]) -> list[Any]:
         """The lease's read met bytes that are not UTF-8: move the run's undecodable inbox
@@ -279,8 +284,10 @@ class Ticker:
         except Exception as exc:
             self._failed(ctx, run.run_id, exc)
             raise
-        if not ctx.created:
-            self.coord.marks.moved(run.run_id, ctx)
+        if not ctx.created and self.shared:
+            ctx.clear_marks = ctx.marked  # after the release, only if the commit held (``tick``)
+        elif not ctx.created:
+            self.coord.marks.moved(run.run_id, ctx)  # (saves here are sent at once: it held)
         changed = _fingerprint(run) != before
         self._schedule_next(ctx, run, events)
         self._count_commit(ctx, run, changed, was_waiting, reason)
@@ -478,8 +485,10 @@ class Ticker:
             self.fail_run(ctx, run_id, f"Tick failed {attempts} times; last error: {type(exc).__name__}: {exc}")
             self.coord.marks.clear_attempts(run_id, ctx)
             return
-        delay = retry_delay(self.settings, attempts)
-        ctx.sends.append((run_id, "retry", datetime.now(timezone.utc) + timedelta(seconds=delay), None))
+        # The retry is the run's own next tick (one pending tick: a tick asked for meanwhile
+        # merges into it, and does not run the node again before its backoff).
+        ctx.want_more = True
+        ctx.retry_eta = datetime.now(timezone.utc) + timedelta(seconds=retry_delay(self.settings, attempts))
 
     def fail_run(self, ctx: TickContext, run_id: str, error: str) -> None:
         """Mark a run FAILED under the lease ``ctx`` holds (fenced) and wake its parent."""
@@ -558,7 +567,8 @@ class Ticker:
         was asked meanwhile, and none is pending), and the notices of what it committed."""
         if ctx.cascade:
             self.on_cancelled(ctx.run_id)
-        own = [(ctx.run_id, "continue" if ctx.want_more else "asked", None, ctx.next_id)] if ctx.send_own else []
+        reason = "retry" if ctx.retry_eta is not None else "continue" if ctx.want_more else "asked"
+        own = [(ctx.run_id, reason, ctx.retry_eta, ctx.next_id)] if ctx.send_own else []
         self._send_all(own + list(ctx.sends) + [(r, "event", None, None) for r in ctx.listeners]
                        + [(r, "child", None, None) for r in ctx.children])
         for note in ctx.drop_notes if ctx.commit_held else ():

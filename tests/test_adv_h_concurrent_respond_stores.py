@@ -53,8 +53,6 @@ def _trials(url: str, prefix: str) -> list[tuple[list[int], Any, list[str]]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="driver.Driver._one_answer: no version guard outside the Redis store; "
-                                       "LocalInbox.put refuses only while the first answer is still queued")
 def test_embedded_on_sqlite_only_the_respond_whose_answer_is_applied_returns_normally(prefix: str,
                                                                                      tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/runs.db"

@@ -56,8 +56,6 @@ CASES: list[tuple[str, float, Callable[[Any], None]]] = [
 
 
 @pytest.mark.parametrize(("name", "value", "use"), CASES, ids=[f"{n}={v:g}" for n, v, _ in CASES])
-@pytest.mark.xfail(strict=True, reason="config.py Settings.__post_init__ has no upper bound: a finite value "
-                                       "Redis cannot take as a TTL is accepted, and every tick or sweep raises")
 def test_a_setting_redis_cannot_use_is_refused_at_start(name: str, value: float, use: Callable[[Any], None],
                                                         prefix: str) -> None:
     try:

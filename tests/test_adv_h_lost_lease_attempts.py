@@ -64,9 +64,6 @@ def test_a_lost_lease_before_a_flushed_save_fails_the_run_after_max_attempts(pre
     assert ran == MAX_ATTEMPTS
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._step queues marks.moved (DEL attempts) in the release "
-                                       "pipeline even when the save before it is refused: the lost-lease count "
-                                       "never passes 1, the node is re-run forever")
 def test_a_lost_lease_on_the_last_node_of_a_tick_fails_the_run_after_max_attempts(prefix: str, fx: str) -> None:
     state, ran, attempts = _drive(prefix, fx, "ah-lose-last")
     assert state.status == RunStatus.FAILED and "lease_ttl_s" in (state.error or ""), (

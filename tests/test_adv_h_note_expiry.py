@@ -37,7 +37,8 @@ from abstractruntime_celery import create_scheduled_runtime
 from abstractruntime_celery.sweep import sweep
 from tests._adv_h import make_app
 from tests._adv_g import adv_cluster
-from tests._procs import Cluster, cleanup_broker, wait_for
+from devkit.cleanup import cleanup_broker
+from devkit.procs import Cluster, wait_for
 from tests.conftest import BROKER_URL, make_settings
 from tests.test_adv_g_tick_chains import messages_per_run
 from tests.workflows_adv_h import registry
@@ -84,9 +85,6 @@ def test_sweeps_within_a_note_lifetime_send_a_queued_run_no_second_tick(sr: Any)
     assert [counts[r] for r in ids] == [1] * RUNS
 
 
-@pytest.mark.xfail(strict=True, reason="coord/redis.py: the next-tick note expires after 4 x lease_ttl_s whether "
-                                       "or not its message was delivered; the sweep then sends a queued run "
-                                       "another tick, one per note lifetime of backlog")
 def test_a_run_whose_tick_waits_in_a_backlog_longer_than_its_note_gets_no_second_tick(sr: Any) -> None:
     per_run = _backlogged(sr, sweeps=3)
     assert max(per_run.values()) <= 1, (
@@ -102,8 +100,6 @@ def cluster(tmp_path: Any, request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(strict=True, reason="coord/redis.py: the next-tick note expires after 4 x lease_ttl_s; a queue "
-                                       "round longer than that makes the sweep add ticks faster than they drain")
 def test_looping_runs_whose_queue_round_outlasts_the_note_keep_at_most_two_ticks_queued(cluster: Cluster) -> None:
     settings = cluster.settings
     cluster.worker("w", concurrency=1)

@@ -21,7 +21,7 @@ itself (what a busy acquire during it leaves). At fault: tick.py ``Ticker._follo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Optional
 
 import pytest
 
@@ -43,8 +43,6 @@ class Recorder:
         self.sent.append((run_id, reason, eta, message_id))
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._follow_up sends an immediate 'asked' tick beside the "
-                                       "backed-off retry of a failing node")
 def test_a_failing_node_asked_for_meanwhile_is_retried_only_after_its_backoff(prefix: str) -> None:
     settings = make_settings(prefix, retry_backoff_s=5.0, retry_jitter=False, tick_max_attempts=5)
     rec = Recorder()

@@ -46,10 +46,12 @@ class Coordination:
     client: Any | None = None
 
 
-def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = None) -> Coordination:
+def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = None,
+                      lost_tick_after_s: float | None = None) -> Coordination:
     """Redis-backed coordination for Redis URLs, in-process for ``memory://``. ``client``:
     the Redis store's own client, when the coordination lives in the store's Redis (one
     pool: the tick and the sweep then read and write both in one round trip).
+    ``lost_tick_after_s``: how long a run's queued tick counts as queued (the note's life).
 
     Raises:
         ValueError: the Redis URL is malformed.
@@ -60,7 +62,8 @@ def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = No
         from . import local
 
         stats = local.LocalStats()
-        return Coordination(keys=keys, leases=local.LocalLeases(keys, lease_ttl_s), inbox=local.LocalInbox(),
+        leases = local.LocalLeases(keys, lease_ttl_s, lost_tick_after_s)
+        return Coordination(keys=keys, leases=leases, inbox=local.LocalInbox(leases.holds),
                             timers=local.LocalTimerBook(lambda: stats.incr("timers_armed")), stats=stats,
                             marks=local.LocalMarks(), notices=Notices(None, keys), sweep_lock=local.LocalSweepLock(),
                             cursors=local.LocalSweepCursors(stats))
@@ -74,7 +77,7 @@ def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = No
     with redis_errors(client):
         check_layout(client, keys, redact_url(url))
         preload(client)
-    return Coordination(keys=keys, leases=backend.RedisLeases(client, keys, lease_ttl_s),
+    return Coordination(keys=keys, leases=backend.RedisLeases(client, keys, lease_ttl_s, lost_tick_after_s),
                         inbox=backend.RedisInbox(client, keys), timers=backend.RedisTimerBook(client, keys),
                         stats=backend.RedisStats(client, keys), marks=backend.RedisMarks(client, keys),
                         notices=Notices(client, keys), sweep_lock=backend.RedisSweepLock(client, keys.sweep_lock),

@@ -10,11 +10,11 @@ import threading
 from collections import Counter
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..context import Op, TickContext
 from ..errors import InboxFullError, RunNotWaitingError
-from ..inbox import Event, InboxRead, OneAnswer, Unreadable
+from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
 from ..stats import MAX_ERRORS, SchedulerStats, Stats, build_snapshot, clip_error, now_iso
@@ -123,10 +123,11 @@ class LocalLeases:
 class LocalInbox:
     """The same, in this process's memory (embedded mode)."""
 
-    def __init__(self) -> None:
+    def __init__(self, holds: Callable[[str, str], bool] = lambda key, token: True) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, dict[str, tuple[Event, dict[str, Any]]]] = {}
         self._seq = 0
+        self._holds = holds  # (the leases' check, for an answer given under a lease)
 
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
             answer: Optional[OneAnswer] = None) -> None:
@@ -135,6 +136,8 @@ class LocalInbox:
             box = self._events.setdefault(event.run_id, {})
             if event.event_id in box:
                 return
+            if answer is not None and answer.lease is not None and not self._holds(*answer.lease):
+                raise RunMovedError(event.run_id)  # the caller's lease expired: the run may have moved
             if answer is not None and any(e.wait_key in (None, answer.wait_key) for e, _ in box.values()):
                 raise RunNotWaitingError(event.run_id, "waiting", "already has an event queued for its wait")
             if len(box) >= limits[0]:

@@ -43,8 +43,8 @@ class RedisLeases:
         self.client = client
         self.keys = keys
         self.ttl_s = ttl_s
-        #: How long the next-tick note outlives a message that never comes (lost by the broker):
-        #: the sweep's orphan pass ticks the run meanwhile.
+        #: How long the next-tick note lives (``lost_tick_after_s``): a message not delivered by
+        #: then is taken for lost, and the sweep may send the run another.
         self.note_ttl_s = note_ttl_s if note_ttl_s is not None else 4 * ttl_s
         self._acquire = scripts.register(client, "lease_acquire")
         self._release = scripts.register(client, "lease_release")
@@ -245,6 +245,9 @@ class RedisInbox:
         if answer is not None and answer.run_key is not None and answer.version is not None:
             keys.append(answer.run_key)
             args[-1] = str(answer.version)
+        elif answer is not None and answer.lease is not None:
+            keys.append(answer.lease[0])
+            args.append(answer.lease[1])
         pipe = self.client.pipeline(transaction=False)
         scripts.call_in(pipe, self._put, keys, args)
         for op in ops:

@@ -9,7 +9,8 @@
 -- ARGV[8] "1": one event per wait (the seed's rule): refuse if an unapplied event under the
 --          key ARGV[9] (the run's current wait key), or under no key, is already queued
 -- KEYS[6] (optional, with ARGV[8]) the run hash: refuse unless its version 'v' is ARGV[10]
---          (the run the caller checked has not moved on since)
+--          (the run the caller checked has not moved on since); or, with ARGV[11], the run's
+--          lease key: refuse unless it holds ARGV[11] (the caller checked under that lease)
 --
 -- Returns {1, seq} stored | {-1, events} too many events | {-2, bytes} too many bytes |
 -- {-3, event id} the wait already has its event | {-5, version} the run moved on. A retried call (same event id) stores
@@ -18,7 +19,11 @@ local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then
   return {1, tonumber(string.match(existing, '^(%d+)|'))}
 end
-if ARGV[8] == '1' and #KEYS >= 6 then
+if ARGV[8] == '1' and #KEYS >= 6 and ARGV[11] then
+  if redis.call('GET', KEYS[6]) ~= ARGV[11] then
+    return {-5, '0'}
+  end
+elseif ARGV[8] == '1' and #KEYS >= 6 then
   local v = redis.call('HGET', KEYS[6], 'v')
   if tostring(v or '0') ~= ARGV[10] then
     return {-5, tostring(v or '0')}
