@@ -85,7 +85,7 @@ class Settings:
     #: A run's queued tick not delivered this long after it was sent is taken for lost (the
     #: sweep sends another); a beat sweep waits this long at most behind the ticks of its queue.
     #: Keep it above the longest queue wait you expect: under it, a run has one pending tick.
-    lost_tick_after_s: float = 600.0
+    lost_tick_after_s: float = 300.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -144,7 +144,8 @@ class Soak:
         self.settings = Settings(store_url=r.db_url(STORE_DB), key_prefix=PREFIX, queue="soak",
                                  registry="soak.workflows:registry", timer_horizon_s=3.0, sweep_interval_s=1.0,
                                  lease_ttl_s=3.0, orphan_grace_s=2.0, event_redeliver_s=2.0,
-                                 tick_max_attempts=8, sweep_batch=self.p.sweep_batch)
+                                 tick_max_attempts=8, sweep_batch=self.p.sweep_batch,
+                                 lost_tick_after_s=10.0)  # (the flush loses queued ticks: re-sent after this)
         # The workers' celeryconfig (they run in this directory): JSON only, late acks, and a
         # short visibility timeout, so a message a killed worker held comes back in seconds.
         (self.tmp / "celeryconfig.py").write_text(
