@@ -33,7 +33,22 @@ def done(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="done", complete_output={"ev": run.vars.get("ev")})
 
 
+# ai-flaky-two: node "a" fails vars.a_fails times, then goes on to "b" (in the same tick);
+# "b" fails vars.b_fails times, then completes. Tries are counted under "a" and "b".
+def flaky_a(run: RunState, ctx: Any) -> StepPlan:
+    if bump(run, "a") <= int(run.vars.get("a_fails", 2)):
+        raise RuntimeError("a is down")
+    return StepPlan(node_id="a", next_node="b")
+
+
+def flaky_b(run: RunState, ctx: Any) -> StepPlan:
+    if bump(run, "b") <= int(run.vars.get("b_fails", 1)):
+        raise RuntimeError("b is down")
+    return StepPlan(node_id="b", complete_output={"ok": True})
+
+
 WORKFLOWS = [
+    WorkflowSpec("ai-flaky-two", "a", {"a": flaky_a, "b": flaky_b}),
     WorkflowSpec("ai-fail-then-wait", "fail", {"fail": fail_node, "wait": wait_later, "done": done}),
 ]
 
