@@ -20,6 +20,8 @@ CONF_PREFIX = "abstractruntime_"
 
 #: Settings where ``inf`` means "never" (every other number must be finite; NaN never is).
 MAY_BE_INF = frozenset({"unknown_workflow_grace_s"})
+#: ``lost_tick_after_s`` when left at 0 (and ``timer_horizon_s`` is not larger).
+LOST_TICK_AFTER_S = 300.0
 #: The largest number of seconds a setting takes (about 31 years): a Redis time to live in
 #: milliseconds, or a score bound, stays a 64-bit integer.
 MAX_SECONDS = 1e9
@@ -85,7 +87,8 @@ class Settings:
     #: A run's queued tick not delivered this long after it was sent is taken for lost (the
     #: sweep sends another); a beat sweep waits this long at most behind the ticks of its queue.
     #: Keep it above the longest queue wait you expect: under it, a run has one pending tick.
-    lost_tick_after_s: float = 300.0
+    #: 0: the larger of 300 s and ``timer_horizon_s``.
+    lost_tick_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -105,8 +108,10 @@ class Settings:
             raise ConfigError("key_prefix and queue must not be empty")
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
             raise ConfigError("timer_horizon_s, sweep_interval_s and lease_ttl_s must be > 0")
-        if self.control_ttl_s < 0:
-            raise ConfigError("control_ttl_s must be >= 0")
+        negative = [name for name in ("control_ttl_s", "orphan_grace_s", "event_redeliver_s",
+                                      "unknown_workflow_grace_s", "lost_tick_after_s") if getattr(self, name) < 0]
+        if negative:
+            raise ConfigError(f"{', '.join(negative)} must be >= 0")
         if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:
             raise ConfigError("max_payload_bytes, tick_max_steps and sweep_batch must be > 0")
         if self.wait_key_mode not in ("auto", "strict", "seed"):
@@ -115,6 +120,8 @@ class Settings:
             raise ConfigError("max_wait_key_bytes, max_inbox_events and max_inbox_bytes must be > 0")
         if self.retry_backoff_s < 0 or self.retry_backoff_max_s < 0 or self.control_timeout_s <= 0:
             raise ConfigError("retry_backoff_s and retry_backoff_max_s must be >= 0, control_timeout_s > 0")
+        if self.lost_tick_after_s == 0:
+            object.__setattr__(self, "lost_tick_after_s", max(LOST_TICK_AFTER_S, self.timer_horizon_s))
         if self.lost_tick_after_s < self.timer_horizon_s:
             raise ConfigError(f"lost_tick_after_s={self.lost_tick_after_s:g} is under timer_horizon_s="
                               f"{self.timer_horizon_s:g}: a retry or timer sent that far ahead would be taken "

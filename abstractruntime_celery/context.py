@@ -226,6 +226,11 @@ class TickContext:
     send_own: bool = False
     #: That tick is a retry of a failing node: sent with this ETA (its backoff).
     retry_eta: Any = None
+    #: How long that tick's note lives, if not ``lost_tick_after_s`` (a retry held by a worker
+    #: until its ETA: its deadline plus ``orphan_grace_s``, so a killed holder costs no more).
+    note_ttl_s: Optional[float] = None
+    #: The run backs off after a failure until then (epoch s; read with the lease).
+    backoff_until: Optional[float] = None
     queue: WriteQueue = field(default_factory=WriteQueue)
     control: Optional[Control] = None
     confirmed_at: float = 0.0

@@ -35,6 +35,7 @@ OWNED: dict[str, str] = {
     "inbox-body": "run id",     # hash: event id -> payload JSON
     "timer": "run id",          # string: the `until` a timer message is in flight for
     "attempts": "run id",       # counter: failing ticks in a row
+    "backoff": "run id",        # string: until when (epoch s) a failing run waits for its retry
     "unknown": "run id",        # string: when the run was first seen with an unknown workflow
     "quarantine": "run id",     # hash: event id -> an unreadable inbox entry, moved aside
     "ix-status": "run status",  # zset by updated
@@ -105,6 +106,9 @@ class Keys:
 
     def unknown(self, run_id: str) -> str:
         return f"{self.prefix}unknown:{run_id}"
+
+    def backoff(self, run_id: str) -> str:
+        return f"{self.prefix}backoff:{run_id}"
 
     def quarantine(self, run_id: str) -> str:
         return f"{self.prefix}quarantine:{run_id}"

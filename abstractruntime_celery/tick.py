@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
@@ -42,6 +42,7 @@ from .errors import (
 )
 from .inbox import Event, InboxRead, Unreadable, describe, quote
 from .lease import Lease, LeaseKeeper
+from .marks import parse_backoff
 from .registry import WorkflowRegistry, require_workflow
 from .runstate import CANCEL_CHILDREN, TERMINAL, child_of, child_result, control_flag, paused, takes
 from .stores.redis import RedisLedgerStore, RedisRunStore
@@ -189,6 +190,8 @@ class Ticker:
         run_id, leases, inbox = ctx.run_id, self.coord.leases, self.coord.inbox
         if not self.shared:
             lease = leases.acquire(run_id, ctx.message_id or "")
+            if lease is not None:
+                ctx.backoff_until = self.coord.marks.backoff_until(run_id)
             if reason == "timer":
                 self.coord.timers.fired(run_id)
             return lease, _Read(run=lambda: self.store.load(run_id), inbox=lambda: inbox.pending(run_id))
@@ -200,7 +203,7 @@ class Ticker:
         keys = self.coord.keys
         read_inbox = inbox.read_op(run_id, keys.run(run_id))
         reads = [read_inbox, self.store.read_op(run_id),
-                 lambda pipe: pipe.exists(keys.attempts(run_id), keys.unknown(run_id))]
+                 lambda pipe: pipe.mget(keys.attempts(run_id), keys.unknown(run_id), keys.backoff(run_id))]
         if self.ledger_shared:
             reads.append(lambda pipe: pipe.exists(keys.ledger_done(run_id)))
         if reason == "timer":  # the timer message is delivered: none is in flight any more
@@ -209,7 +212,9 @@ class Ticker:
         if lease is not None and results is None:  # a read did not decode: repair, read again
             results = self._read_again(ctx, reads)
         if lease is not None:
-            ctx.marked = results[2] != 0
+            marks = results[2] if isinstance(results[2], list) else [None, None, None]
+            ctx.marked = any(m is not None for m in marks)
+            ctx.backoff_until = parse_backoff(marks[2])
         return lease, _Read(run=lambda: self.store.from_read(run_id, results[1]),
                             inbox=lambda: inbox.parse_read(run_id, _again_if_noscript(results[0], read_inbox,
                                                                                       self.coord.client)),
@@ -263,12 +268,32 @@ class Ticker:
             workflow = saved_first(require_workflow(self.registry, run.workflow_id, run.run_id))
         except UnknownWorkflowError as exc:
             return self._unknown_workflow(ctx, run, exc)
+        if self._backing_off(ctx, run, reason):
+            return TickOutcome(run.run_id, run.status.value, skipped="backoff")
         return self._step(ctx, workflow, run, events, reason, max_steps)
+
+    def _backing_off(self, ctx: TickContext, run: RunState, reason: str) -> bool:
+        """A failing run waits out its backoff: a tick other than its retry (an event for a
+        later wait, the sweep, a duplicate) leaves it alone, and the retry stays its one
+        pending tick (sent again, with the rest of the backoff, if this tick was it)."""
+        until = ctx.backoff_until
+        if until is None or reason == "retry" or run.status != RunStatus.RUNNING or time.time() >= until:
+            return False
+        self.coord.stats.incr("early", ctx=ctx)
+        self._retry_at(ctx, until)
+        return True
+
+    def _retry_at(self, ctx: TickContext, until: float) -> None:
+        """Make the run's own next tick its retry, due at ``until`` (epoch s)."""
+        ctx.want_more = True
+        ctx.retry_eta = datetime.fromtimestamp(until, timezone.utc)
+        ctx.note_ttl_s = max(0.0, until - time.time()) + self.settings.orphan_grace_s
 
     def _step(self, ctx: TickContext, workflow: WorkflowSpec, run: RunState, events: list[Event],
               reason: str, max_steps: int) -> TickOutcome:
         before, was_waiting, more = _fingerprint(run), run.status == RunStatus.WAITING, False
         ctx.handoff = run  # the Runtime's first load takes the lease's read
+        read_at = run.updated_at  # (the Runtime may change ``run`` in place)
         try:
             for _ in range(MAX_ROUNDS):
                 resumed = self._apply_event(ctx, workflow, run, events) or self._resume_from_child(ctx, workflow, run)
@@ -282,7 +307,7 @@ class Ticker:
         except (LeaseLostError, RunControlledError, RunExistsError):
             raise  # a refused write, not a failing node
         except Exception as exc:
-            self._failed(ctx, run.run_id, exc)
+            self._failed(ctx, run.run_id, exc, progressed=self._progressed(ctx, run.run_id, read_at))
             raise
         if not ctx.created and self.shared:
             ctx.clear_marks = ctx.marked  # after the release, only if the commit held (``tick``)
@@ -473,10 +498,20 @@ class Ticker:
 
     # --- when things go wrong -------------------------------------------------------------
 
-    def _failed(self, ctx: TickContext, run_id: str, exc: Exception) -> None:
+    def _progressed(self, ctx: TickContext, run_id: str, read_at: Optional[str]) -> bool:
+        """This tick saved the run (a node or an event committed) before a node failed: the
+        failure starts a new row. (Redis: its saves are noted; other stores: read it back.)"""
+        if ctx.created:
+            return False
+        if self.shared:
+            return ctx.last_saved_updated is not None
+        now = self.store.load(run_id)
+        return now is not None and now.updated_at != read_at
+
+    def _failed(self, ctx: TickContext, run_id: str, exc: Exception, progressed: bool = False) -> None:
         """A node raised: count it and send a retry with backoff; after ``tick_max_attempts``
         failures in a row, mark the run FAILED (its parent is then resumed)."""
-        attempts = self.coord.marks.add_attempt(run_id)
+        attempts = self.coord.marks.add_attempt(run_id, fresh=progressed)
         self.coord.stats.incr("tick_errors", ctx=ctx)
         message = f"Run {run_id}: tick failed (attempt {attempts}): {type(exc).__name__}: {quote(str(exc), 300)}"
         self.coord.stats.error(message)
@@ -486,9 +521,10 @@ class Ticker:
             self.coord.marks.clear_attempts(run_id, ctx)
             return
         # The retry is the run's own next tick (one pending tick: a tick asked for meanwhile
-        # merges into it, and does not run the node again before its backoff).
-        ctx.want_more = True
-        ctx.retry_eta = datetime.now(timezone.utc) + timedelta(seconds=retry_delay(self.settings, attempts))
+        # merges into it), and other ticks leave the run alone until it is due (``_backing_off``).
+        until = time.time() + retry_delay(self.settings, attempts)
+        self.coord.marks.back_off(run_id, until)
+        self._retry_at(ctx, until)
 
     def fail_run(self, ctx: TickContext, run_id: str, error: str) -> None:
         """Mark a run FAILED under the lease ``ctx`` holds (fenced) and wake its parent."""

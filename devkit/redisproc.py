@@ -95,6 +95,7 @@ class PrivateRedis:
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
                 pass
             if time.monotonic() > deadline:
+                self.kill()  # never leave a server behind that nobody will stop
                 raise RuntimeError(f"redis-server on {self.host}:{self.port} not ready after {timeout}s")
             time.sleep(0.05)
 

@@ -66,8 +66,6 @@ def _drive(driver: Any, run_id: str, ticks: int) -> Any:
     return driver.load(run_id)
 
 
-@pytest.mark.xfail(strict=True, reason="a node failing after an earlier node of the same tick committed adds to the "
-                                       "earlier node's failed attempts (tick.py Ticker._step/_failed)")
 @pytest.mark.parametrize("kind", ["redis", "sqlite", "memory"])
 def test_a_node_that_fails_once_after_the_node_before_it_recovered_does_not_fail_the_run(
         kind: str, prefix: str, tmp_path: Path) -> None:

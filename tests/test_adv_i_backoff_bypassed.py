@@ -57,8 +57,6 @@ def _driver(prefix: str):  # type: ignore[no-untyped-def]
     return build(settings, registry, rec, distributed=True), rec
 
 
-@pytest.mark.xfail(strict=True, reason="a tick delivered during a failing node's backoff runs the node at once "
-                                       "(tick.py Ticker._step/_failed: only the run's own tick honours the backoff)")
 def test_events_sent_during_the_backoff_do_not_rerun_the_failing_node(prefix: str) -> None:
     driver, rec = _driver(prefix)
     fx = f"{prefix}fx"
@@ -83,8 +81,6 @@ def test_events_sent_during_the_backoff_do_not_rerun_the_failing_node(prefix: st
         f"({state.error}): every event's tick re-ran it at once")
 
 
-@pytest.mark.xfail(strict=True, reason="a failing node whose run already has its own tick queued is re-run by "
-                                       "that tick at once (tick.py Ticker._follow_up: the note keeps it)")
 def test_a_node_failing_while_the_runs_own_tick_is_queued_waits_its_backoff(prefix: str) -> None:
     driver, rec = _driver(prefix)
     fx = f"{prefix}fx"

@@ -1,7 +1,7 @@
 """Held (coverage): a worker configured badly through the environment, on the settings of
 c82cbc2 (``lost_tick_after_s``, MAX_SECONDS), exits at start and names the setting:
 
-* ``TIMER_HORIZON_S=900`` alone (``lost_tick_after_s`` keeps its 600 s default, under it);
+* ``TIMER_HORIZON_S=900`` over the ``LOST_TICK_AFTER_S=300`` the cluster sets (under the horizon);
 * ``LOST_TICK_AFTER_S=1e10`` (over MAX_SECONDS);
 * ``LOST_TICK_AFTER_S=nan``.
 

@@ -56,8 +56,6 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         yield c
 
 
-@pytest.mark.xfail(strict=True, reason="the retry held by a SIGKILLed worker is noted as the run's own tick: the "
-                                       "orphan pass sends none until lost_tick_after_s (tick.py Ticker._failed)")
 @pytest.mark.timeout(180)
 def test_a_retry_held_by_a_sigkilled_worker_is_recovered_after_orphan_grace(cluster: Cluster) -> None:
     _kill_holding_the_retry_and_wait(cluster, 45.0)

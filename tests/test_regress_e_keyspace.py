@@ -84,7 +84,7 @@ class Messages:
 
 #: Each family's Redis type (globals by their own name).
 TYPES = {
-    "run": "hash", "ledger": "list", "ledger-done": "hash", "lease": "string", "pending": "string", "next": "string",
+    "run": "hash", "ledger": "list", "ledger-done": "hash", "lease": "string", "pending": "string", "next": "string", "backoff": "string",
     "inbox": "hash", "inbox-body": "hash", "timer": "string", "attempts": "string", "unknown": "string",
     "quarantine": "hash",
     "layout": "string", "ix-all": "zset", "ix-evtkeys": "zset", "due": "zset", "inbox-runs": "zset",

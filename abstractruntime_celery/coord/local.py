@@ -93,7 +93,8 @@ class LocalLeases:
                 note = None
             ctx.send_own = (ctx.want_more or asked) and note is None
             if ctx.send_own:
-                self._next[lease.run_id] = (ctx.next_id, time.monotonic() + self.note_ttl_s)
+                ttl = ctx.note_ttl_s if ctx.note_ttl_s is not None else self.note_ttl_s
+                self._next[lease.run_id] = (ctx.next_id, time.monotonic() + ttl)
             return ctx.send_own
 
     def is_held(self, run_id: str) -> bool:
@@ -259,10 +260,18 @@ class LocalMarks:
         self._lock = threading.Lock()
         self._notes: dict[tuple[str, str], float] = {}
 
-    def add_attempt(self, run_id: str) -> int:
+    def add_attempt(self, run_id: str, fresh: bool = False) -> int:
         with self._lock:
-            self._notes[("attempts", run_id)] = self._notes.get(("attempts", run_id), 0) + 1
+            self._notes[("attempts", run_id)] = (0 if fresh else self._notes.get(("attempts", run_id), 0)) + 1
             return int(self._notes[("attempts", run_id)])
+
+    def back_off(self, run_id: str, until: float) -> None:
+        with self._lock:
+            self._notes[("backoff", run_id)] = until
+
+    def backoff_until(self, run_id: str) -> float | None:
+        with self._lock:
+            return self._notes.get(("backoff", run_id))
 
     def clear_attempts(self, run_id: str, ctx: TickContext | None = None) -> None:
         with self._lock:
@@ -278,8 +287,8 @@ class LocalMarks:
 
     def moved(self, run_id: str, ctx: TickContext | None = None) -> None:
         with self._lock:
-            self._notes.pop(("attempts", run_id), None)
-            self._notes.pop(("unknown", run_id), None)
+            for kind in ("attempts", "unknown", "backoff"):
+                self._notes.pop((kind, run_id), None)
 
 
 class LocalSweepLock:

@@ -23,7 +23,7 @@ from ..errors import InboxFullError, LeaseBusyError, RunNotWaitingError
 from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
-from ..marks import DAY_S
+from ..marks import BACKOFF_SLACK_S, DAY_S, parse_backoff
 from ..stats import MAX_ERRORS, SchedulerStats, build_snapshot, clip_error, now_iso
 from ..walk import START, Cursor
 
@@ -137,7 +137,8 @@ class RedisLeases:
                 or failed; the lease is released (if still ours) all the same.
         """
         keys = [lease.key, self.keys.pending(lease.run_id), self.keys.next_tick(lease.run_id)]
-        args = [lease.token, "1" if ctx.want_more else "0", ctx.next_id, max(1, int(self.note_ttl_s * 1000))]
+        note_ttl_s = ctx.note_ttl_s if ctx.note_ttl_s is not None else self.note_ttl_s
+        args = [lease.token, "1" if ctx.want_more else "0", ctx.next_id, max(1, int(note_ttl_s * 1000))]
         self._sent(lease.token)  # sent now at the latest (its check runs below)
         items = ctx.queue.take(self.client)
         after = [Write(self.client, self._counts_op(key, counts)) for (_, key), (_, counts)
@@ -473,12 +474,22 @@ class RedisMarks:
         self.client = client
         self.keys = keys
 
-    def add_attempt(self, run_id: str) -> int:
+    def add_attempt(self, run_id: str, fresh: bool = False) -> int:
         """Count one more failed tick; returns the count."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(self.keys.attempts(run_id))
-        pipe.expire(self.keys.attempts(run_id), DAY_S)
+        key, pipe = self.keys.attempts(run_id), self.client.pipeline(transaction=True)
+        if fresh:
+            pipe.set(key, 1)
+        else:
+            pipe.incr(key)
+        pipe.expire(key, DAY_S)
         return int(pipe.execute()[0])
+
+    def back_off(self, run_id: str, until: float) -> None:
+        ttl_ms = max(1, int((until - time.time() + BACKOFF_SLACK_S) * 1000))
+        self.client.set(self.keys.backoff(run_id), repr(until), px=ttl_ms)
+
+    def backoff_until(self, run_id: str) -> float | None:
+        return parse_backoff(self.client.get(self.keys.backoff(run_id)))
 
     def clear_attempts(self, run_id: str, ctx: TickContext | None = None) -> None:
         self._clear(self.keys.attempts(run_id), ctx)
@@ -493,7 +504,7 @@ class RedisMarks:
         self._clear(self.keys.unknown(run_id), ctx)
 
     def moved(self, run_id: str, ctx: TickContext | None = None) -> None:
-        self._clear(self.keys.attempts(run_id), ctx, self.keys.unknown(run_id))
+        self._clear(self.keys.attempts(run_id), ctx, self.keys.unknown(run_id), self.keys.backoff(run_id))
 
     def _clear(self, key: str, ctx: TickContext | None, *more: str) -> None:
         """Now, or in a tick with its release (a cleanup nobody waits for)."""

@@ -40,6 +40,16 @@ def test_the_unknown_workflow_grace_may_be_infinite_meaning_never() -> None:
         Settings(unknown_workflow_grace_s=float("nan"))
 
 
+def test_lost_tick_after_s_left_at_0_follows_the_timer_horizon_and_a_smaller_one_is_refused() -> None:
+    assert Settings().lost_tick_after_s == 300.0
+    assert Settings(timer_horizon_s=900.0).lost_tick_after_s == 900.0
+    with pytest.raises(ConfigError, match="lost_tick_after_s"):
+        Settings(timer_horizon_s=900.0, lost_tick_after_s=600.0)
+    for name in ("orphan_grace_s", "event_redeliver_s", "unknown_workflow_grace_s"):
+        with pytest.raises(ConfigError, match=name):
+            Settings(**{name: -1.0})
+
+
 def test_a_retry_never_waits_past_the_timer_horizon() -> None:
     from abstractruntime_celery.tick import retry_delay
 
