@@ -1,22 +1,16 @@
-"""The sweep's cursor walk (``walk.py``): every member is reached within the bound, even
-when the members a walk took leave the index before the next walk (the runs a sweep moved),
-and when many share one score. In memory (``page``), and in Redis (``zwalk``)."""
+"""The sweep's cursor walk in memory (``walk.page``): every member is reached within the
+bound, even when the members a walk took leave the index before the next walk (the runs a
+sweep moved), and when many share one score. The Redis twin: tests/test_walk_redis.py."""
 
 from __future__ import annotations
 
 import math
-import random
-import uuid
 from dataclasses import dataclass
-from typing import Iterator
 
-import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from abstractruntime_celery.walk import START, page, zwalk
-from tests.conftest import REDIS
+from abstractruntime_celery.walk import START, page
 
 NAMES = st.text(alphabet="ab-_AZ09", min_size=1, max_size=6)
 
@@ -53,30 +47,3 @@ def test_page_reaches_every_member_within_the_bound_while_taken_ones_leave(
         return [i.run_id for i in got], cursor
 
     walks_to_reach_all(members, limit, leaves, take)
-
-
-@pytest.fixture
-def client(redis_up: None) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(f"{REDIS}/14", decode_responses=True)
-    yield r
-    r.close()
-
-
-def test_zwalk_orders_ties_by_bytes_and_goes_on_after_members_that_left(client: redis.Redis) -> None:
-    key = f"test-walk:{uuid.uuid4().hex}"
-    rng = random.Random(7)
-    members = {f"{rng.choice('aB_-9Z')}{i:03d}": (5.0 if i < 45 else float(i)) for i in range(70)}
-    client.zadd(key, members)
-    try:
-        leaves = {m for m in members if rng.random() < 0.6}
-
-        def take(left: dict[str, float], after, n: int):
-            pairs, cursor = zwalk(client, key, low=float("-inf"), high=float("inf"), after=after, limit=n)
-            names = [m for m, _ in pairs]
-            assert names == sorted(names, key=lambda m: (members[m], m.encode()))
-            client.zrem(key, *[m for m in names if m in leaves] or ["-"])
-            return names, cursor
-
-        assert walks_to_reach_all(members, 8, leaves, take) <= math.ceil(70 / 8) + 1
-    finally:
-        client.delete(key)
