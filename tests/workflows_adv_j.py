@@ -54,7 +54,21 @@ def wait_first(run: RunState, ctx: Any) -> StepPlan:
                     next_node="fail")
 
 
+# aj-sync-parent: spawns a synchronous child (vars.child, default ai-fail-then-wait, whose
+# first node always fails), ticked inline in the parent's tick; then completes with its result.
+def sync_spawn(run: RunState, ctx: Any) -> StepPlan:
+    bump(run, "spawn")
+    payload = {"workflow_id": run.vars.get("child", "ai-fail-then-wait"), "vars": {"fx": run.vars.get("fx")}}
+    return StepPlan(node_id="spawn", effect=Effect(EffectType.START_SUBWORKFLOW, payload, result_key="child"),
+                    next_node="joined")
+
+
+def joined(run: RunState, ctx: Any) -> StepPlan:
+    return StepPlan(node_id="joined", complete_output={"child": run.vars.get("child")})
+
+
 WORKFLOWS = [
+    WorkflowSpec("aj-sync-parent", "spawn", {"spawn": sync_spawn, "joined": joined}),
     WorkflowSpec("aj-nap-then-fail", "nap", {"nap": nap, "fail": fail_node, "wait": wait_later, "done": done}),
     WorkflowSpec("aj-deadline-then-fail", "first",
                  {"first": wait_first, "fail": fail_node, "wait": wait_later, "done": done}),
