@@ -133,6 +133,9 @@ class Control:
             if current in seen:
                 continue
             seen.add(current)
+            # Read before the cancel too: its tick may cancel an active child (the cascade)
+            # before we list them again, and that child was still cancelled by this call.
+            before = self._active_children(current)
             try:
                 state = self.cancel(current, reason, children=True)
             except UnknownRunError:
@@ -141,9 +144,12 @@ class Control:
                 continue
             if state.status == RunStatus.CANCELLED:  # (as the seed: already cancelled ones too)
                 cancelled.append(state)
-            todo.extend(c.run_id for c in self.store.list_children(parent_run_id=current)
-                        if c.status in (RunStatus.RUNNING, RunStatus.WAITING))
+            todo.extend(before + [c for c in self._active_children(current) if c not in before])
         return cancelled
+
+    def _active_children(self, run_id: str) -> list[str]:
+        return [c.run_id for c in self.store.list_children(parent_run_id=run_id)
+                if c.status in (RunStatus.RUNNING, RunStatus.WAITING)]
 
     # --- how the change is made ---------------------------------------------------------
 

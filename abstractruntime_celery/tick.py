@@ -82,6 +82,11 @@ class Start:
         return str(self.kwargs["run_id"])
 
 
+#: A retry delivered this close before its backoff ends runs (its ETA was the backoff's end;
+#: the two are read on different clocks). Earlier, it is held back like any other tick.
+RETRY_EARLY_S = 0.5
+
+
 @dataclass
 class _Read:
     """What a tick read with its lease (decoded lazily: the decode may raise)."""
@@ -153,8 +158,6 @@ class Ticker:
             self._follow_up(ctx)  # what was noted before the error (a retry)
             raise
         self._follow_up(ctx)
-        if ctx.clear_marks and ctx.commit_held and ctx.refused is None:
-            self.coord.marks.moved(run_id)  # failed attempts and unknown-workflow notes start over
         return outcome
 
     def _run(self, ctx: TickContext, reason: str, max_steps: Optional[int], start: Optional[Start]) -> TickOutcome:
@@ -275,10 +278,11 @@ class Ticker:
     def _backing_off(self, ctx: TickContext, run: RunState, reason: str) -> bool:
         """A failing run waits out its backoff: a tick other than its retry (an event for a
         later wait, the sweep, a duplicate) leaves it alone, and the retry stays its one
-        pending tick (sent again, with the rest of the backoff, if this tick was it)."""
-        until = ctx.backoff_until
-        if until is None or reason == "retry" or run.status != RunStatus.RUNNING or time.time() >= until:
-            return False
+        pending tick (sent again, with the rest of the backoff, if this tick was it). A tick
+        asked for by hand (``ScheduledRuntime.tick``) runs, as the seed's would."""
+        until, now = ctx.backoff_until, time.time()
+        if until is None or reason == "manual" or now >= until - (RETRY_EARLY_S if reason == "retry" else 0.0):
+            return False  # (a WAITING run backs off too: a wait resolved in memory before the failure)
         self.coord.stats.incr("early", ctx=ctx)
         self._retry_at(ctx, until)
         return True
@@ -310,7 +314,7 @@ class Ticker:
             self._failed(ctx, run.run_id, exc, progressed=self._progressed(ctx, run.run_id, read_at))
             raise
         if not ctx.created and self.shared:
-            ctx.clear_marks = ctx.marked  # after the release, only if the commit held (``tick``)
+            ctx.clear_marks = ctx.marked  # with the commit, only if it holds (``lua/if_saved.lua``)
         elif not ctx.created:
             self.coord.marks.moved(run.run_id, ctx)  # (saves here are sent at once: it held)
         changed = _fingerprint(run) != before
@@ -433,6 +437,8 @@ class Ticker:
         else:
             for name, n in ctx.commit_counts.items():
                 self.coord.stats.incr(name, n, ctx=ctx)
+            if ctx.clear_marks:
+                self.coord.marks.moved(ctx.run_id)  # now, under the lease (nothing was queued)
             ctx.commit_held = True
 
     def _if_saved(self, ctx: TickContext) -> None:
@@ -442,6 +448,8 @@ class Ticker:
         message = next((notices.message(*n) for n in ctx.notices if n[0] == "resumed"), "")
         keys = [keys_.run(ctx.run_id), keys_.stats, keys_.inbox(ctx.run_id), keys_.inbox_body(ctx.run_id),
                 keys_.inbox_runs]
+        if ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
+            keys += [keys_.attempts(ctx.run_id), keys_.unknown(ctx.run_id), keys_.backoff(ctx.run_id)]
         args: list[Any] = [ctx.last_saved_updated, notices.channel, message, ctx.run_id,
                            json.dumps(ctx.drop_on_commit)]
         for name, n in ctx.commit_counts.items():

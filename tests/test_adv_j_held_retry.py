@@ -18,8 +18,6 @@ whatever the clock says of the backoff note it has just read.
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
 import pytest
 from abstractruntime import RunStatus
@@ -37,8 +35,6 @@ def _scheduler(prefix: str, store_url: str) -> Scheduler:
     return Scheduler(runtime=None, registry=registry, settings=settings)
 
 
-@pytest.mark.xfail(strict=True, reason="dispatch.py LocalDispatcher holds a retry without its ETA; "
-                                       "tick.py _backing_off exempts reason 'retry' whatever the clock")
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_poll_once_does_not_run_a_failing_node_before_its_backoff(store: str, prefix: str) -> None:
     sch = _scheduler(prefix, "memory://" if store == "memory" else "redis://127.0.0.1:6379/10")
@@ -53,8 +49,6 @@ def test_poll_once_does_not_run_a_failing_node_before_its_backoff(store: str, pr
         f"{state.status.value} ({state.error})")
 
 
-@pytest.mark.xfail(strict=True, reason="dispatch.py LocalDispatcher.stop moves held ETAs to _held without "
-                                       "their time; start() submits them at once")
 def test_stop_then_start_does_not_run_a_held_retry_early(prefix: str) -> None:
     sch = _scheduler(prefix, "memory://")
     sch.start()

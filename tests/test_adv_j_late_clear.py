@@ -82,8 +82,6 @@ def _setup(prefix: str) -> tuple[Any, DeliverContinue, str, str]:
     return driver, rec, run_id, fx
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker.tick clears the marks after the release: "
-                                       "it erases the next tick's backoff note")
 def test_the_backoff_of_a_failure_in_the_next_tick_survives_the_previous_ticks_clear(prefix: str) -> None:
     driver, _, run_id, fx = _setup(prefix)
     driver.accept_event(run_id, "later", {"n": 1}, dispatch=False)  # an early event, within R2's backoff
@@ -96,8 +94,6 @@ def test_the_backoff_of_a_failure_in_the_next_tick_survives_the_previous_ticks_c
                            f"({runs_of_b} runs): its backoff note was deleted by the tick before it"
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker.tick clears the marks after the release: "
-                                       "it erases the next tick's failed attempt")
 def test_the_attempt_of_a_failure_in_the_next_tick_survives_the_previous_ticks_clear(prefix: str) -> None:
     driver, _, run_id, _ = _setup(prefix)
     client = redis.Redis.from_url(STORE_URL, decode_responses=True)

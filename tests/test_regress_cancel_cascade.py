@@ -167,3 +167,35 @@ def test_a_run_cancelled_with_its_children_is_not_ticked_again_and_again(prefix:
     assert sr.stats.duplicates == duplicates
     assert sr.driver.load(parent_id).status == RunStatus.CANCELLED
     assert sr.driver.load(child_id).status == RunStatus.CANCELLED
+
+
+class EagerDispatcher:
+    """Runs every tick sent without an ETA at once, to its end, before ``send`` returns: the
+    cancel's own tick has cascaded to the children before ``cancel_with_children`` lists them."""
+
+    min_eta_s = 0.0
+
+    def __init__(self) -> None:
+        self.driver: Any = None
+
+    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
+             message_id: Optional[str] = None) -> None:
+        if eta is None:
+            thread = threading.Thread(target=lambda: self.driver.tick(run_id, reason=reason))
+            thread.start()
+            thread.join()
+
+
+@pytest.mark.timeout(60)
+def test_a_child_the_cascade_cancelled_first_is_still_returned(prefix: str, fx: str) -> None:
+    eager = EagerDispatcher()
+    driver = eager.driver = build(make_settings(prefix), registry, eager)
+    parent_id = driver.start_run("rd-nonce-parent", vars={"fx": fx, "child": "event"})
+    parent = driver.load(parent_id)
+    assert parent.status == RunStatus.WAITING, parent.status
+    child_id = parent.waiting.details["sub_run_id"]
+    assert driver.load(child_id).status == RunStatus.WAITING
+
+    cancelled = driver.control.cancel_tree(parent_id)
+    assert {s.run_id for s in cancelled} == {parent_id, child_id}
+    assert driver.load(child_id).status == RunStatus.CANCELLED

@@ -3,6 +3,7 @@
 -- stored `updated` is still the one it wrote. Rides the lease-release pipeline, after the
 -- tick's queued saves.
 -- KEYS[1] run hash  KEYS[2] stats hash  KEYS[3] inbox  KEYS[4] inbox-body  KEYS[5] inbox-runs
+-- KEYS[6..] the run's failure notes (attempts, unknown workflow, backoff), deleted: it moved
 -- ARGV[1] updated score of the tick's last save  ARGV[2] notices channel  ARGV[3] notice JSON ("" none)
 -- ARGV[4] run id  ARGV[5] JSON list of event ids to drop from the inbox
 -- ARGV[6..] field, amount, field, amount ...
@@ -20,6 +21,9 @@ if #drop > 0 then
     redis.call('HDEL', KEYS[4], event_id)
   end
   if redis.call('HLEN', KEYS[3]) == 0 then redis.call('ZREM', KEYS[5], ARGV[4]) end
+end
+for i = 6, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 if ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[2], ARGV[3])
