@@ -126,16 +126,15 @@ class Control:
             UnknownRunError: ``run_id`` names no run.
             RunBusyError: as ``pause``.
         """
+        # The tree as it is before the cancel too: the cancel's own tick may cascade through it
+        # (a fast worker) before we list each run's children, and those were cancelled by us.
         cancelled: list[RunState] = []
-        todo, seen = [run_id], set()
+        todo, seen = [run_id, *self._active_descendants(run_id)], set()
         while todo:
             current = todo.pop(0)
             if current in seen:
                 continue
             seen.add(current)
-            # Read before the cancel too: its tick may cancel an active child (the cascade)
-            # before we list them again, and that child was still cancelled by this call.
-            before = self._active_children(current)
             try:
                 state = self.cancel(current, reason, children=True)
             except UnknownRunError:
@@ -144,12 +143,21 @@ class Control:
                 continue
             if state.status == RunStatus.CANCELLED:  # (as the seed: already cancelled ones too)
                 cancelled.append(state)
-            todo.extend(before + [c for c in self._active_children(current) if c not in before])
+            todo.extend(self._active_children(current))  # and any spawned since
         return cancelled
 
     def _active_children(self, run_id: str) -> list[str]:
         return [c.run_id for c in self.store.list_children(parent_run_id=run_id)
                 if c.status in (RunStatus.RUNNING, RunStatus.WAITING)]
+
+    def _active_descendants(self, run_id: str) -> list[str]:
+        found: list[str] = []
+        todo = [run_id]
+        while todo:
+            children = [c for c in self._active_children(todo.pop(0)) if c not in found]
+            found += children
+            todo += children
+        return found
 
     # --- how the change is made ---------------------------------------------------------
 

@@ -313,11 +313,11 @@ class Ticker:
         except Exception as exc:
             self._failed(ctx, run.run_id, exc, progressed=self._progressed(ctx, run.run_id, read_at))
             raise
-        if not ctx.created and self.shared:
-            ctx.clear_marks = ctx.marked  # with the commit, only if it holds (``lua/if_saved.lua``)
-        elif not ctx.created:
-            self.coord.marks.moved(run.run_id, ctx)  # (saves here are sent at once: it held)
         changed = _fingerprint(run) != before
+        if changed and not ctx.created and self.shared:
+            ctx.clear_marks = ctx.marked  # with the commit, only if it holds (``lua/if_saved.lua``)
+        elif changed and not ctx.created:
+            self.coord.marks.moved(run.run_id, ctx)  # (saves were sent at once: with the lease's check)
         self._schedule_next(ctx, run, events)
         self._count_commit(ctx, run, changed, was_waiting, reason)
         more = more or run.status == RunStatus.RUNNING
@@ -438,7 +438,7 @@ class Ticker:
             for name, n in ctx.commit_counts.items():
                 self.coord.stats.incr(name, n, ctx=ctx)
             if ctx.clear_marks:
-                self.coord.marks.moved(ctx.run_id)  # now, under the lease (nothing was queued)
+                self.coord.marks.moved(ctx.run_id, ctx)  # (nothing was queued: with the lease's check)
             ctx.commit_held = True
 
     def _if_saved(self, ctx: TickContext) -> None:

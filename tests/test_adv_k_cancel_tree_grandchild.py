@@ -49,8 +49,6 @@ class EagerDispatcher:
             thread.join()
 
 
-@pytest.mark.xfail(strict=True, reason="control.py Control.cancel_tree: a descendant's 'before' list is read "
-                                       "after the root's cascade")
 def test_a_grandchild_the_cascade_cancelled_first_is_still_returned(prefix: str, fx: str) -> None:
     eager = EagerDispatcher()
     driver = eager.driver = build(make_settings(prefix), registry, eager)

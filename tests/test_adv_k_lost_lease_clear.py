@@ -62,8 +62,6 @@ def _expire_lease(driver: Any, run_id: str) -> None:
             leases._leases.pop(run_id, None)
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._step (non-shared marks.moved queued to the release) / "
-                                       "coord/redis.py RedisLeases.release runs it without the lease")
 @pytest.mark.parametrize("kind", ["sqlite"])
 def test_a_stalled_ticks_release_keeps_the_next_ticks_backoff(kind: str, prefix: str, tmp_path: Path) -> None:
     extra: dict[str, Any] = {"store_url": "memory://"} if kind == "memory" else \

@@ -79,7 +79,6 @@ def _pause_resume_cycles(kind: str, prefix: str, tmp_path: Path) -> tuple[Any, s
     return driver, run_id, fx
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._step: marks.moved on a tick that did not move the run")
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 def test_pause_and_resume_during_backoff_keep_the_failure_row(kind: str, prefix: str, tmp_path: Path) -> None:
     driver, run_id, fx = _pause_resume_cycles(kind, prefix, tmp_path)

@@ -473,6 +473,7 @@ class RedisMarks:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self._clear_script = scripts.register(client, "marks_clear")
 
     def add_attempt(self, run_id: str, fresh: bool = False) -> int:
         """Count one more failed tick; returns the count."""
@@ -492,7 +493,7 @@ class RedisMarks:
         return parse_backoff(self.client.get(self.keys.backoff(run_id)))
 
     def clear_attempts(self, run_id: str, ctx: TickContext | None = None) -> None:
-        self._clear(self.keys.attempts(run_id), ctx)
+        self._clear(run_id, ctx, self.keys.attempts(run_id))
 
     def unknown_since(self, run_id: str) -> float:
         """When this run was first seen with an unregistered workflow (now, if just now)."""
@@ -501,17 +502,21 @@ class RedisMarks:
         return float(self.client.get(key) or now)
 
     def clear_unknown(self, run_id: str, ctx: TickContext | None = None) -> None:
-        self._clear(self.keys.unknown(run_id), ctx)
+        self._clear(run_id, ctx, self.keys.unknown(run_id))
 
     def moved(self, run_id: str, ctx: TickContext | None = None) -> None:
-        self._clear(self.keys.attempts(run_id), ctx, self.keys.unknown(run_id), self.keys.backoff(run_id))
+        self._clear(run_id, ctx, self.keys.attempts(run_id), self.keys.unknown(run_id), self.keys.backoff(run_id))
 
-    def _clear(self, key: str, ctx: TickContext | None, *more: str) -> None:
-        """Now, or in a tick with its release (a cleanup nobody waits for)."""
-        if ctx is not None:
-            ctx.queue.add_after(self.client, lambda pipe: pipe.delete(key, *more))
-        else:
-            self.client.delete(key, *more)
+    def _clear(self, run_id: str, ctx: TickContext | None, *notes: str) -> None:
+        """Now; in a tick, with its release and only while its lease holds
+        (``lua/marks_clear.lua``): a tick that lost its lease never erases the notes of
+        the tick that took over."""
+        fence = ctx.fence(run_id) if ctx is not None else None
+        if fence is None:
+            self.client.delete(*notes)
+        elif ctx is not None and ctx.queue.refused is None:  # (refused: it moved nothing)
+            keys, script = [fence.key, *notes], self._clear_script
+            ctx.queue.add(self.client, lambda pipe: scripts.call_in(pipe, script, keys, [fence.token]))
 
 
 class RedisSweepLock:
