@@ -34,7 +34,19 @@ def gated_done(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="done", complete_output={"go": run.vars.get("go")})
 
 
-WORKFLOWS = [WorkflowSpec("al-gated", "a", {"a": gated_a, "wait": gated_wait, "done": gated_done})]
+# al-forget-then-wait: spawns an async child without waiting for it (rd-fire-and-forget, which
+# itself spawns an "event" run without waiting and completes), then waits on event "go". So:
+# a WAITING root, a COMPLETED child, a WAITING grandchild.
+def forget_then_wait(run: RunState, ctx: Any) -> StepPlan:
+    payload = {"workflow_id": "rd-fire-and-forget", "vars": {"fx": run.vars.get("fx"), "child": "event"},
+               "async": True}
+    return StepPlan(node_id="spawn", effect=Effect(EffectType.START_SUBWORKFLOW, payload, result_key="child"),
+                    next_node="wait")
+
+
+WORKFLOWS = [WorkflowSpec("al-gated", "a", {"a": gated_a, "wait": gated_wait, "done": gated_done}),
+             WorkflowSpec("al-forget-then-wait", "spawn", {"spawn": forget_then_wait, "wait": gated_wait,
+                                                           "done": gated_done})]
 
 
 def build() -> Any:
