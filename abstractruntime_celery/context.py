@@ -272,10 +272,12 @@ class TickContext:
     drop_notes: list[str] = field(default_factory=list)
     #: Inbox entries the lease's read could not decode, moved aside (to be reported).
     repaired: list[Any] = field(default_factory=list)
-    #: The run had failed attempts or an unknown-workflow note when the lease was taken.
-    marked: bool = True
-    #: The run moved under this tick: clear those notes once its commit is known to hold.
+    #: The run had an unknown-workflow note when the lease was taken (None: not read).
+    unknown_noted: Optional[bool] = None
+    #: The run moved under this tick: clear its failure notes once its commit is known to hold.
     clear_marks: bool = False
+    #: Notes the lease release deletes, only if the lease is still this tick's.
+    release_clears: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.queue.owner = self.run_id

@@ -151,12 +151,17 @@ class Control:
                 if c.status in (RunStatus.RUNNING, RunStatus.WAITING)]
 
     def _active_descendants(self, run_id: str) -> list[str]:
+        """Every active run below ``run_id``, also below children that have ended."""
         found: list[str] = []
-        todo = [run_id]
+        todo, seen = [run_id], {run_id}
         while todo:
-            children = [c for c in self._active_children(todo.pop(0)) if c not in found]
-            found += children
-            todo += children
+            for child in self.store.list_children(parent_run_id=todo.pop(0)):
+                if child.run_id in seen:
+                    continue
+                seen.add(child.run_id)
+                todo.append(child.run_id)
+                if child.status in (RunStatus.RUNNING, RunStatus.WAITING):
+                    found.append(child.run_id)
         return found
 
     # --- how the change is made ---------------------------------------------------------

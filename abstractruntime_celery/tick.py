@@ -216,7 +216,7 @@ class Ticker:
             results = self._read_again(ctx, reads)
         if lease is not None:
             marks = results[2] if isinstance(results[2], list) else [None, None, None]
-            ctx.marked = any(m is not None for m in marks)
+            ctx.unknown_noted = marks[1] is not None
             ctx.backoff_until = parse_backoff(marks[2])
         return lease, _Read(run=lambda: self.store.from_read(run_id, results[1]),
                             inbox=lambda: inbox.parse_read(run_id, _again_if_noscript(results[0], read_inbox,
@@ -271,6 +271,8 @@ class Ticker:
             workflow = saved_first(require_workflow(self.registry, run.workflow_id, run.run_id))
         except UnknownWorkflowError as exc:
             return self._unknown_workflow(ctx, run, exc)
+        if ctx.unknown_noted is not False:  # a worker that knows it ticks it: a stale worker's
+            self.coord.marks.clear_unknown(run.run_id, ctx)  # note goes (with the release, if ours)
         if self._backing_off(ctx, run, reason):
             return TickOutcome(run.run_id, run.status.value, skipped="backoff")
         return self._step(ctx, workflow, run, events, reason, max_steps)
@@ -315,7 +317,8 @@ class Ticker:
             raise
         changed = _fingerprint(run) != before
         if changed and not ctx.created and self.shared:
-            ctx.clear_marks = ctx.marked  # with the commit, only if it holds (``lua/if_saved.lua``)
+            ctx.clear_marks = True  # with the commit, only if it holds (``lua/if_saved.lua``); also
+            # notes written after our read (a tick that had lost its lease failed meanwhile)
         elif changed and not ctx.created:
             self.coord.marks.moved(run.run_id, ctx)  # (saves were sent at once: with the lease's check)
         self._schedule_next(ctx, run, events)
@@ -525,8 +528,8 @@ class Ticker:
         self.coord.stats.error(message)
         ctx.notices.append(("failed", run_id, message))
         if attempts >= self.settings.tick_max_attempts:
+            # (its attempts stay, to expire: if a pause refused this save, the row goes on)
             self.fail_run(ctx, run_id, f"Tick failed {attempts} times; last error: {type(exc).__name__}: {exc}")
-            self.coord.marks.clear_attempts(run_id, ctx)
             return
         # The retry is the run's own next tick (one pending tick: a tick asked for meanwhile
         # merges into it), and other ticks leave the run alone until it is due (``_backing_off``).
@@ -554,7 +557,6 @@ class Ticker:
         ctx.notices.append(("failed", run.run_id, message))
         if time.time() - since >= self.settings.unknown_workflow_grace_s:
             self.fail_run(ctx, run.run_id, f"{message}; still unknown after {self.settings.unknown_workflow_grace_s:.0f}s")
-            self.coord.marks.clear_unknown(run.run_id, ctx)
         return TickOutcome(run.run_id, run.status.value, skipped="unknown_workflow")
 
     def _refused(self, ctx: TickContext, exc: BaseException) -> TickOutcome:

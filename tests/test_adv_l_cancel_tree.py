@@ -67,8 +67,6 @@ def _descendants(driver: Any, run_id: str) -> list[Any]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="control.py Control._active_descendants/cancel_tree: the walk does not "
-                                       "descend through ended runs")
 def test_an_active_grandchild_under_a_completed_child_is_cancelled(prefix: str, fx: str) -> None:
     eager = EagerDispatcher()
     driver = eager.driver = build(make_settings(prefix), registry, eager)

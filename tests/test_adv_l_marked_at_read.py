@@ -107,8 +107,6 @@ def _scenario(kind: str, prefix: str, tmp_path: Path) -> tuple[Any, str, str, An
                                                        driver.coord.keys.backoff(run_id))
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._step: ctx.clear_marks = ctx.marked, decided from the "
-                                       "lease's read (and Ticker._failed notes after a lost lease)")
 def test_a_failure_noted_during_a_tick_does_not_hold_back_the_run_it_moved(prefix: str, tmp_path: Path) -> None:
     driver, run_id, fx, notes = _scenario("redis", prefix, tmp_path)
     driver.accept_event(run_id, "go", {"n": 1}, dispatch=False)

@@ -1,24 +1,18 @@
 """Adversarial: round K moved the clear of a run's failure notes (non-shared stores: SQLite
-here, with Redis coordination) into ``lua/marks_clear.lua``, queued as a normal write in the
-lease-release pipeline, *before* ``lease_release.lua``. When the server does not have
-``marks_clear`` cached (a Redis restart, after which the other scripts were loaded again one
-by one by whoever called them first: ``lease_release`` by another tick's NOSCRIPT fallback,
-say), its EVALSHA in that MULTI replies NOSCRIPT while the release script runs and deletes
-the lease. ``settle`` then runs the clear again on its own, *after* the EXEC: the lease is
-no longer this tick's, the script returns -1, and nothing is cleared. The tick moved the run,
-but its failure row goes on: a later single failure of another node is counted as the
-second in a row, and with ``tick_max_attempts=2`` the run is FAILED on its first failure.
+here, with Redis coordination) into its own script, queued in the lease-release pipeline
+*before* ``lease_release.lua``. When the server did not have that script cached (a Redis
+restart, after which the other scripts were loaded again one by one by whoever called them
+first), its EVALSHA in that MULTI replied NOSCRIPT while the release script ran and deleted
+the lease. ``settle`` then ran the clear again on its own, *after* the EXEC: the lease was no
+longer this tick's and nothing was cleared. The tick moved the run, but its failure row went
+on: a later single failure of another node counted as the second in a row, and with
+``tick_max_attempts=2`` the run was FAILED on its first failure.
 
-(When *every* script is missing, as right after ``SCRIPT FLUSH``, the release script also
-replies NOSCRIPT and is run again after the clear: that case holds, see the second test.)
-
-The script cache is not flushed globally here (other suites share this Redis): the clear
-script's sha is made unknown to the server (as a restart would make it), and redis-py's
-Script object loads it again on its own fallback call, as it does after a restart.
-
-At fault: coord/redis.py ``RedisMarks._clear`` (the fenced clear is queued in
-``ctx.queue.writes``) with ``RedisLeases.release`` / context.py ``settle`` (a NOSCRIPT'd
-write is run again after the pipeline, when the lease it is fenced by has been released).
+Now the clear is part of ``lua/lease_release.lua`` itself (extra keys, deleted only if the
+lease is still ours): a NOSCRIPT reply runs the whole release again, with its clear. The
+test makes the release script unknown to the server (as a restart would; the script cache
+is not flushed globally here, other suites share this Redis), and redis-py's Script object
+loads it again on its own fallback call.
 
 Deterministic, in-process (recording dispatcher, ``Driver.tick`` by hand).
 """
@@ -75,11 +69,9 @@ def _attempts(driver: Any, run_id: str) -> Optional[str]:
         driver.coord.keys.attempts(run_id))
 
 
-@pytest.mark.xfail(strict=True, reason="coord/redis.py RedisMarks._clear: fenced clear queued before the release; "
-                                       "its NOSCRIPT re-run (context.settle) runs after the lease is released")
 def test_a_clear_whose_script_the_server_forgot_still_clears(prefix: str, tmp_path: Path) -> None:
     driver, rec, run_id, fx = _setup(prefix, tmp_path)
-    _unknown_to_server(driver.coord.marks._clear_script)
+    _unknown_to_server(driver.coord.leases._release)
     retry = [m for m in rec.sent if m[0] == run_id and m[1] == "retry"][-1]
     out = driver.tick(run_id, reason="retry", message_id=retry[3], max_steps=1)  # a runs: the run moved
     assert out.changed and fx_count(fx, run_id, "a") == 2
@@ -93,14 +85,3 @@ def test_a_clear_whose_script_the_server_forgot_still_clears(prefix: str, tmp_pa
         f"a failed once, then a tick moved the run (a committed); b then failed once, yet the run is "
         f"{run.status.value}: {run.error!r} (attempts note left after the moving tick: {left!r})")
 
-
-def test_held_when_every_script_is_forgotten_the_clear_runs_before_the_release(prefix: str, tmp_path: Path) -> None:
-    driver, rec, run_id, fx = _setup(prefix, tmp_path)
-    _unknown_to_server(driver.coord.marks._clear_script)
-    _unknown_to_server(driver.coord.leases._release)
-    retry = [m for m in rec.sent if m[0] == run_id and m[1] == "retry"][-1]
-    out = driver.tick(run_id, reason="retry", message_id=retry[3], max_steps=1)
-    assert out.changed and _attempts(driver, run_id) is None
-    with pytest.raises(RuntimeError, match="b is down"):
-        driver.tick(run_id, reason="continue")
-    assert driver.load(run_id).status == RunStatus.RUNNING and _attempts(driver, run_id) == "1"

@@ -44,8 +44,6 @@ class Recorder:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._failed + coord/redis.py RedisMarks._clear: clear_attempts "
-                                       "after a refused fail_run still runs (lease-fenced only)")
 def test_a_pause_during_the_last_failing_tick_does_not_restart_the_row(prefix: str, fx: str) -> None:
     settings = make_settings(prefix, tick_max_attempts=MAX, retry_backoff_s=30.0, retry_jitter=False)
     driver = build(settings, registry, Recorder(), distributed=True)

@@ -58,8 +58,6 @@ def _settings(kind: str, prefix: str, tmp_path: Path) -> Any:
     return make_settings(prefix, unknown_workflow_grace_s=GRACE_S, **extra)
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._step: the unknown-workflow note is cleared only by a "
-                                       "tick that changed the run")
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_waiting_run_ticked_by_the_new_deploy_is_not_failed_by_a_stale_worker(
         kind: str, prefix: str, tmp_path: Path) -> None:

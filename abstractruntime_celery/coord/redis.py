@@ -136,7 +136,7 @@ class RedisLeases:
             Exception: a queued write was refused (LeaseLostError, RunControlledError, ...)
                 or failed; the lease is released (if still ours) all the same.
         """
-        keys = [lease.key, self.keys.pending(lease.run_id), self.keys.next_tick(lease.run_id)]
+        keys = [lease.key, self.keys.pending(lease.run_id), self.keys.next_tick(lease.run_id), *ctx.release_clears]
         note_ttl_s = ctx.note_ttl_s if ctx.note_ttl_s is not None else self.note_ttl_s
         args = [lease.token, "1" if ctx.want_more else "0", ctx.next_id, max(1, int(note_ttl_s * 1000))]
         self._sent(lease.token)  # sent now at the latest (its check runs below)
@@ -473,7 +473,6 @@ class RedisMarks:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._clear_script = scripts.register(client, "marks_clear")
 
     def add_attempt(self, run_id: str, fresh: bool = False) -> int:
         """Count one more failed tick; returns the count."""
@@ -508,15 +507,13 @@ class RedisMarks:
         self._clear(run_id, ctx, self.keys.attempts(run_id), self.keys.unknown(run_id), self.keys.backoff(run_id))
 
     def _clear(self, run_id: str, ctx: TickContext | None, *notes: str) -> None:
-        """Now; in a tick, with its release and only while its lease holds
-        (``lua/marks_clear.lua``): a tick that lost its lease never erases the notes of
+        """Now; in a tick, by its lease release and only if the lease is still the tick's
+        (``lua/lease_release.lua``): a tick that lost its lease never erases the notes of
         the tick that took over."""
-        fence = ctx.fence(run_id) if ctx is not None else None
-        if fence is None:
+        if ctx is None or ctx.fence(run_id) is None:
             self.client.delete(*notes)
-        elif ctx is not None and ctx.queue.refused is None:  # (refused: it moved nothing)
-            keys, script = [fence.key, *notes], self._clear_script
-            ctx.queue.add(self.client, lambda pipe: scripts.call_in(pipe, script, keys, [fence.token]))
+        else:
+            ctx.release_clears.extend(n for n in notes if n not in ctx.release_clears)
 
 
 class RedisSweepLock:

@@ -1,5 +1,8 @@
 -- Give a lease back if we still hold it, and decide whether the run gets a tick of its own.
--- KEYS[1] lease key, KEYS[2] pending key, KEYS[3] next-tick note ({p}next:<id>)
+-- KEYS[1] lease key, KEYS[2] pending key, KEYS[3] next-tick note ({p}next:<id>),
+-- KEYS[4..] notes of the run to delete with the release, only if the lease is still ours
+-- (failure notes a tick that moved the run clears: a tick that lost its lease never erases
+-- the notes of the tick that took over)
 -- ARGV[1] token, ARGV[2] "1" if the run needs another tick (RUNNING after max_steps),
 -- ARGV[3] id for that tick's message, ARGV[4] the note's time to live (ms).
 -- Returns {released, send}: released 1 (or -1: not ours any more); send 1 when the
@@ -12,6 +15,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   asked = redis.call('DEL', KEYS[2])
   released = 1
+  for i = 4, #KEYS do
+    redis.call('DEL', KEYS[i])
+  end
 end
 if released == 1 and (ARGV[2] == '1' or asked == 1) and redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
   return {released, 1}
