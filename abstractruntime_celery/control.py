@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 from abstractruntime import InMemoryRunStore, Runtime, RunState, RunStatus
 
-from .context import TickContext, entered, outside
+from .context import Fence, TickContext, entered, outside
 from .errors import RunBusyError, UnknownRunError, VersionConflictError
 from .inbox import Inbox
 from .lease import Leases, wait_for_lease
@@ -198,21 +198,25 @@ class Control:
         ctx = TickContext(run_id, fences={run_id: lease.fence})
         try:
             with entered(ctx):
-                self._settle_marks(run_id)
+                self._settle_marks(run_id, lease.fence)
                 return self._run(action, _View(self.store, run_id, False, stamp))
         finally:
             if self.leases.release(lease, ctx):  # a tick came while we held the lease
                 self.send(run_id, "asked", ctx.next_id)
 
-    def _settle_marks(self, run_id: str) -> None:
+    def _settle_marks(self, run_id: str, fence: Optional[Fence]) -> None:
         """An event a crashed tick committed but did not drop is dropped before our save
-        changes the run's ``updated_at`` (after which its mark could not tell)."""
+        changes the run's ``updated_at`` (after which its mark could not tell); the mark of
+        one it had not committed (it crashed or lost its lease first) is cleared, or our
+        save would make it read as committed."""
         run = self.store.load(run_id)
         if run is None:
             return
         for event in self.inbox.pending(run_id).events:
             if event.applying_since is not None and event.applying_since != (run.updated_at or ""):
                 self.inbox.done(run_id, [event.event_id])
+            elif event.applying_since is not None:
+                self.inbox.mark_applying(event, None, fence)
 
     def _runtime_on(self, view: _View) -> Runtime:
         """The Runtime with its run store seen through ``view`` (a shallow copy: same handlers)."""

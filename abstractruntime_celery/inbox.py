@@ -26,7 +26,10 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from .context import Fence
 
 
 log = logging.getLogger(__name__)
@@ -127,7 +130,14 @@ class Inbox(Protocol):
     def pending(self, run_id: str) -> InboxRead: ...
     def load_payload(self, event: Event) -> Optional[dict[str, Any]]: ...
     def has(self, run_id: str, event_id: str) -> bool: ...
-    def mark_applying(self, event: Event, updated_at: Optional[str]) -> None: ...
+    def mark_applying(self, event: Event, updated_at: Optional[str], fence: Optional[Fence] = None) -> None:
+        """Mark ``event`` as being applied to the run as it was at ``updated_at`` (None: clear
+        the mark), only while ``fence`` (the run's lease) holds.
+
+        Raises:
+            LeaseLostError: the lease is no longer the caller's; nothing was written.
+        """
+        ...
     def done(self, run_id: str, event_ids: Sequence[str]) -> None: ...
     def quarantine(self, bad: Unreadable) -> None: ...
     def repair(self, run_id: str) -> list[Unreadable]: ...

@@ -259,7 +259,7 @@ class Ticker:
                                  for e in inbox.events if e.wait_key is None]
             inbox.events = [e for e in inbox.events if e.wait_key is not None]
         self._quarantine(ctx, inbox)
-        events = self._resolve_marks(run, inbox.events)
+        events = self._resolve_marks(ctx, run, inbox.events)
         if run.status in TERMINAL:
             self._after_terminal(ctx, run, events, committed=True)
             self.coord.stats.incr("duplicates", ctx=ctx)
@@ -351,7 +351,7 @@ class Ticker:
             return self._apply_event(ctx, workflow, run, events)
         assert run.waiting is not None
         if not self.shared:
-            self.coord.inbox.mark_applying(event, run.updated_at)
+            self.coord.inbox.mark_applying(event, run.updated_at or "", ctx.fence(run.run_id))
         ctx.applying = [event.event_id]
         try:
             resumed = self.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=run.waiting.wait_key,
@@ -400,16 +400,20 @@ class Ticker:
             return child is not None and child.status in TERMINAL
         return any(takes(run, e) for e in events)
 
-    def _resolve_marks(self, run: RunState, events: list[Event]) -> list[Event]:
+    def _resolve_marks(self, ctx: TickContext, run: RunState, events: list[Event]) -> list[Event]:
         """Stores without an atomic drop: an event marked *applying* when the run had another
-        ``updated_at`` was committed before a crash; drop it now. (Every lease holder that
-        saves the run does this first, so the run cannot have changed for another reason.)"""
+        ``updated_at`` was committed before a crash; drop it now. One marked at the run's
+        ``updated_at`` was not (its tick crashed or lost its lease before the commit): clear
+        the mark, before any save of ours would make it read as committed. (Every lease
+        holder that saves the run does this first; see also ``Control._settle_marks``.)"""
         left = []
         for event in events:
             if event.applying_since is not None and event.applying_since != (run.updated_at or ""):
                 self.coord.inbox.done(run.run_id, [event.event_id])
-            else:
-                left.append(event)
+                continue
+            if event.applying_since is not None:
+                self.coord.inbox.mark_applying(event, None, ctx.fence(run.run_id))
+            left.append(event)
         return left
 
     def _quarantine(self, ctx: TickContext, read: InboxRead) -> None:

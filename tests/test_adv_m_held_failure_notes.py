@@ -13,7 +13,6 @@ Deterministic, in-process: a recording dispatcher; ``Driver.tick`` delivers by h
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any, Optional
 

@@ -227,6 +227,17 @@ def test_deadline_index_follows_the_wait(store: RedisRunStore, redis_client: red
     assert redis_client.keys(f"{store.prefix}*") == []  # no index entry left behind
 
 
+def test_delete_takes_the_runs_failure_notes_with_it(store: RedisRunStore, redis_client: redis.Redis) -> None:
+    """A run made again under a deleted run's id must not inherit its failed attempts."""
+    run = new_run()
+    store.save(run)
+    notes = [store.keys.attempts(run.run_id), store.keys.unknown(run.run_id), store.keys.backoff(run.run_id)]
+    for key in notes:
+        redis_client.set(key, "1")
+    assert store.delete(run.run_id) is True
+    assert [k for k in notes if redis_client.exists(k)] == []
+
+
 def test_probe_control(store: RedisRunStore) -> None:
     run = new_run(vars={"_runtime": {"control": {"paused": True}}})
     store.save(run)

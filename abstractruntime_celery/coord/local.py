@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Callable, Optional, Sequence
 
-from ..context import Op, TickContext
+from ..context import Fence, Op, TickContext
 from ..errors import InboxFullError, RunNotWaitingError
 from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
@@ -165,9 +165,9 @@ class LocalInbox:
         with self._lock:
             return event_id in self._events.get(run_id, {})
 
-    def mark_applying(self, event: Event, updated_at: Optional[str]) -> None:
-        with self._lock:
-            event.applying_since = updated_at or ""
+    def mark_applying(self, event: Event, updated_at: Optional[str], fence: Optional[Fence] = None) -> None:
+        with self._lock:  # (in this process the lease is held by the caller's thread: no fence)
+            event.applying_since = updated_at
             pair = self._events.get(event.run_id, {}).get(event.event_id)
             if pair is not None:
                 pair[0].applying_since = event.applying_since

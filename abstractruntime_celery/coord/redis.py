@@ -18,8 +18,8 @@ from typing import Any, Optional, Sequence
 from redis.exceptions import NoScriptError
 
 from .. import scripts
-from ..context import Op, TickContext, Write, settle
-from ..errors import InboxFullError, LeaseBusyError, RunNotWaitingError
+from ..context import Fence, Op, TickContext, Write, settle
+from ..errors import InboxFullError, LeaseBusyError, LeaseLostError, RunNotWaitingError
 from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
@@ -224,6 +224,7 @@ class RedisInbox:
         self._put = scripts.register(client, "inbox_put")
         self._read = scripts.register(client, "inbox_read")
         self._done = scripts.register(client, "inbox_done")
+        self._mark = scripts.register(client, "inbox_mark")
 
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
             answer: Optional[OneAnswer] = None) -> None:
@@ -365,10 +366,19 @@ class RedisInbox:
     def has(self, run_id: str, event_id: str) -> bool:
         return bool(self.client.hexists(self.keys.inbox(run_id), event_id))
 
-    def mark_applying(self, event: Event, updated_at: Optional[str]) -> None:
-        """Write the event's *applying* mark now (before the commit it precedes)."""
-        event.applying_since = updated_at or ""
-        self.client.hset(self.keys.inbox(event.run_id), event.event_id, f"{event.seq}|{event.header()}")
+    def mark_applying(self, event: Event, updated_at: Optional[str], fence: Optional[Fence] = None) -> None:
+        """Write the event's *applying* mark now (before the commit it precedes), or clear it
+        (``updated_at`` None), fenced by the run's lease (``lua/inbox_mark.lua``).
+
+        Raises:
+            LeaseLostError: ``fence`` no longer holds; nothing was written.
+        """
+        event.applying_since = updated_at
+        entry = f"{event.seq}|{event.header()}"
+        if fence is None:
+            self.client.hset(self.keys.inbox(event.run_id), event.event_id, entry)
+        elif self._mark(keys=[self.keys.inbox(event.run_id), fence.key], args=[event.event_id, entry, fence.token]) == 0:
+            raise LeaseLostError(event.run_id)
 
     def done(self, run_id: str, event_ids: Sequence[str]) -> None:
         """Drop events now (after their commit, or of a run that has ended)."""

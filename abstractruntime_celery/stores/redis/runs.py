@@ -246,7 +246,7 @@ class RedisRunStore(RunQueries, RunStore):
         ctx.last_saved_updated = fields["updated"]
 
     def delete(self, run_id: str) -> bool:
-        """Remove a run and its index entries; True if it existed.
+        """Remove a run, its index entries and its failure notes; True if it existed.
 
         Raises:
             StoreUnavailableError: Redis cannot be reached.
@@ -254,7 +254,8 @@ class RedisRunStore(RunQueries, RunStore):
         rid = str(run_id or "")
         if not rid:
             return False
-        script, keys, args = self._delete_script, [self.keys.run(rid)], [self.prefix, rid]
+        k = self.keys
+        script, keys, args = self._delete_script, [k.run(rid), k.attempts(rid), k.unknown(rid), k.backoff(rid)], [self.prefix, rid]
         return bool(scripts.settle(self._sent_before(lambda t: scripts.call_in(t, script, keys, args)),
                                    script, keys, args))
 
