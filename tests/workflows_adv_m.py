@@ -8,7 +8,6 @@ from typing import Any
 
 from abstractruntime import Effect, EffectType, RunState, StepPlan, WorkflowSpec
 
-from tests.workflows import bump
 from tests.workflows_adv_i import done, fail_node, wait_later
 from tests.workflows_adv_l import build as build_adv_l
 
