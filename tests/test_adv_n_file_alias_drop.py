@@ -60,9 +60,6 @@ def _driver(prefix: str, tmp_path: Path) -> Any:
     return build(settings, registry, Recorder(), distributed=True)
 
 
-@pytest.mark.xfail(strict=True, reason="stores/fenced.py FencedRunStore.load / tick.py Ticker._resolve_marks: "
-                                       "the file store's cached run keeps a refused resume, whose updated_at "
-                                       "makes the mark read as committed")
 def test_a_refused_apply_then_a_failing_tick_in_the_same_process_loses_the_event(prefix: str, fx: str,
                                                                                   tmp_path: Path) -> None:
     p, q = _driver(prefix, tmp_path), _driver(prefix, tmp_path)  # two worker processes

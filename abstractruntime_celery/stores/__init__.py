@@ -58,7 +58,7 @@ def open_stores(url: str, *, prefix: str, still_ours: LeaseCheck, client: Any = 
         if not str(path) or str(path) == "/":
             raise ConfigError(f"Store URL {redact_url(url)!r} needs a directory: file:///path/to/dir")
         path.mkdir(parents=True, exist_ok=True)
-        return FencedRunStore(JsonFileRunStore(path), still_ours), JsonlLedgerStore(path)
+        return FencedRunStore(JsonFileRunStore(path), still_ours, private_copies=True), JsonlLedgerStore(path)
     if scheme == "sqlite":
         from abstractruntime.storage.sqlite import SqliteDatabase, SqliteLedgerStore, SqliteRunStore
 
