@@ -10,7 +10,8 @@ on the shared Redis store.
   runs the node and the run reaches its wait.
 * The sweep against a run in backoff, again and again: no tick sent (the retry's note);
   a tick delivered anyway (a lost note) is held and makes one new note, so the next sweep
-  sends nothing: no busy loop.
+  sends nothing: no busy loop. The same for the due pass and a stored WAITING run (a node
+  failing right after its due wait).
 * Two events for one wait key accepted together (strict): both applied, each once, in one tick.
 
 Deterministic, in-process: a recording dispatcher; ``Driver.tick`` delivers by hand; the
@@ -133,6 +134,28 @@ def test_held_sweeps_against_a_run_in_backoff_send_nothing_again(prefix: str, fx
     rec.sent.clear()
     assert driver.tick(run_id, reason=sent[0][1], message_id=sent[0][2]).skipped == "backoff"
     assert [m[1] for m in rec.of(run_id)] == ["retry"]  # one new retry, with its note
+    for _ in range(3):
+        sweep(driver, force=True, send=lambda r, why, mid: sent.append((r, why, mid)))
+    assert len(sent) == 1 and fx_count(fx, run_id, "tries") == 1
+
+
+def test_held_due_pass_against_a_stored_waiting_run_in_backoff(prefix: str, fx: str) -> None:
+    """The due pass (a stored WAITING run whose wait is due, its node failing after it): with
+    the retry's note lost, one tick, held, one new retry; then nothing, sweep after sweep."""
+    driver, rec = _driver(prefix, orphan_grace_s=0.0)
+    run_id = driver.start_run("aj-nap-then-fail", vars={"fx": fx, "delay": 0.2}, dispatch=False)
+    driver.tick(run_id, reason="start")
+    time.sleep(0.4)  # the wait is due
+    with pytest.raises(RuntimeError):
+        driver.tick(run_id, reason="timer")
+    assert driver.load(run_id).status == RunStatus.WAITING
+    driver.coord.client.delete(driver.coord.keys.next_tick(run_id))
+    sent: list[tuple[str, str, Optional[str]]] = []
+    report = sweep(driver, force=True, send=lambda r, why, mid: sent.append((r, why, mid)))
+    assert report.due_now == [run_id] and len(sent) == 1
+    rec.sent.clear()
+    assert driver.tick(run_id, reason=sent[0][1], message_id=sent[0][2]).skipped == "backoff"
+    assert [m[1] for m in rec.of(run_id)] == ["retry"]
     for _ in range(3):
         sweep(driver, force=True, send=lambda r, why, mid: sent.append((r, why, mid)))
     assert len(sent) == 1 and fx_count(fx, run_id, "tries") == 1

@@ -1,5 +1,5 @@
 """Workflows of the adversarial tests in tests/test_adv_o_*.py (every workflow of
-tests/workflows_adv_m.py too). Side effects are counted in the fx Redis hash named by
+tests/workflows_adv_m.py, and those of tests/workflows_adv_i.py and _adv_j.py, too). Side effects are counted in the fx Redis hash named by
 vars["fx"] (tests.workflows.bump). ``HOOKS``: callables a test installs (by run id) for
 nodes that act on their own run from outside its tick (a control call, as another client
 would make it at that moment)."""
@@ -36,14 +36,15 @@ def flaky(run: RunState, ctx: Any) -> StepPlan:
 
 
 # ao-loop: waits on event "msg" vars.n times (each applied payload counted "got" and kept in
-# vars.got), then completes with the list.
+# vars.got; HOOKS[run_id] called at the first), then completes with the list.
 def loop_wait(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="wait", effect=Effect(EffectType.WAIT_EVENT, {"wait_key": "msg"}, result_key="last"),
                     next_node="took")
 
 
 def loop_took(run: RunState, ctx: Any) -> StepPlan:
-    bump(run, "got")
+    if bump(run, "got") == 1 and run.run_id in HOOKS:
+        HOOKS[run.run_id](run.run_id)
     got = list(run.vars.get("got") or []) + [run.vars.get("last")]
     run.vars["got"] = got
     if len(got) >= int(run.vars.get("n", 2)):
@@ -77,9 +78,10 @@ WORKFLOWS = [
 
 def build() -> Any:
     from tests.workflows_adv_i import WORKFLOWS as ADV_I
+    from tests.workflows_adv_j import WORKFLOWS as ADV_J
 
     reg = build_adv_m()
-    for spec in [*ADV_I, *WORKFLOWS]:
+    for spec in [*ADV_I, *ADV_J, *WORKFLOWS]:
         if reg.get(spec.workflow_id) is not None:
             continue
         reg.register(spec)
