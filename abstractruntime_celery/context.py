@@ -278,6 +278,9 @@ class TickContext:
     clear_marks: bool = False
     #: Notes the lease release deletes, only if the lease is still this tick's.
     release_clears: list[str] = field(default_factory=list)
+    #: A save that lands, of a run this context leases, clears that run's failure notes: a
+    #: tick's saves move the run. A control action's do not (``Control._leased``).
+    clears_notes: bool = True
 
     def __post_init__(self) -> None:
         self.queue.owner = self.run_id

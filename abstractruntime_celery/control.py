@@ -195,7 +195,7 @@ class Control:
         lease = wait_for_lease(self.leases, run_id, self.timeout_s)
         if lease is None:
             raise RunBusyError(run_id, self.timeout_s)
-        ctx = TickContext(run_id, fences={run_id: lease.fence})
+        ctx = TickContext(run_id, fences={run_id: lease.fence}, clears_notes=False)
         try:
             with entered(ctx):
                 self._settle_marks(run_id, lease.fence)

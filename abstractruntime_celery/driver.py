@@ -425,6 +425,8 @@ def _runtime(settings: Settings, registry: WorkflowRegistry, coord: Coordination
         ledger_store = ledger_store or default_ledger
     elif not isinstance(run_store, (FencedRunStore, RedisRunStore)):
         run_store = FencedRunStore(run_store, coord.leases.holds)
+    if isinstance(run_store, FencedRunStore):
+        run_store.on_saved = coord.marks.moved  # a tick's save that lands ends the run's failure row
     if ledger_store is None:
         from abstractruntime import InMemoryLedgerStore
 

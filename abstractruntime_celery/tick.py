@@ -17,6 +17,7 @@ go after the release, one per destination, and at most one for the run itself
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -526,6 +527,9 @@ class Ticker:
     def _failed(self, ctx: TickContext, run_id: str, exc: Exception, progressed: bool = False) -> None:
         """A node raised: count it and send a retry with backoff; after ``tick_max_attempts``
         failures in a row, mark the run FAILED (its parent is then resumed)."""
+        if ctx.queue.writes:  # progress made before the failure lands first: its save ends the old
+            with contextlib.suppress(Exception):  # row, never this failure (a refusal: raised later)
+                ctx.queue.flush()
         attempts = self.coord.marks.add_attempt(run_id, fresh=progressed)
         self.coord.stats.incr("tick_errors", ctx=ctx)
         message = f"Run {run_id}: tick failed (attempt {attempts}): {type(exc).__name__}: {quote(str(exc), 300)}"
@@ -551,6 +555,7 @@ class Ticker:
         self.store.save(run)
         if run.parent_run_id:
             ctx.sends.append((run.parent_run_id, "child", None, None))
+        ctx.want_more = ctx.want_more or ctx.follow_up  # its own next tick drops (and reports) the events it never took
 
     def _unknown_workflow(self, ctx: TickContext, run: RunState, exc: UnknownWorkflowError) -> TickOutcome:
         """Keep the run (the sweep retries it); fail it only after the grace period."""

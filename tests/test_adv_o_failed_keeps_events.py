@@ -44,8 +44,6 @@ class Recorder:
         self.sent.append((run_id, reason, eta, message_id))
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker.fail_run: a run failed by tick_max_attempts keeps its "
-                                       "untaken events until the sweep's event pass")
 def test_events_of_a_run_failed_by_max_attempts_wait_for_the_sweep(prefix: str, fx: str) -> None:
     settings = make_settings(prefix, retry_backoff_s=30.0, retry_jitter=False, tick_max_attempts=2)
     rec = Recorder()

@@ -15,6 +15,8 @@
 --                        after all, drop KEYS[2] so every fenced write queued behind fails
 --            done        event ids this save commits: dropped from the run's inbox here
 --            started     "1": count a created run in {p}stats runs_started
+--            clear       "1": a tick's save moves the run: its failure notes ({p}attempts,
+--                        {p}unknown, {p}backoff) go in this step, only if it lands
 -- ARGV[4]  doc: the RunState JSON
 -- ARGV[5]  fields JSON: status, paused, wf, reason, until, due, parent, created, updated,
 --          wk (event wait key, for the event index), wkey (any wait key), sid,
@@ -126,6 +128,9 @@ if type(o.done) == 'table' and #o.done > 0 then
 end
 if o.mode == 'create' and o.started == '1' then
   redis.call('HINCRBY', P .. 'stats', 'runs_started', 1)
+end
+if o.clear == '1' then
+  redis.call('DEL', P .. 'attempts:' .. id, P .. 'unknown:' .. id, P .. 'backoff:' .. id)
 end
 
 return {1, version}

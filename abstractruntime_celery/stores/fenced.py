@@ -38,6 +38,9 @@ class FencedRunStore(RunStore):
         self.inner = inner
         self._still_ours = still_ours
         self._copy: Callable[[Any], Any] = _private_copy if private_copies else (lambda run: run)
+        #: Called with the run id after a tick's save of its leased run landed (the driver
+        #: clears the run's failure notes: the save moved it).
+        self.on_saved: Optional[Callable[[str], None]] = None
 
     def save(self, run: RunState) -> None:
         """Raises LeaseLostError if the current tick leased the run and no longer holds it."""
@@ -46,6 +49,8 @@ class FencedRunStore(RunStore):
         if fence is not None and not self._still_ours(fence.key, fence.token):
             raise LeaseLostError(run.run_id)
         self.inner.save(self._copy(run))
+        if fence is not None and ctx is not None and ctx.clears_notes and self.on_saved is not None:
+            self.on_saved(run.run_id)
 
     def load(self, run_id: str) -> Optional[RunState]:
         ctx = current()
@@ -75,7 +80,7 @@ class FencedRunStore(RunStore):
         return self.inner.list_children(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "inner":
+        if name in ("inner", "on_saved"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
