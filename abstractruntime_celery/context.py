@@ -279,8 +279,17 @@ class TickContext:
     #: Notes the lease release deletes, only if the lease is still this tick's.
     release_clears: list[str] = field(default_factory=list)
     #: A save that lands, of a run this context leases, clears that run's failure notes: a
-    #: tick's saves move the run. A control action's do not (``Control._leased``).
+    #: tick's saves move the run. A control action's do not (``Control._leased``), nor a
+    #: save a node makes while it runs (``in_node``: a checkpoint, not a move).
     clears_notes: bool = True
+    #: How many node handlers are running now (``tick.py: _SavedFirst``).
+    in_node: int = 0
+    #: A save of this tick's run that moved it (outside a node) has landed.
+    moved: bool = False
+
+    def moves(self, run_id: str) -> bool:
+        """Does a save of ``run_id`` now move it (clear its failure notes if it lands)?"""
+        return self.clears_notes and self.in_node == 0 and self.fence(run_id) is not None
 
     def __post_init__(self) -> None:
         self.queue.owner = self.run_id

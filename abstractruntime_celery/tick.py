@@ -300,7 +300,6 @@ class Ticker:
               reason: str, max_steps: int) -> TickOutcome:
         before, was_waiting, more = _fingerprint(run), run.status == RunStatus.WAITING, False
         ctx.handoff = run  # the Runtime's first load takes the lease's read
-        read_at = run.updated_at  # (the Runtime may change ``run`` in place)
         try:
             for _ in range(MAX_ROUNDS):
                 resumed = self._apply_event(ctx, workflow, run, events) or self._resume_from_child(ctx, workflow, run)
@@ -314,7 +313,7 @@ class Ticker:
         except (LeaseLostError, RunControlledError, RunExistsError):
             raise  # a refused write, not a failing node
         except Exception as exc:
-            self._failed(ctx, run.run_id, exc, progressed=self._progressed(ctx, run.run_id, read_at))
+            self._failed(ctx, run.run_id, exc)
             raise
         changed = _fingerprint(run) != before
         if changed and not ctx.created and self.shared:
@@ -514,23 +513,15 @@ class Ticker:
 
     # --- when things go wrong -------------------------------------------------------------
 
-    def _progressed(self, ctx: TickContext, run_id: str, read_at: Optional[str]) -> bool:
-        """This tick saved the run (a node or an event committed) before a node failed: the
-        failure starts a new row. (Redis: its saves are noted; other stores: read it back.)"""
-        if ctx.created:
-            return False
-        if self.shared:
-            return ctx.last_saved_updated is not None
-        now = self.store.load(run_id)
-        return now is not None and now.updated_at != read_at
-
-    def _failed(self, ctx: TickContext, run_id: str, exc: Exception, progressed: bool = False) -> None:
+    def _failed(self, ctx: TickContext, run_id: str, exc: Exception) -> None:
         """A node raised: count it and send a retry with backoff; after ``tick_max_attempts``
-        failures in a row, mark the run FAILED (its parent is then resumed)."""
+        failures in a row, mark the run FAILED (its parent is then resumed). If this tick
+        moved the run first (a node completed, an event applied: ``ctx.moved``), the failure
+        starts a new row; a save a node made of its own run while it ran does not count."""
         if ctx.queue.writes:  # progress made before the failure lands first: its save ends the old
             with contextlib.suppress(Exception):  # row, never this failure (a refusal: raised later)
                 ctx.queue.flush()
-        attempts = self.coord.marks.add_attempt(run_id, fresh=progressed)
+        attempts = self.coord.marks.add_attempt(run_id, fresh=ctx.moved)
         self.coord.stats.incr("tick_errors", ctx=ctx)
         message = f"Run {run_id}: tick failed (attempt {attempts}): {type(exc).__name__}: {quote(str(exc), 300)}"
         self.coord.stats.error(message)
@@ -701,7 +692,19 @@ class _SavedFirst:
             ctx.queue.check()  # a refusal someone swallowed (the Runtime's probe) still stops us
             if ctx.queue.has_commit():
                 ctx.queue.flush()
-        return super().get_node(node_id)  # type: ignore[misc]
+        handler = super().get_node(node_id)  # type: ignore[misc]
+        if ctx is None or not callable(handler):
+            return handler
+
+        def in_node(run: Any, runtime_ctx: Any) -> Any:
+            """The node runs: a save it makes of its own run is a checkpoint, not a move."""
+            ctx.in_node += 1
+            try:
+                return handler(run, runtime_ctx)
+            finally:
+                ctx.in_node -= 1
+
+        return in_node
 
 
 @lru_cache(maxsize=None)

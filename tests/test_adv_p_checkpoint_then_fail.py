@@ -34,8 +34,6 @@ from tests.workflows_adv_p import registry
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._failed/_progressed: a node's own checkpoint save "
-                                       "resets the failure row (save_run.lua clear / FencedRunStore.on_saved)")
 @pytest.mark.parametrize("store", ["redis", "sqlite"])
 def test_a_node_that_checkpoints_then_raises_is_never_failed(store: str, prefix: str, fx: str,
                                                              tmp_path: Any) -> None:

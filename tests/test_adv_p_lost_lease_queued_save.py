@@ -56,8 +56,6 @@ def _drive(store: str, prefix: str, fx: str, tmp_path: Any) -> tuple[Any, str]:
     return driver, run_id
 
 
-@pytest.mark.xfail(strict=True, reason="tick.py Ticker._failed: progressed from a queued save; the "
-                                       "flush's refusal (lease lost) is suppressed and resets the row")
 def test_redis_lost_lease_then_failing_node_is_never_failed(prefix: str, fx: str, tmp_path: Any) -> None:
     driver, run_id = _drive("redis", prefix, fx, tmp_path)
     state = driver.load(run_id)

@@ -49,8 +49,10 @@ class FencedRunStore(RunStore):
         if fence is not None and not self._still_ours(fence.key, fence.token):
             raise LeaseLostError(run.run_id)
         self.inner.save(self._copy(run))
-        if fence is not None and ctx is not None and ctx.clears_notes and self.on_saved is not None:
-            self.on_saved(run.run_id)
+        if ctx is not None and ctx.moves(run.run_id):  # a tick's save moved it: its failure row ends
+            ctx.moved = ctx.moved or run.run_id == ctx.run_id
+            if self.on_saved is not None:
+                self.on_saved(run.run_id)
 
     def load(self, run_id: str) -> Optional[RunState]:
         ctx = current()

@@ -122,7 +122,7 @@ class RedisRunStore(RunQueries, RunStore):
         guard = ctx.guard(rid) if ctx is not None and fence is not None and mode == "save" else None
         if guard is not None:  # a cancel or pause since the tick last looked must stand
             options["control"] = [guard[0], "1" if guard[1] else "0"]
-        if fence is not None and mode == "save" and ctx is not None and ctx.clears_notes:
+        if mode == "save" and ctx is not None and ctx.moves(rid):
             options["clear"] = "1"  # a tick's save that lands moves the run: its failure row ends
         if own and mode == "save" and ctx is not None and ctx.applying:
             # the inbox events this save commits leave the inbox with it
@@ -140,8 +140,13 @@ class RedisRunStore(RunQueries, RunStore):
         if own and mode == "save" and expected_version is None and ctx is not None:
             # The tick's own run: the save rides the next round trip the tick makes anyway
             # (before its next node runs, any message it sends, or its lease release).
-            ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args),
-                          lambda reply: refused(rid, reply, None), commit=True)
+            moves = ctx.moves(rid)
+
+            def landed(reply: Any) -> None:
+                refused(rid, reply, None)
+                ctx.moved = ctx.moved or moves
+
+            ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), landed, commit=True)
             ctx.confirm((fields["status"], fields["paused"] == "1"))
             ctx.last_saved_updated = fields["updated"]
             return [1, 0]
@@ -152,6 +157,7 @@ class RedisRunStore(RunQueries, RunStore):
         refused(rid, reply, expected_version)
         if ctx is not None and int(reply[0]) == 1:
             self._confirmed(ctx, rid, fields)
+            ctx.moved = ctx.moved or (rid == ctx.run_id and mode == "save" and ctx.moves(rid))
         return reply
 
     @staticmethod
