@@ -39,7 +39,11 @@ def make_app(settings: Any) -> Any:
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     prefix = f"af{uuid.uuid4().hex[:8]}:"
+    # A SIGKILLed worker takes the messages it had prefetched with it: if one was the run's own
+    # pending tick, the sweep sends another once its note is taken for lost (lost_tick_after_s,
+    # 300 s by default; README, "What is guaranteed"), so a short one here.
     settings = make_settings(prefix, lease_ttl_s=3.0, orphan_grace_s=2.0, event_redeliver_s=1.0,
+                             timer_horizon_s=5.0, lost_tick_after_s=10.0,
                              registry="tests.workflows_adv_f:registry")
     c = Cluster(settings, BROKER_URL, FX_URL, tmp_path)
     failed_before = request.session.testsfailed
