@@ -4,19 +4,9 @@ way to make a backoff due now (in-process ticks by hand, no timed asserts)."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any, Optional
 
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
+from tests._dispatchers import Recorder  # noqa: F401 (re-exported for the round P and Q tests)
 
 
 def due(driver: Any, run_id: str) -> None:

@@ -20,27 +20,15 @@ itself (what a busy acquire during it leaves). At fault: tick.py ``Ticker._follo
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Optional
 
 import pytest
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import make_settings
 from tests.workflows_adv_h import registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def test_a_failing_node_asked_for_meanwhile_is_retried_only_after_its_backoff(prefix: str) -> None:

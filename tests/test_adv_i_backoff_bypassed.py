@@ -26,28 +26,16 @@ its earlier, un-backed-off, message).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Optional
 
 import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import fx_count, make_settings
 from tests.workflows_adv_i import registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def _driver(prefix: str):  # type: ignore[no-untyped-def]

@@ -28,29 +28,18 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import fx_count, make_settings
 from tests.workflows_adv_j import registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def _expire_lease(driver: Any, run_id: str) -> None:

@@ -26,30 +26,19 @@ Deterministic, in-process: two drivers on one Redis store, one without the workf
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import make_settings
 from tests.workflows_adv_g import registry, registry_without_two_events
 
 pytestmark = pytest.mark.timeout(60)
 GRACE_S = 1.0
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def _settings(kind: str, prefix: str, tmp_path: Path) -> Any:

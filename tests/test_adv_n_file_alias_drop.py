@@ -29,7 +29,6 @@ worker); ticks are delivered by calling ``Driver.tick`` by hand.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,21 +36,11 @@ import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import fx_count, make_settings
 from tests.workflows_adv_n import registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def _driver(prefix: str, tmp_path: Path) -> Any:

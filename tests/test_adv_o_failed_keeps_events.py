@@ -20,28 +20,16 @@ backoff's end is brought forward by rewriting its note.
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Optional
 
 import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import make_settings
 from tests.workflows_adv_o import registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def test_events_of_a_run_failed_by_max_attempts_wait_for_the_sweep(prefix: str, fx: str) -> None:

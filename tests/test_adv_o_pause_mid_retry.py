@@ -24,28 +24,17 @@ is made by the node itself through ``HOOKS`` (outside the tick, as control calls
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from tests._dispatchers import Recorder
 from tests.conftest import fx_count, make_settings
 from tests.workflows_adv_o import HOOKS, registry
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recorder:
-    min_eta_s = 0.0
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Optional[datetime], Optional[str]]] = []
-
-    def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
-             message_id: Optional[str] = None) -> None:
-        self.sent.append((run_id, reason, eta, message_id))
 
 
 def _due(driver: Any, run_id: str) -> None:
