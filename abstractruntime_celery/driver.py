@@ -390,12 +390,15 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     coord_url = settings.resolved_coord_url(broker_url)
     given_store = runtime.run_store if runtime is not None else run_store
     _check_one_redis(settings, coord_url, given_store)
-    if coordination is None and is_redis_url(coord_url):  # the store's Redis, however its URL is spelled
-        if isinstance(given_store, RedisRunStore):
-            coordination = open_coordination(coord_url, keys, settings.lease_ttl_s, client=given_store.client,
-                                             lost_tick_after_s=settings.lost_tick_after_s)
-        elif given_store is None and is_redis_url(settings.store_url):
-            coord_url = settings.store_url
+    if coordination is None and isinstance(given_store, RedisRunStore):
+        # The store's Redis, however its URL is spelled (or with none in the settings: the
+        # store checks each save against a lease in its own Redis, never an in-process one).
+        label = coord_url if is_redis_url(coord_url) else "the given Redis run store's server"
+        coordination = open_coordination(label, keys, settings.lease_ttl_s, client=given_store.client,
+                                         lost_tick_after_s=settings.lost_tick_after_s)
+    elif coordination is None and is_redis_url(coord_url) and given_store is None \
+            and is_redis_url(settings.store_url):
+        coord_url = settings.store_url
     coord = coordination or open_coordination(coord_url, keys, settings.lease_ttl_s,
                                               lost_tick_after_s=settings.lost_tick_after_s)
     if runtime is None:

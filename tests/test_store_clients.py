@@ -90,3 +90,21 @@ def test_the_ledger_works_the_same_on_a_bytes_client_and_from_url(prefix: str) -
     from_url = ledger_calls(Ledger.from_url(redis_url(), prefix=f"{prefix}s:"))
     assert on_bytes == from_url
     assert from_url[1] == {"text": "é\U0001f600"} and from_url[4] == 2 and from_url[5] == {"r1": 2, "r2": 1}
+
+
+def test_a_redis_run_store_given_with_no_redis_url_in_the_settings_keeps_its_leases_in_its_redis(
+        prefix: str) -> None:
+    """A RedisRunStore passed in, with the default (``memory://``) settings: its saves are
+    fenced by leases in its own Redis, so the coordination must live there too. (It was
+    in-process, and every save of a tick was refused: the run stayed RUNNING.)"""
+    from abstractruntime_celery import Settings, create_scheduled_runtime
+    from tests.workflows import registry
+
+    store = abstractruntime_celery.RedisRunStore.from_url(redis_url(), prefix=prefix)
+    sr = create_scheduled_runtime(run_store=store, registry=registry, settings=Settings(key_prefix=prefix))
+    try:
+        run_id, state = sr.run(registry.get("event"), vars={})
+        assert state.status == RunStatus.WAITING
+        assert sr.respond(run_id, {"x": 1}).status == RunStatus.COMPLETED
+    finally:
+        sr.stop()
