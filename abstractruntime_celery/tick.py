@@ -319,8 +319,7 @@ class Ticker:
         if changed and not ctx.created and self.shared:
             ctx.clear_marks = True  # with the commit, only if it holds (``lua/if_saved.lua``); also
             # notes written after our read (a tick that had lost its lease failed meanwhile)
-        elif changed and not ctx.created:
-            self.coord.marks.moved(run.run_id, ctx)  # (saves were sent at once: with the lease's check)
+        # (the other stores: each moving save already cleared them, ``FencedRunStore.on_saved``)
         self._schedule_next(ctx, run, events)
         self._count_commit(ctx, run, changed, was_waiting, reason)
         more = more or run.status == RunStatus.RUNNING
@@ -444,8 +443,6 @@ class Ticker:
         else:
             for name, n in ctx.commit_counts.items():
                 self.coord.stats.incr(name, n, ctx=ctx)
-            if ctx.clear_marks:
-                self.coord.marks.moved(ctx.run_id, ctx)  # (nothing was queued: with the lease's check)
             ctx.commit_held = True
 
     def _if_saved(self, ctx: TickContext) -> None:
