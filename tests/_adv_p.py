@@ -7,6 +7,7 @@ import time
 from typing import Any, Optional
 
 from tests._dispatchers import Recorder  # noqa: F401 (re-exported for the round P and Q tests)
+from tests.conftest import STORE_URL
 
 
 def due(driver: Any, run_id: str) -> None:
@@ -22,5 +23,5 @@ def attempts(driver: Any, run_id: str) -> Optional[str]:
 
 def sqlite_extra(store: str, tmp_path: Any) -> dict[str, Any]:
     if store == "sqlite":
-        return {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": "redis://127.0.0.1:6379/10"}
+        return {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": STORE_URL}
     return {}

@@ -1,12 +1,12 @@
 """Shared helpers for the Redis store tests: a real Redis, unique prefixes, clean-up.
 
-Tests use db 11 and 12 on 127.0.0.1:6379 and a fresh key prefix each, and
-delete only their own keys (never FLUSHALL, never db 0).
+Tests use db 11 and 12 of the suite's Redis (``tests.conftest.REDIS``: the one place the
+address is decided) and a fresh key prefix each, and delete only their own keys (never
+FLUSHALL, never db 0).
 """
 
 from __future__ import annotations
 
-import socket
 from typing import Iterator
 from uuid import uuid4
 
@@ -16,14 +16,14 @@ import redis
 from devkit.cleanup import delete_prefix  # noqa: F401  (the store tests import it from here)
 from devkit.redisproc import free_port  # noqa: F401
 
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
+from tests.conftest import REDIS
+
 DB_MAIN = 11
 DB_SECOND = 12
 
 
 def redis_url(db: int = DB_MAIN) -> str:
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    return f"{REDIS}/{db}"
 
 
 def unique_prefix() -> str:
@@ -32,13 +32,12 @@ def unique_prefix() -> str:
 
 def redis_up() -> bool:
     try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5):
-            return True
-    except OSError:
+        return bool(redis.Redis.from_url(redis_url(0), socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
         return False
 
 
-requires_redis = pytest.mark.skipif(not redis_up(), reason="no Redis at 127.0.0.1:6379")
+requires_redis = pytest.mark.skipif(not redis_up(), reason=f"no Redis at {REDIS}")
 
 
 

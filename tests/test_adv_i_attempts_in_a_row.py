@@ -28,7 +28,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_i import registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,7 +38,7 @@ def _driver(kind: str, prefix: str, tmp_path: Path) -> Any:
     url = {"redis": None, "sqlite": f"sqlite:///{tmp_path}/runs.db", "memory": "memory://"}[kind]
     extra: dict[str, Any] = {} if url is None else {"store_url": url}
     if kind == "sqlite":
-        extra["coord_url"] = "redis://127.0.0.1:6379/10"
+        extra["coord_url"] = STORE_URL
     settings = make_settings(prefix, retry_backoff_s=0.0, retry_jitter=False, tick_max_attempts=3, **extra)
     return build(settings, registry, Recorder(), distributed=kind != "memory")
 

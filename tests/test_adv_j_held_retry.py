@@ -23,7 +23,7 @@ import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery.scheduler import Scheduler
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_j import registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,7 +37,7 @@ def _scheduler(prefix: str, store_url: str) -> Scheduler:
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_poll_once_does_not_run_a_failing_node_before_its_backoff(store: str, prefix: str) -> None:
-    sch = _scheduler(prefix, "memory://" if store == "memory" else "redis://127.0.0.1:6379/10")
+    sch = _scheduler(prefix, "memory://" if store == "memory" else STORE_URL)
     fx = f"{prefix}fx"
     run_id = sch.driver.start_run("ai-fail-then-wait", vars={"fx": fx})  # held: the scheduler is not started
     for _ in range(4):

@@ -29,7 +29,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_j import registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(60)
 def _driver(kind: str, prefix: str, tmp_path: Path) -> tuple[Any, Recorder]:
     extra: dict[str, Any] = {}
     if kind == "sqlite":
-        extra = {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": "redis://127.0.0.1:6379/10"}
+        extra = {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": STORE_URL}
     settings = make_settings(prefix, retry_backoff_s=30.0, retry_backoff_max_s=60.0, retry_jitter=False,
                              tick_max_attempts=3, **extra)
     rec = Recorder()

@@ -36,7 +36,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_j import registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,7 +54,7 @@ def _expire_lease(driver: Any, run_id: str) -> None:
 @pytest.mark.parametrize("kind", ["sqlite"])
 def test_a_stalled_ticks_release_keeps_the_next_ticks_backoff(kind: str, prefix: str, tmp_path: Path) -> None:
     extra: dict[str, Any] = {"store_url": "memory://"} if kind == "memory" else \
-        {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": "redis://127.0.0.1:6379/10"}
+        {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": STORE_URL}
     settings = make_settings(prefix, retry_backoff_s=30.0, retry_backoff_max_s=60.0, retry_jitter=False,
                              tick_max_attempts=5, **extra)
     rec = Recorder()

@@ -34,7 +34,7 @@ from abstractruntime import RunStatus
 
 import tests.workflows_adv_l as wf
 from abstractruntime_celery.driver import build
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_l import registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,7 +50,7 @@ class Recorder:
 
 def _scenario(kind: str, prefix: str, tmp_path: Path) -> tuple[Any, str, str, Any]:
     extra: dict[str, Any] = {} if kind == "redis" else \
-        {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": "redis://127.0.0.1:6379/10"}
+        {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": STORE_URL}
     settings = make_settings(prefix, retry_backoff_s=30.0, retry_backoff_max_s=60.0, retry_jitter=False,
                              tick_max_attempts=5, **extra)
     driver = build(settings, registry, Recorder(), distributed=True)

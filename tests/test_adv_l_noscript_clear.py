@@ -29,14 +29,14 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_j import registry
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _setup(prefix: str, tmp_path: Path) -> tuple[Any, Recorder, str, str]:
-    settings = make_settings(prefix, store_url=f"sqlite:///{tmp_path}/runs.db", coord_url="redis://127.0.0.1:6379/10",
+    settings = make_settings(prefix, store_url=f"sqlite:///{tmp_path}/runs.db", coord_url=STORE_URL,
                              retry_backoff_s=30.0, retry_backoff_max_s=60.0, retry_jitter=False,
                              tick_max_attempts=2)
     rec = Recorder()
@@ -54,7 +54,7 @@ def _unknown_to_server(script: Any) -> None:
 
 
 def _attempts(driver: Any, run_id: str) -> Optional[str]:
-    return redis.Redis.from_url("redis://127.0.0.1:6379/10", decode_responses=True).get(
+    return redis.Redis.from_url(STORE_URL, decode_responses=True).get(
         driver.coord.keys.attempts(run_id))
 
 

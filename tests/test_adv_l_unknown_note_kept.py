@@ -34,7 +34,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import make_settings
+from tests.conftest import STORE_URL, make_settings
 from tests.workflows_adv_g import registry, registry_without_two_events
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,7 +43,7 @@ GRACE_S = 1.0
 
 def _settings(kind: str, prefix: str, tmp_path: Path) -> Any:
     extra: dict[str, Any] = {} if kind == "redis" else \
-        {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": "redis://127.0.0.1:6379/10"}
+        {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": STORE_URL}
     return make_settings(prefix, unknown_workflow_grace_s=GRACE_S, **extra)
 
 

@@ -37,14 +37,14 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_n import registry
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _driver(prefix: str, tmp_path: Path) -> Any:
-    settings = make_settings(prefix, store_url=f"file://{tmp_path}/runs", coord_url="redis://127.0.0.1:6379/10",
+    settings = make_settings(prefix, store_url=f"file://{tmp_path}/runs", coord_url=STORE_URL,
                              retry_backoff_s=0.0, retry_jitter=False, tick_max_attempts=5)
     return build(settings, registry, Recorder(), distributed=True)
 

@@ -20,7 +20,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_n import registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def _driver(kind: str, prefix: str, tmp_path: Path) -> Any:
     store = f"sqlite:///{tmp_path}/runs.db" if kind == "sqlite" else f"file://{tmp_path}/runs"
-    settings = make_settings(prefix, store_url=store, coord_url="redis://127.0.0.1:6379/10",
+    settings = make_settings(prefix, store_url=store, coord_url=STORE_URL,
                              retry_backoff_s=0.0, retry_jitter=False, tick_max_attempts=5)
     return build(settings, registry, Recorder(), distributed=True)
 

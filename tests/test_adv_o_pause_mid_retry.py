@@ -31,7 +31,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
 from tests._dispatchers import Recorder
-from tests.conftest import fx_count, make_settings
+from tests.conftest import STORE_URL, fx_count, make_settings
 from tests.workflows_adv_o import HOOKS, registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,7 +84,7 @@ def test_a_lost_lease_after_a_retry_that_moved_the_run_fails_it(store: str, pref
     (SQLite with Redis coordination too: there the save that lands clears the row.)"""
     extra: dict[str, Any] = {}
     if store == "sqlite":
-        extra = {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": "redis://127.0.0.1:6379/10"}
+        extra = {"store_url": f"sqlite:///{tmp_path}/runs.db", "coord_url": STORE_URL}
     settings = make_settings(prefix, retry_backoff_s=30.0, retry_jitter=False, tick_max_attempts=3, **extra)
     rec = Recorder()
     driver = build(settings, registry, rec, distributed=True)

@@ -4,16 +4,19 @@ and writes JSON with the expected keys. No timing is asserted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import REDIS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_roundtrips_quick_writes_json(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", "roundtrips", "--quick", "--out", str(tmp_path),
-                           "--no-docs"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                           "--no-docs"], cwd=ROOT, env={**os.environ, "BENCH_REDIS": REDIS}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((tmp_path / "roundtrips.json").read_text())
     assert {"part", "machine", "rows", "repeat"} <= set(data)

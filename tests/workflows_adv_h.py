@@ -18,7 +18,7 @@ from abstractruntime import Effect, EffectType, RunState, StepPlan, WorkflowSpec
 from tests.workflows import bump
 from tests.workflows_adv_g import LOOP, build as build_adv_g
 
-STORE_URL = os.environ.get("ARC_TEST_STORE_URL", "redis://127.0.0.1:6379/10")
+STORE_URL = os.environ.get("ARC_TEST_STORE_URL") or f"{os.environ.get('ARC_TEST_REDIS', 'redis://127.0.0.1:6379')}/10"
 
 
 def _drop_own_lease(run: RunState) -> None:
