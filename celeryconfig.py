@@ -25,7 +25,10 @@ worker_prefetch_multiplier = 1
 broker_transport_options = {"visibility_timeout": 3600}
 
 # The driver's own settings (prefix abstractruntime_). The environment wins.
-abstractruntime_store_url = os.environ.get("ABSTRACTRUNTIME_CELERY_STORE_URL", "redis://127.0.0.1:6379/0")
+# Runs live in the broker's Redis, database 1 (the broker has 0): a broker flush never takes a
+# run, and `redis-cli -n 1` shows only ours. (Without a store URL the default is memory://,
+# which only the embedded mode takes: a worker refuses it at start.)
+abstractruntime_store_url = os.environ.get("ABSTRACTRUNTIME_CELERY_STORE_URL", "redis://127.0.0.1:6379/1")
 abstractruntime_registry = os.environ.get("ABSTRACTRUNTIME_CELERY_REGISTRY", "")
 abstractruntime_timer_horizon_s = 300.0
 abstractruntime_sweep_interval_s = 15.0

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import jsonschema
 import pytest
+import yaml
 
 from devkit.cleanup import cleanup_broker
 from devkit.procs import Proc, wait_for
@@ -78,7 +79,7 @@ def test_compose_kit_has_redis_two_workers_beat_flower_and_metrics() -> None:
 def test_k8s_manifests_hold_workers_one_beat_probes_and_a_budget() -> None:
     docs = load_k8s()
     kustomization = (DEPLOY / "k8s" / "kustomization.yaml").read_text()
-    listed = set(__import__("yaml").safe_load(kustomization)["resources"])
+    listed = set(yaml.safe_load(kustomization)["resources"])
     assert listed == {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     config = k8s_object(docs, "ConfigMap", "abstractruntime-celery")
     worker = k8s_object(docs, "Deployment", "abstractruntime-worker")
@@ -372,3 +373,52 @@ def test_the_metrics_line_serves_prometheus_text(prefix: str, tmp_path: Path, pr
 
     text = wait_for(scrape, TIMEOUT, "the metrics endpoint")
     assert "# TYPE" in text
+
+
+# --- one store story, everywhere -------------------------------------------------------------
+
+def _db(url: str) -> int:
+    return int(url.rsplit("/", 1)[1])
+
+
+def test_config_docs_and_kit_tell_one_store_story(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """The library's default store is memory:// (embedded only: a worker refuses it at
+    start); every config we ship puts the broker in database 0 and runs in database 1."""
+    import re
+    import runpy
+
+    from abstractruntime_celery import ConfigError, Settings, install
+    from abstractruntime_celery.app import DEFAULT_BROKER, make_app
+    from abstractruntime_celery.demo import registry
+    from abstractruntime_celery.tasks import driver_for
+
+    for name in ("ABSTRACTRUNTIME_CELERY_STORE_URL", "ABSTRACTRUNTIME_CELERY_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    celeryconfig = runpy.run_path(str(ROOT / "celeryconfig.py"))
+    readme = (ROOT / "README.md").read_text()
+    compose_env = interpolate(load_compose(), {})["services"]["worker"]["environment"]
+    k8s_env = k8s_object(load_k8s(), "ConfigMap", "abstractruntime-celery")["data"]
+    unit_env = parse_env_file(ENV_FILE)
+    pairs = {  # where: (broker URL, store URL)
+        "celeryconfig.py": (celeryconfig["broker_url"], celeryconfig["abstractruntime_store_url"]),
+        "README fleet example": tuple(re.search(rf"export ABSTRACTRUNTIME_CELERY_{k}_URL=(\S+)", readme).group(1)
+                                      for k in ("BROKER", "STORE")),
+        "compose": (compose_env["ABSTRACTRUNTIME_CELERY_BROKER_URL"], compose_env["ABSTRACTRUNTIME_CELERY_STORE_URL"]),
+        "k8s": (k8s_env["ABSTRACTRUNTIME_CELERY_BROKER_URL"], k8s_env["ABSTRACTRUNTIME_CELERY_STORE_URL"]),
+        "systemd": (unit_env["ABSTRACTRUNTIME_CELERY_BROKER_URL"], unit_env["ABSTRACTRUNTIME_CELERY_STORE_URL"]),
+    }
+    for where, (broker, store) in pairs.items():
+        assert (_db(broker), _db(store)) == (0, 1), where
+        assert broker.rsplit("/", 1)[0] == store.rsplit("/", 1)[0], f"{where}: one Redis for both"
+    assert celeryconfig["broker_url"] == DEFAULT_BROKER
+    table = {row.split("|")[1].strip(): row.split("|")[3].strip() for row in readme.splitlines()
+             if row.startswith("| ") and row.count("|") >= 5}
+    assert table["`store_url`"] == f"`{Settings().store_url}`"
+    assert table["broker URL"] == f"`{DEFAULT_BROKER}`"
+    keys_doc = (ROOT / "docs" / "redis-keys.md").read_text()
+    assert set(re.findall(r"redis-cli -n (\d+)", keys_doc)) == {"1"}
+    # And the default really is refused by a worker's driver, naming what to set.
+    app = make_app(BROKER_URL, name=f"arc-{prefix}", config_module=None)
+    install(app, registry=registry, settings=Settings(key_prefix=prefix, queue=f"{prefix}q"))
+    with pytest.raises(ConfigError, match="store_url"):
+        driver_for(app)
