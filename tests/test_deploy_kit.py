@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -163,6 +164,31 @@ def test_sysusers_and_tmpfiles_make_the_user_and_state_directory(tmp_path: Path)
     assert (state.st_uid, state.st_gid, state.st_mode & 0o777) == (uid, gid, 0o750)
     env_stat = (tmp_path / "etc" / ENV_FILE.name).stat()
     assert (env_stat.st_gid, env_stat.st_mode & 0o777) == (gid, 0o640)
+
+
+DOCKER_INSTRUCTIONS = {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "USER", "ARG", "LABEL", "EXPOSE", "ENTRYPOINT",
+                       "CMD", "VOLUME", "HEALTHCHECK", "SHELL", "STOPSIGNAL", "ADD", "ONBUILD"}
+
+
+def test_every_file_of_the_kit_is_one_these_tests_read() -> None:
+    """A file added to deploy/ without a test reading it fails here."""
+    read = {"compose.yaml", "Dockerfile", "README.md", "app/README.md", "k8s/kustomization.yaml",
+            *(f"k8s/{p.name}" for p in (DEPLOY / "k8s").glob("*.yaml")),
+            *(f"systemd/{p.name}" for p in SYSTEMD.glob("*.service")), f"systemd/{ENV_FILE.name}",
+            "systemd/sysusers.d/abstractruntime-celery.conf", "systemd/tmpfiles.d/abstractruntime-celery.conf"}
+    present = {str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*") if p.is_file()}
+    assert present == read
+
+
+def test_dockerfile_instructions_and_its_user_match_the_manifests() -> None:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert {ln.split()[0] for ln in lines} <= DOCKER_INSTRUCTIONS, lines
+    assert lines[0].startswith("FROM ") and any(ln == "USER abstractruntime" for ln in lines)
+    uid = int(re.search(r"useradd [^&]*--uid (\d+)", text).group(1))
+    for deployment in (d for d in load_k8s() if d["kind"] == "Deployment"):
+        assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid
+    assert '".[metrics]"' in text  # the metrics service runs in this image
 
 
 # --- the command lines, run -----------------------------------------------------------------
@@ -384,7 +410,6 @@ def _db(url: str) -> int:
 def test_config_docs_and_kit_tell_one_store_story(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
     """The library's default store is memory:// (embedded only: a worker refuses it at
     start); every config we ship puts the broker in database 0 and runs in database 1."""
-    import re
     import runpy
 
     from abstractruntime_celery import ConfigError, Settings, install
