@@ -27,7 +27,10 @@ from tests._services import amqp_unavailable, amqp_url, resolve_redis
 REDIS, REDIS_NOTE = resolve_redis()
 BROKER_URL = f"{REDIS}/9"
 STORE_URL = f"{REDIS}/10"
-FX_URL = os.environ.setdefault("ARC_TEST_FX_URL", f"{REDIS}/14")
+FX_URL = os.environ.get("ARC_TEST_FX_URL") or f"{REDIS}/14"
+if REDIS_NOTE:  # not the Redis asked for: the side-effect counters go where the suite's Redis is
+    FX_URL = f"{REDIS}/14"
+os.environ["ARC_TEST_FX_URL"] = FX_URL
 
 
 def pytest_report_header(config: Any) -> str:
