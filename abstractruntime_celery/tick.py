@@ -450,6 +450,8 @@ class Ticker:
 
         notices, keys_ = self.coord.notices, self.coord.keys
         message = next((notices.message(*n) for n in ctx.notices if n[0] == "resumed"), "")
+        if self._ride_the_save(ctx, message):
+            return
         keys = [keys_.run(ctx.run_id), keys_.stats, keys_.inbox(ctx.run_id), keys_.inbox_body(ctx.run_id),
                 keys_.inbox_runs]
         if ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
@@ -465,6 +467,26 @@ class Ticker:
 
         ctx.queue.add_after(self.coord.client, lambda pipe: scripts.call_in(pipe, script, keys, args), held)
         ctx.published = True
+
+    def _ride_the_save(self, ctx: TickContext, message: str) -> bool:
+        """Put what ``if_saved.lua`` would do into the options of the tick's last save while
+        it is still queued (``lua/save_run.lua`` does it only if that save lands): one
+        command fewer. False (nothing done) if that save was sent already."""
+        queued = ctx.queued_save
+        if queued is None or queued.updated != ctx.last_saved_updated or not queued.queued_in(ctx.queue) \
+                or self.store.prefix != self.coord.keys.prefix:
+            return False
+        options = json.loads(queued.args[2])
+        options["counts"] = {name: n for name, n in ctx.commit_counts.items() if n}
+        options["drop"] = list(ctx.drop_on_commit)
+        if message:
+            options["notice"] = [self.coord.notices.channel, message]
+        if ctx.clear_marks:
+            options["clear"] = "1"
+        queued.args[2] = json.dumps(options)
+        queued.on_landed.append(lambda: setattr(ctx, "commit_held", True))
+        ctx.published = True
+        return True
 
     def _schedule_next(self, ctx: TickContext, run: RunState, events: list[Event]) -> None:
         """Note the messages this run now needs (sent after the release): its timer, its

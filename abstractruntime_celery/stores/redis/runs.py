@@ -25,7 +25,7 @@ from abstractruntime.core.models import RunState
 from abstractruntime.storage.base import RunStore
 
 from ... import scripts
-from ...context import TickContext, current
+from ...context import QueuedSave, TickContext, current
 from ...errors import ConfigError, CorruptRunError, PayloadError, RunExistsError
 from ...keys import Keys
 from .codec import control_of, decode, encode, refused
@@ -145,8 +145,12 @@ class RedisRunStore(RunQueries, RunStore):
             def landed(reply: Any) -> None:
                 refused(rid, reply, None)
                 ctx.moved = ctx.moved or moves
+                for then in queued.on_landed:
+                    then()
 
-            ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), landed, commit=True)
+            write = ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), landed,
+                                  commit=True)
+            queued = ctx.queued_save = QueuedSave(write, args, fields["updated"])
             ctx.confirm((fields["status"], fields["paused"] == "1"))
             ctx.last_saved_updated = fields["updated"]
             return [1, 0]
