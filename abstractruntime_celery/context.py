@@ -266,6 +266,9 @@ class TickContext:
     created: bool = False
     #: Called once the run's create is known to have landed (counts ``runs_started``).
     on_created: Optional[Callable[[], None]] = None
+    #: The run's create counts ``runs_started`` itself, in its own step (``lua/save_run.lua``
+    #: option ``started``): the store and the counters share one Redis.
+    count_started: bool = False
     #: A create queued behind a reserved lease (a start), until it is sent.
     queued_create: Optional[Write] = None
     #: The run as this tick's create wrote it, for the Runtime's first load.

@@ -116,10 +116,10 @@ class Ticker:
         self.on_cancelled = on_cancelled
         self.timers = timers.Timers(coord.timers, _SenderView(send, min_eta_s), settings.timer_horizon_s)
         redis_coord = isinstance(coord.leases, RedisLeases) and isinstance(coord.inbox, RedisInbox)
-        #: Store and coordination share one Redis: reads ride the lease, saves are queued,
-        #: and an applied event leaves the inbox inside its commit (``save_run.lua``).
+        #: Store and coordination share one Redis and key prefix: reads ride the lease, saves
+        #: are queued, and an applied event leaves the inbox inside its commit (``save_run.lua``).
         self.shared = redis_coord and isinstance(self.store, RedisRunStore) \
-            and self.store.shares_connection(coord.client)
+            and self.store.shares_connection(coord.client) and self.store.prefix == coord.keys.prefix
         ledger = runtime.ledger_store
         self.ledger_shared = self.shared and isinstance(ledger, RedisLedgerStore) \
             and ledger.shares_connection(coord.client)
@@ -473,8 +473,7 @@ class Ticker:
         it is still queued (``lua/save_run.lua`` does it only if that save lands): one
         command fewer. False (nothing done) if that save was sent already."""
         queued = ctx.queued_save
-        if queued is None or queued.updated != ctx.last_saved_updated or not queued.queued_in(ctx.queue) \
-                or self.store.prefix != self.coord.keys.prefix:
+        if queued is None or queued.updated != ctx.last_saved_updated or not queued.queued_in(ctx.queue):
             return False
         options = json.loads(queued.args[2])
         options["counts"] = {name: n for name, n in ctx.commit_counts.items() if n}

@@ -122,6 +122,8 @@ class RedisRunStore(RunQueries, RunStore):
         guard = ctx.guard(rid) if ctx is not None and fence is not None and mode == "save" else None
         if guard is not None:  # a cancel or pause since the tick last looked must stand
             options["control"] = [guard[0], "1" if guard[1] else "0"]
+        if mode == "create" and ctx is not None and ctx.count_started and ctx.run_id == rid:
+            options["started"] = "1"
         if mode == "save" and ctx is not None and ctx.moves(rid):
             options["clear"] = "1"  # a tick's save that lands moves the run: its failure row ends
         if own and mode == "save" and ctx is not None and ctx.applying:
