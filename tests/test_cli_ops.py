@@ -271,7 +271,7 @@ def _proc(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
                           capture_output=True, text=True, timeout=60)
 
 
-def test_a_dead_redis_is_one_line_and_exit_code_4(prefix: str) -> None:
+def test_a_dead_redis_is_one_line_and_exit_code_4(prefix: str, cli: Any) -> None:
     port = free_port()
     dead = f"redis://:hunter2@127.0.0.1:{port}/10"
     proc = _proc("runs", "list", "--store", dead, "--prefix", prefix)
@@ -280,29 +280,28 @@ def test_a_dead_redis_is_one_line_and_exit_code_4(prefix: str) -> None:
     assert f"127.0.0.1:{port}" in proc.stderr and "unreachable" in proc.stderr and "store" in proc.stderr
     assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
 
-    as_json_proc = _proc("stats", "--store", dead, "--prefix", prefix, "--json")
-    assert as_json_proc.returncode == 4 and json.loads(as_json_proc.stdout)["error"] == "unreachable"
+    as_json_run = cli("stats", "--store", dead, "--json")
+    assert as_json_run.exit_code == 4 and as_json(as_json_run)["error"] == "unreachable"
+    assert "hunter2" not in as_json_run.stdout
 
+    # A probe: a process, exit 1 (unhealthy), one line naming both services.
     probe = _proc("health", "--store", dead, "--broker", f"redis://127.0.0.1:{port}/9", "--prefix", prefix)
-    assert probe.returncode == 1 and len(probe.stderr.strip().splitlines()) == 1
+    assert probe.returncode == 1 and len(probe.stderr.strip().splitlines()) == 1, probe.stderr
     assert "store" in probe.stderr and "broker" in probe.stderr and "hunter2" not in probe.stderr
 
 
-def test_a_dead_broker_changes_nothing_and_says_so(prefix: str, sr: Any) -> None:
+def test_a_dead_broker_changes_nothing_and_says_so(cli: Any, sr: Any) -> None:
+    from abstractruntime_celery.runstate import paused
     from tests.workflows_cli import registry
 
     run_id = sr.driver.start_run(registry.get("approval"), dispatch=False)
     sr.pause_run(run_id)
     port = free_port()
-    proc = _proc("runs", "resume", run_id, "--store", STORE_URL, "--prefix", prefix,
-                 "--broker", f"redis://127.0.0.1:{port}/9")
-    assert proc.returncode == 4, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "broker" in proc.stderr and str(port) in proc.stderr
-    from abstractruntime_celery.runstate import paused
-
+    result = cli("runs", "resume", run_id, "--broker", f"redis://127.0.0.1:{port}/9")
+    assert result.exit_code == 4, result.stderr
+    assert result.stderr.count("\n") == 1 and "broker" in result.stderr and str(port) in result.stderr
     assert paused(sr.get_state(run_id))  # the check came first: the run is still paused
 
-    shown = _proc("runs", "show", run_id, "--store", STORE_URL, "--prefix", prefix,
-                  "--broker", "redis://:s3cret@127.0.0.1:6379/9")
-    assert shown.returncode == 0, shown.stderr
+    shown = cli("runs", "show", run_id, "--broker", "redis://:s3cret@127.0.0.1:6379/9")
+    assert shown.exit_code == 0, shown.stderr
     assert "redis://:***@127.0.0.1:6379/9" in shown.stdout and "s3cret" not in shown.stdout
