@@ -17,7 +17,7 @@ from abstractruntime import RunState, RunStatus, WaitReason
 from rich.console import Console
 from rich.table import Table
 
-from .errors import RunNotWaitingError
+from .errors import ConfigError, RunNotWaitingError, UnknownWorkflowError
 from .cli_target import Target, TargetSpec, emit, load_json_object, target_options
 from .runlist import Filters, list_page, row_of
 
@@ -49,7 +49,9 @@ def list_runs(spec: TargetSpec, status: Optional[str], workflow: Optional[str], 
     page = list_page(target.driver.run_store, Filters(status, workflow, reason, parent), limit=limit, after=after)
 
     def human() -> None:
-        table = Table("run", "workflow", "status", "waiting", "parent", "updated")
+        table = Table()
+        for name in ("run", "workflow", "status", "waiting", "parent", "updated"):
+            table.add_column(name, overflow="fold")
         for row in page.rows:
             status_text = row.status + (" (paused)" if row.paused else "")
             waiting = f"{row.reason} {row.wait_key or row.until}".strip() if row.status == "waiting" else ""
@@ -122,16 +124,11 @@ def respond(spec: TargetSpec, run_id: str, wait_key: Optional[str], payload_text
     payload = load_json_object(payload_text, "--payload")
     target = Target.open(spec)
     target.check_broker()
-    scheduler = target.scheduler
-    if wait_key is None:  # answer the wait the run is in now, once (``ScheduledRuntime.respond``)
-        run = target.driver.load(run_id)
-        if run.status != RunStatus.WAITING or run.waiting is None:
-            raise RunNotWaitingError(run_id, run.status.value)
-        if not run.waiting.wait_key:
-            raise RunNotWaitingError(run_id, run.status.value, "waits on no key an event can answer; pass --key")
-        handle = scheduler.deliver(run_id, run.waiting.wait_key, payload, wait=False, answering=run.updated_at or "")
-    else:
-        handle = scheduler.resume_event(run_id=run_id, wait_key=wait_key, payload=payload, wait=False)
+    try:
+        handle = _deliver(target, run_id, wait_key, payload)
+    except UnknownWorkflowError as exc:
+        raise ConfigError(f"{exc}: set ABSTRACTRUNTIME_CELERY_REGISTRY to the workers' registry "
+                          "(an event is checked against the run's workflow)") from None
     event = handle.event
     state = handle.wait(timeout) if wait else None
     data: dict[str, Any] = {"run_id": run_id, "event_id": event.event_id, "wait_key": event.wait_key,
@@ -144,6 +141,20 @@ def respond(spec: TargetSpec, run_id: str, wait_key: Optional[str], payload_text
                    + (f"; applied: run is {_status_text(state)}" if state is not None else "; a worker applies it"))
 
     emit(target, data, human)
+
+
+def _deliver(target: Target, run_id: str, wait_key: Optional[str], payload: dict[str, Any]) -> Any:
+    """``resume_event`` under ``wait_key``; without one, the answer to the wait the run is in
+    now, taken once (``ScheduledRuntime.respond``). Returns the RunHandle. Raises as they do."""
+    scheduler = target.scheduler
+    if wait_key is not None:
+        return scheduler.resume_event(run_id=run_id, wait_key=wait_key, payload=payload, wait=False)
+    run = target.driver.load(run_id)
+    if run.status != RunStatus.WAITING or run.waiting is None:
+        raise RunNotWaitingError(run_id, run.status.value)
+    if not run.waiting.wait_key:
+        raise RunNotWaitingError(run_id, run.status.value, "waits on no key an event can answer; pass --key")
+    return scheduler.deliver(run_id, run.waiting.wait_key, payload, wait=False, answering=run.updated_at or "")
 
 
 @runs.command("cancel")
@@ -250,6 +261,10 @@ def _print_state(run: RunState, leased: bool, backoff: Optional[float]) -> None:
         table.add_row("prompt", str(run.waiting.prompt))
     if run.output is not None:
         table.add_row("output", _cut(run.output, 300))
+    runtime_ns = run.vars.get("_runtime") if isinstance(run.vars, dict) else None
+    retried = runtime_ns.get("retried") if isinstance(runtime_ns, dict) else None
+    if isinstance(retried, dict):
+        table.add_row("retried", f"{retried.get('count')} time(s); last error: {_cut(retried.get('last_error'), 200)}")
     table.add_row("leased", "yes (a tick holds it now)" if leased else "no")
     if backoff is not None:
         table.add_row("retry due", _when(backoff))

@@ -127,7 +127,14 @@ def test_respond_pause_resume_cancel(cli: Any, sr: Any, cli_worker: Any, cli_set
     again = cli("runs", "respond", run_id, "--payload", '{"ok": true}')
     assert again.exit_code == 1 and "not waiting" in again.stderr
 
+    keyless, _ = sr.run(registry.get("approval"), vars={"key": "approval"}, timeout=20)
+    assert cli("runs", "respond", keyless, "--payload", '{"n": 2}', "--wait").exit_code == 0
+    assert sr.get_state(keyless).output == {"event": {"n": 2}}
+
     other, _ = sr.run(registry.get("approval"), vars={"key": "approval"}, timeout=20)
+    unregistered = cli("runs", "respond", other, "--key", "approval", "--payload", "{}",
+                       extra_env={"ABSTRACTRUNTIME_CELERY_REGISTRY": ""})
+    assert unregistered.exit_code == 2 and "ABSTRACTRUNTIME_CELERY_REGISTRY" in unregistered.stderr
     cancelled = as_json(cli("runs", "cancel", other, "--children", "--reason", "operator", "--json"))
     assert [r["status"] for r in cancelled["runs"]] == ["cancelled"]
     assert sr.get_state(other).status == RunStatus.CANCELLED
