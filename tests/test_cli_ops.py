@@ -230,6 +230,21 @@ def test_list_pages_with_a_cursor_and_filters(cli: Any, sr: Any) -> None:
     human = cli("runs", "list", "--limit", "1")
     assert human.exit_code == 0 and ids[-1] in human.stdout and "--after" in human.stdout
     assert cli("runs", "list", "--after", "garbage").exit_code == 2
+
+    # Runs updated at the same instant (one index score): the cursor breaks the tie by run id.
+    same = datetime.now(timezone.utc).isoformat()
+    for rid in ("tie-a", "tie-b", "tie-c"):
+        sr.driver.run_store.save(RunState(run_id=rid, workflow_id="tied", status=RunStatus.RUNNING,
+                                          current_node="n", updated_at=same, created_at=same))
+    tied: list[str] = []
+    after = []
+    for _ in range(5):
+        page = as_json(cli("runs", "list", "--workflow", "tied", "--limit", "1", *after, "--json"))
+        tied += [r["run_id"] for r in page["runs"]]
+        if page["next"] is None:
+            break
+        after = ["--after", page["next"]]
+    assert tied == ["tie-c", "tie-b", "tie-a"]
     assert cli("runs", "show", "no-such-run").exit_code == 3
 
 
