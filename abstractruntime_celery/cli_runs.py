@@ -73,15 +73,14 @@ def show(spec: TargetSpec, run_id: str, ledger_limit: int) -> None:
     driver = target.driver
     run = driver.load(run_id)
     children = [row_of(c) for c in driver.run_store.list_children(parent_run_id=run.run_id)]
-    ledger = driver.runtime.get_ledger(run.run_id) if ledger_limit else []
-    shown = ledger[-ledger_limit:] if ledger_limit else []
+    total, shown = _ledger_tail(driver.runtime, run.run_id, ledger_limit)
     inbox = driver.coord.inbox.pending(run.run_id).events
     backoff = driver.coord.marks.backoff_until(run.run_id)
     leased = driver.coord.leases.is_held(run.run_id)
     data = {"run": _state_dict(run), "children": [c.to_dict() for c in children],
             "inbox": [{"event_id": e.event_id, "wait_key": e.wait_key, "accepted_at": e.accepted_at, "size": e.size}
                       for e in inbox],
-            "leased": leased, "retry_due_at": backoff, "ledger_total": len(ledger), "ledger": shown}
+            "leased": leased, "retry_due_at": backoff, "ledger_total": total, "ledger": shown}
 
     def human() -> None:
         _print_state(run, leased, backoff)
@@ -95,14 +94,27 @@ def show(spec: TargetSpec, run_id: str, ledger_limit: int) -> None:
                        + ", ".join(f"{e.event_id} ({e.wait_key})" for e in inbox[:10]))
         if shown:
             table = Table("#", "started", "node", "status", "effect", "detail",
-                          title=f"ledger (last {len(shown)} of {len(ledger)})")
-            first = len(ledger) - len(shown) + 1
+                          title=f"ledger (last {len(shown)} of {total})")
+            first = total - len(shown) + 1
             for i, rec in enumerate(shown):
                 table.add_row(str(first + i), str(rec.get("started_at") or "")[:23], str(rec.get("node_id") or ""),
                               str(rec.get("status") or ""), _effect_type(rec.get("effect")), _detail(rec))
             console.print(table)
 
     emit(target, data, human)
+
+
+def _ledger_tail(runtime: Any, run_id: str, n: int) -> tuple[int, list[dict[str, Any]]]:
+    """(how many records the run's ledger holds, its last ``n``): on a ledger store that
+    counts and reads from a position (Redis), without reading the rest."""
+    store = runtime.ledger_store
+    if hasattr(store, "count") and hasattr(store, "list_after"):
+        total = int(store.count(run_id))
+        if n == 0:
+            return total, []
+        return total, store.list_after(run_id=run_id, after=max(0, total - n), limit=n)[0]
+    ledger = runtime.get_ledger(run_id)
+    return len(ledger), (ledger[-n:] if n else [])
 
 
 # --- acting ------------------------------------------------------------------------------
