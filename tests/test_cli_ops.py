@@ -306,10 +306,12 @@ def test_a_dead_redis_is_one_line_and_exit_code_4(prefix: str, cli: Any) -> None
     assert as_json_run.exit_code == 4 and as_json(as_json_run)["error"] == "unreachable"
     assert "hunter2" not in as_json_run.stdout
 
-    # A probe: a process, exit 1 (unhealthy), one line naming both services.
-    probe = _proc("health", "--store", dead, "--broker", f"redis://127.0.0.1:{port}/9", "--prefix", prefix)
-    assert probe.returncode == 1 and len(probe.stderr.strip().splitlines()) == 1, probe.stderr
+    # A probe: exit 1 (unhealthy), one line naming both services.
+    probe = cli("health", "--store", dead, "--broker", f"redis://127.0.0.1:{port}/9")
+    assert probe.exit_code == 1 and probe.stdout == "" and probe.stderr.count("\n") == 1, probe.stderr
     assert "store" in probe.stderr and "broker" in probe.stderr and "hunter2" not in probe.stderr
+    checks = as_json(cli("health", "--store", dead, "--json"))["checks"]
+    assert [(c["name"], c["ok"]) for c in checks] == [("store", False), ("broker", True)]
 
 
 def test_a_dead_broker_changes_nothing_and_says_so(cli: Any, sr: Any) -> None:
