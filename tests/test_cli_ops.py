@@ -206,6 +206,35 @@ def test_retry_of_a_child_its_paused_parent_still_waits_on(cli: Any, sr: Any, cl
     assert done.output["child"]["output"]["ok"] is True
 
 
+def test_concurrent_retries_restart_a_run_once(sr: Any) -> None:
+    """Compare-and-set: of four retries at once, one restarts the run, three are refused."""
+    import threading
+
+    from abstractruntime_celery import RetryRefusedError
+
+    failed = RunState(run_id=f"failed-{uuid.uuid4().hex[:8]}", workflow_id="gate", status=RunStatus.FAILED,
+                      current_node="gate", error="boom")
+    sr.driver.run_store.save(failed)
+    barrier, outcomes = threading.Barrier(4), []
+
+    def retry() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(sr.retry_run(failed.run_id).status)
+        except RetryRefusedError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sorted(map(str, outcomes)) == sorted([str(RunStatus.RUNNING)] + ["refused"] * 3)
+    state = sr.get_state(failed.run_id)
+    assert state.status == RunStatus.RUNNING and state.vars["_runtime"]["retried"] == {
+        "count": 1, "last_error": "boom", "node": "gate"}
+
+
 # --- reading, paging, health --------------------------------------------------------------
 
 def test_list_pages_with_a_cursor_and_filters(cli: Any, sr: Any) -> None:
