@@ -18,7 +18,11 @@ console = Console()
 @click.command()
 @target_options
 def stats(spec: TargetSpec) -> None:
-    """Print the cluster-wide counters and the last errors, kept in Redis."""
+    """Print the cluster-wide counters and the last errors, kept in Redis.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     snap = target.driver.coord.stats.snapshot()
 
@@ -39,7 +43,11 @@ def stats(spec: TargetSpec) -> None:
 @click.command()
 @target_options
 def sweep(spec: TargetSpec) -> None:
-    """Run one sweep now (the beat job: timers, lost events, orphans, parents)."""
+    """Run one sweep now (the beat job: timers, lost events, orphans, parents).
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     from .sweep import sweep as run_sweep
 
     target = Target.open(spec)
@@ -60,7 +68,11 @@ def sweep(spec: TargetSpec) -> None:
               help="Unhealthy if a run's timer is due more than S seconds ago.")
 @target_options
 def health(spec: TargetSpec, max_sweep_age: Optional[float], overdue_after: float) -> ExitCode:
-    """Check store, broker, the last sweep and overdue timers: exit 0 healthy, 1 not (for probes)."""
+    """Check store, broker, the last sweep and overdue timers: exit 0 healthy, 1 not (for probes).
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     app = Target.make_app(spec)
     checks: list[Check] = []
     target: Optional[Target] = None

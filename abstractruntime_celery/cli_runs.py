@@ -44,7 +44,11 @@ def runs() -> None:
 @target_options
 def list_runs(spec: TargetSpec, status: Optional[str], workflow: Optional[str], reason: Optional[str],
               parent: Optional[str], limit: int, after: Optional[str]) -> None:
-    """List runs, newest first, a page at a time."""
+    """List runs, newest first, a page at a time.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     page = list_page(target.driver.run_store, Filters(status, workflow, reason, parent), limit=limit, after=after)
 
@@ -68,7 +72,11 @@ def list_runs(spec: TargetSpec, status: Optional[str], workflow: Optional[str], 
               help="Show the last N ledger records (0: none).")
 @target_options
 def show(spec: TargetSpec, run_id: str, ledger_limit: int) -> None:
-    """A run's state, what it waits for, its children, its inbox and its ledger as a timeline."""
+    """A run's state, what it waits for, its children, its inbox and its ledger as a timeline.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     driver = target.driver
     run = driver.load(run_id)
@@ -132,7 +140,11 @@ def _ledger_tail(runtime: Any, run_id: str, n: int) -> tuple[int, list[dict[str,
 def respond(spec: TargetSpec, run_id: str, wait_key: Optional[str], payload_text: str, wait: bool,
             timeout: float) -> None:
     """Send a run an event, through resume_event and its checks (wait key, paused runs,
-    payload and inbox limits). Stored durably before this returns."""
+    payload and inbox limits). Stored durably before this returns.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     payload = load_json_object(payload_text, "--payload")
     target = Target.open(spec)
     target.check_broker()
@@ -175,7 +187,11 @@ def _deliver(target: Target, run_id: str, wait_key: Optional[str], payload: dict
 @click.option("--reason", default=None, help="Recorded as the run's error.")
 @target_options
 def cancel(spec: TargetSpec, run_id: str, children: bool, reason: Optional[str]) -> None:
-    """Cancel a run (compare-and-set: a tick in flight is refused at its next save)."""
+    """Cancel a run (compare-and-set: a tick in flight is refused at its next save).
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     target.check_broker()
     if children:
@@ -190,7 +206,11 @@ def cancel(spec: TargetSpec, run_id: str, children: bool, reason: Optional[str])
 @click.option("--reason", default=None, help="Why (kept with the pause).")
 @target_options
 def pause(spec: TargetSpec, run_id: str, reason: Optional[str]) -> None:
-    """Pause a run: no step, no event, no child result until resumed."""
+    """Pause a run: no step, no event, no child result until resumed.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     _acted(target, "paused", [_summary(target.scheduler.pause_run(run_id, reason=reason))])
 
@@ -199,7 +219,11 @@ def pause(spec: TargetSpec, run_id: str, reason: Optional[str]) -> None:
 @click.argument("run_id", metavar="RUN")
 @target_options
 def resume(spec: TargetSpec, run_id: str) -> None:
-    """Resume a paused run; it is ticked and takes what waited for it."""
+    """Resume a paused run; it is ticked and takes what waited for it.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     target.check_broker()
     _acted(target, "resumed", [_summary(target.scheduler.resume_run(run_id))])
@@ -210,7 +234,11 @@ def resume(spec: TargetSpec, run_id: str) -> None:
 @target_options
 def retry(spec: TargetSpec, run_id: str) -> None:
     """Restart a FAILED run at the node that failed, with a new attempt count. Refused
-    (exit 1) for a run that is not FAILED, or a child whose parent already took its failure."""
+    (exit 1) for a run that is not FAILED, or a child whose parent already took its failure.
+
+    \f
+    Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
+    """
     target = Target.open(spec)
     target.check_broker()
     _acted(target, "retried", [_summary(target.scheduler.retry_run(run_id))])

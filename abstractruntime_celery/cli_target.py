@@ -162,7 +162,8 @@ class Target:
 
 
 def emit(target: Target, data: dict[str, Any], human: Callable[[], None]) -> None:
-    """Print a command's result: JSON (``{"target": ..., **data}``) or ``human()`` after the header."""
+    """Print a command's result: JSON (``{"ok": true, "target": ..., **data}``) or ``human()``
+    after the header. Raises what ``human`` raises (nothing, for ours)."""
     if target.spec.as_json:
         click.echo(json.dumps({"ok": True, "target": target.where(), **data}, default=str))
     else:
@@ -205,7 +206,11 @@ def target_options(func: Callable[..., Optional[int]]) -> Callable[..., None]:
 
 
 def fail(spec: TargetSpec, code: ExitCode, kind: str, message: str) -> None:
-    """Print one line (``--json``: one JSON object on stdout) and exit with ``code``."""
+    """Print one line (``--json``: one JSON object on stdout) and exit with ``code``.
+
+    Raises:
+        click.exceptions.Exit: always (``main(..., standalone_mode=False)`` returns its code).
+    """
     if spec.as_json:
         click.echo(json.dumps({"ok": False, "error": kind, "message": message, "exit_code": int(code)}))
     else:
@@ -214,7 +219,7 @@ def fail(spec: TargetSpec, code: ExitCode, kind: str, message: str) -> None:
 
 
 def classify(exc: BaseException) -> Optional[tuple[ExitCode, str]]:
-    """The exit code and a short kind for an error, or None for one that is a bug."""
+    """The exit code and a short kind for an error, or None for one that is a bug. Raises nothing."""
     import redis
     from kombu.exceptions import OperationalError
 
