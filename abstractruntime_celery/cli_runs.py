@@ -60,8 +60,11 @@ def list_runs(spec: TargetSpec, status: Optional[str], workflow: Optional[str], 
             status_text = row.status + (" (paused)" if row.paused else "")
             waiting = f"{row.reason} {row.wait_key or row.until}".strip() if row.status == "waiting" else ""
             table.add_row(row.run_id, row.workflow_id, status_text, waiting, row.parent, _when(row.updated))
-        console.print(table)
-        click.echo(f"{len(page.rows)} run(s)" + (f"; next page: --after {page.next}" if page.next else ""))
+        if page.rows:
+            console.print(table)
+        click.echo(f"{len(page.rows)} run(s)" + (f"; next page: --after {page.next}" if page.next else "")
+                   + ("" if page.rows or after else
+                      f" under prefix {target.settings.key_prefix!r} (the workers' ABSTRACTRUNTIME_CELERY_KEY_PREFIX?)"))
 
     emit(target, {"runs": [r.to_dict() for r in page.rows], "next": page.next}, human)
 

@@ -109,7 +109,9 @@ def test_respond_pause_resume_cancel(cli: Any, sr: Any, cli_worker: Any, cli_set
 
     shown = as_json(cli("runs", "show", run_id, "--json"))
     assert shown["run"]["waiting"]["wait_key"] == "approval" and shown["run"]["status"] == "waiting"
-    assert shown["ledger_total"] >= 1 and shown["leased"] is False
+    assert shown["ledger_total"] >= 2 and shown["leased"] is False
+    tail = as_json(cli("runs", "show", run_id, "--ledger", "1", "--json"))
+    assert len(tail["ledger"]) == 1 and tail["ledger"][0] == shown["ledger"][-1]
 
     assert cli("runs", "pause", run_id).exit_code == 0
     refused = cli("runs", "respond", run_id, "--key", "approval", "--payload", '{"ok": true}')
@@ -290,6 +292,8 @@ def test_health_stats_and_sweep(cli: Any, sr: Any, cli_settings: Any) -> None:
     healthy = cli("health")
     assert healthy.exit_code == 0 and "healthy" in healthy.stdout
     assert as_json(cli("stats", "--json"))["stats"]["sweeps"] >= 1
+    table = cli("stats")
+    assert table.exit_code == 0 and "sweeps" in table.stdout and cli_settings.key_prefix in table.stdout
 
     # A run whose timer was due 10 minutes ago, never ticked: overdue.
     past = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
