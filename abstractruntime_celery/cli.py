@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import AbstractRuntimeCeleryError
+from .metrics.serve import metrics as metrics_group
 from .redact import redact_url
 
 console = Console()
@@ -157,6 +158,9 @@ def stats() -> None:
     console.print(table)
     for err in snap.errors[-10:]:
         console.print(f"[red]{err}[/red]")
+
+
+main.add_command(metrics_group)
 
 
 def run() -> None:
