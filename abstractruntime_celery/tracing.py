@@ -103,6 +103,16 @@ class OtelTracing(Tracing):
         key = self.coord.keys.trace(run_id)
         ctx.queue.add(self.client, lambda target: target.set(key, value, nx=True))
 
+    def note_child(self, ctx: TickContext, child_id: str) -> None:
+        """A node started ``child_id``: its trace context is the node's span, so the child's
+        own ticks join its parent's trace (unless it has one already)."""
+        value = self._inject(self._trace.get_current_span())
+        if self.client is None:
+            self._local.setdefault(child_id, value)
+            return
+        key = self.coord.keys.trace(child_id)
+        ctx.queue.add(self.client, lambda target: target.set(key, value, nx=True))
+
     def node_span(self, run: Any, node_id: str) -> ContextManager[Any]:
         return self.tracer.start_as_current_span(
             "abstractruntime.node", attributes={"abstractruntime.run_id": str(getattr(run, "run_id", "")),
@@ -133,6 +143,13 @@ def node_span(run: Any, node_id: str) -> ContextManager[Any]:
     """A span around one node handler, inside the tick's span (nothing when tracing is off)."""
     active = _active.get()
     return nullcontext() if active is None else active.node_span(run, node_id)
+
+
+def child_started(ctx: TickContext, child_id: str) -> None:
+    """A node of the tick running here started run ``child_id`` (nothing when tracing is off)."""
+    active = _active.get()
+    if active is not None:
+        active.note_child(ctx, child_id)
 
 
 def open_tracing(settings: Any, coord: Any) -> Tracing:

@@ -32,18 +32,23 @@ def settings(prefix: str) -> Any:
     return make_settings(prefix, tracing=True)
 
 
+_EXPORTER: list[InMemorySpanExporter] = []
+
+
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans this process ends, from now on (the SDK provider is global: set once)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.shutdown()
+    """Spans this process ends, from now on (the SDK provider is global: set once, and so
+    is the exporter on it)."""
+    if not _EXPORTER:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
+        _EXPORTER.append(InMemorySpanExporter())
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER[0]))
+    _EXPORTER[0].clear()
+    yield _EXPORTER[0]
+    _EXPORTER[0].clear()
 
 
 def of_run(exporter: InMemorySpanExporter, run_id: str) -> list[Any]:
@@ -84,3 +89,23 @@ def test_a_resumed_run_joins_the_trace_its_start_began(spans: InMemorySpanExport
     assert set(nodes) == {"wait", "done"}
     assert nodes["wait"].parent.span_id == start.context.span_id
     assert nodes["done"].parent.span_id in {s.context.span_id for s in resumed}
+
+
+def test_a_child_run_joins_its_parents_trace(spans: InMemorySpanExporter, worker: Any, celery_app: Any,
+                                             settings: Any) -> None:
+    sr = create_scheduled_runtime(app=celery_app, settings=settings, registry=registry, auto_start=False)
+    try:
+        parent_id, _ = sr.run(registry.get("parent"), vars={"child_delay": 0.3}, wait=False)
+        parent = sr.wait_for(parent_id, timeout=TIMEOUT, until=lambda run: run.status == RunStatus.COMPLETED)
+        child_id = parent.output["child"]["sub_run_id"]
+        wait_for(lambda: len([s for s in of_run(spans, parent_id) if s.name == "abstractruntime.tick"]) >= 2,
+                 TIMEOUT, "the parent's resume span")
+    finally:
+        sr.stop()
+    mine, theirs = of_run(spans, parent_id), of_run(spans, child_id)
+    (spawn,) = [s for s in mine if s.attributes.get("abstractruntime.node_id") == "spawn"]
+    child_ticks = [s for s in theirs if s.name == "abstractruntime.tick"]
+    assert len(child_ticks) >= 2, [dict(s.attributes) for s in theirs]  # it waited on its timer, then woke
+    assert {s.context.trace_id for s in mine + theirs} == {spawn.context.trace_id}
+    # (the Runtime runs the spawn effect after the node's handler: under the parent's tick span)
+    assert all(s.parent is not None and s.parent.span_id == spawn.parent.span_id for s in child_ticks)
