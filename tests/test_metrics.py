@@ -113,6 +113,9 @@ def test_prefork_worker_serves_cluster_metrics(cluster: Cluster, tmp_path: Path)
                for name in re.findall(r"\babstractruntime_celery_\w+", target["expr"])}
     assert queried and not queried - served, sorted(queried - served)
 
+    # One endpoint per worker, in its main process: no pool child tried to bind the port.
+    assert all("Cannot serve metrics" not in p.log() for p in cluster.procs)
+
     # Tracing is off: no trace context was read or written.
     assert not list(redis.Redis.from_url(STORE_URL).scan_iter(match=f"{settings.key_prefix}trace:*"))
 
