@@ -2,9 +2,9 @@
 
 A tick records what it measured (its duration, a timer's lateness, an event's resume
 latency) as counts in the same Counter its stats counters go in; they all leave with
-its lease release, in the one command that carries its counters already
-(``coord/redis.py: RedisLeases._counts_op``). So observing adds no round trip and no
-command to the tick path. Each observation is three increments of the ``{p}hist``
+its lease release, inside the release script that carries its counters already
+(``lua/lease_release.lua``, any number of hashes). So observing adds no round trip and
+no command to the tick path (only HINCRBYs inside that script). Each observation is three increments of the ``{p}hist``
 hash: its bucket (non-cumulative; the collector accumulates), ``count``, and the sum
 in whole microseconds (integers: the counts are HINCRBYs).
 """
