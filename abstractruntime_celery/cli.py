@@ -20,6 +20,7 @@ from rich.console import Console
 from .cli_ops import health, stats, sweep
 from .cli_runs import runs
 from .errors import AbstractRuntimeCeleryError
+from .metrics.serve import metrics as metrics_group
 from .redact import redact_url
 
 console = Console()
@@ -143,6 +144,9 @@ main.add_command(runs)
 main.add_command(stats)
 main.add_command(sweep)
 main.add_command(health)
+
+
+main.add_command(metrics_group)
 
 
 def run() -> None:

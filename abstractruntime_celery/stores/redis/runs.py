@@ -260,7 +260,7 @@ class RedisRunStore(RunQueries, RunStore):
         ctx.last_saved_updated = fields["updated"]
 
     def delete(self, run_id: str) -> bool:
-        """Remove a run, its index entries and its failure notes; True if it existed.
+        """Remove a run, its index entries, its failure notes and its trace context; True if it existed.
 
         Raises:
             StoreUnavailableError: Redis cannot be reached.
@@ -269,7 +269,8 @@ class RedisRunStore(RunQueries, RunStore):
         if not rid:
             return False
         k = self.keys
-        script, keys, args = self._delete_script, [k.run(rid), k.attempts(rid), k.unknown(rid), k.backoff(rid)], [self.prefix, rid]
+        script, keys, args = self._delete_script, [k.run(rid), k.attempts(rid), k.unknown(rid), k.backoff(rid),
+                                                  k.trace(rid)], [self.prefix, rid]
         return bool(scripts.settle(self._sent_before(lambda t: scripts.call_in(t, script, keys, args)),
                                    script, keys, args))
 
