@@ -173,11 +173,19 @@ DOCKER_INSTRUCTIONS = {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "USER", "ARG", "
 def test_every_file_of_the_kit_is_one_these_tests_read() -> None:
     """A file added to deploy/ without a test reading it fails here."""
     read = {"compose.yaml", "Dockerfile", "README.md", "app/README.md", "k8s/kustomization.yaml",
+            "grafana-dashboard.json",
             *(f"k8s/{p.name}" for p in (DEPLOY / "k8s").glob("*.yaml")),
             *(f"systemd/{p.name}" for p in SYSTEMD.glob("*.service")), f"systemd/{ENV_FILE.name}",
             "systemd/sysusers.d/abstractruntime-celery.conf", "systemd/tmpfiles.d/abstractruntime-celery.conf"}
     present = {str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*") if p.is_file()}
     assert present == read
+
+
+def test_grafana_dashboard_plots_only_our_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", []) if "expr" in t]
+    assert dashboard["title"] and exprs
+    assert all("abstractruntime_celery_" in e for e in exprs), [e for e in exprs if "abstractruntime_celery_" not in e]
 
 
 def test_dockerfile_instructions_and_its_user_match_the_manifests() -> None:
@@ -363,18 +371,31 @@ def _has_command(*path: str) -> bool:
     return True
 
 
-def test_the_health_probe_line_reaches_the_cluster(prefix: str, tmp_path: Path) -> None:
+def test_the_health_probe_line_passes_after_a_sweep_and_fails_without_a_broker(
+        prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers' readiness probe, as written, in the ConfigMap's environment: healthy once
+    a sweep has run (``abstractruntime-celery sweep``, in this process, stands in for beat),
+    unhealthy (exit 1) when the broker's port is dead."""
     if not _has_command("health"):
         pytest.skip("abstractruntime-celery health is not in this tree")
+    from abstractruntime_celery.cli import main
+
     docs = load_k8s()
-    probe = k8s_object(docs, "Deployment", "abstractruntime-worker")["spec"]["template"]["spec"]["containers"][0]
-    argv = probe["readinessProbe"]["exec"]["command"]
-    env = _process_env({**k8s_object(docs, "ConfigMap", "abstractruntime-celery")["data"], **_kit_env(prefix)})
-    out = subprocess.run(local_argv(argv), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    # 0 healthy or 1 unhealthy (no sweep has run for this fresh prefix): it reached Redis
-    # and the broker. 2 would be "unreachable", or a usage error of the line itself.
-    assert out.returncode in (0, 1), out.stdout + out.stderr
-    assert "Usage:" not in out.stderr
+    container = k8s_object(docs, "Deployment", "abstractruntime-worker")["spec"]["template"]["spec"]["containers"][0]
+    argv = container["readinessProbe"]["exec"]["command"]
+    kit_env = {**k8s_object(docs, "ConfigMap", "abstractruntime-celery")["data"], **_kit_env(prefix)}
+    for name, value in kit_env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["sweep"], standalone_mode=False) in (0, None)
+    env = _process_env(kit_env)
+    dead_broker = f"redis://127.0.0.1:{free_port()}/9"
+    probes = [subprocess.Popen(local_argv(argv), cwd=tmp_path, env={**env, **extra}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+              for extra in ({}, {"ABSTRACTRUNTIME_CELERY_BROKER_URL": dead_broker})]
+    (healthy_out, healthy), (unhealthy_out, unhealthy) = [(p.communicate(timeout=90)[0], p.returncode)
+                                                          for p in probes]
+    assert healthy == 0, healthy_out
+    assert unhealthy == 1 and "broker" in unhealthy_out, unhealthy_out
 
 
 def test_the_metrics_line_serves_prometheus_text(prefix: str, tmp_path: Path, procs: list[Proc]) -> None:

@@ -10,7 +10,7 @@ import redis
 from abstractruntime import Effect, EffectType, RunState, StepPlan, WorkflowSpec
 from abstractruntime.scheduler.registry import WorkflowRegistry
 
-FX_URL = os.environ.get("ARC_TEST_FX_URL", "redis://127.0.0.1:6379/14")
+FX_URL = os.environ.get("ARC_TEST_FX_URL") or f"{os.environ.get('ARC_TEST_REDIS', 'redis://127.0.0.1:6379')}/14"
 
 
 def _open(run: RunState) -> bool:
