@@ -438,8 +438,8 @@ def _runtime(settings: Settings, registry: WorkflowRegistry, coord: Coordination
              ledger_store: Any, distributed: bool, runtime_kwargs: dict[str, Any]) -> Runtime:
     if run_store is None:
         if distributed and settings.store_url == "memory://":
-            raise ConfigError("A distributed driver needs a store the workers share: set store_url to "
-                              "redis://... (or sqlite:/// / file:/// on one host)")
+            raise ConfigError("store_url is memory://, and a distributed driver needs a store the workers "
+                              "share: set store_url to redis://... (or sqlite:/// / file:/// on one host)")
         run_store, default_ledger = open_stores(settings.store_url, prefix=settings.key_prefix,
                                                 still_ours=coord.leases.holds, control_ttl_s=settings.control_ttl_s)
         ledger_store = ledger_store or default_ledger
