@@ -28,7 +28,7 @@ import pytest
 from abstractruntime import RunStatus
 
 from abstractruntime_celery import ConfigError, DispatchError, create_scheduled_runtime
-from abstractruntime_celery.dispatch import START_TASK
+from abstractruntime_celery.dispatch import START_TASK, TICK_TASK
 from abstractruntime_celery.sweep import sweep
 from devkit.cleanup import cleanup_broker
 from devkit.procs import Cluster, settings_env, wait_for
@@ -41,6 +41,12 @@ pytestmark = pytest.mark.timeout(120)
 TIMEOUT = 30.0
 WORKER_ARGS = ["worker", "-P", "solo", "-l", "INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"]
 SECRET = "s3cretpw"
+
+
+def _completed(sr: Any, run_id: str) -> Any:
+    """The run if it exists and has completed, else None (it may not be created yet)."""
+    run = sr.driver.run_store.load(run_id)
+    return run if run is not None and run.status == RunStatus.COMPLETED else None
 
 
 def _ours(output: str) -> list[str]:
@@ -119,27 +125,32 @@ def test_a_start_sent_while_the_store_is_down_makes_one_run_once_it_is_back(
     try:
         cluster.settings = replace(cluster.settings, store_url=store.db_url(0))
         worker = cluster.worker("w", concurrency=1)
-        store.stop()
         app = make_app(cluster.settings)
+        sr = create_scheduled_runtime(app=app, settings=cluster.settings, registry=registry, auto_start=False)
+        unticked = sr.driver.start_run("steps", vars={"n": 1}, dispatch=False)  # its tick is sent below
+        store.stop()
         task_id = f"start-{uuid.uuid4().hex}"
         app.send_task(START_TASK, args=["steps", {"n": 2}], task_id=task_id, queue=cluster.settings.queue)
-        wait_for(lambda: worker.log().count("store unavailable") >= 2, TIMEOUT,
-                 "the start to be retried twice while the store is down", cluster)
+        app.send_task(TICK_TASK, args=[unticked], queue=cluster.settings.queue)
+        wait_for(lambda: worker.log().count(f"start of run {task_id}: store unavailable") >= 2
+                 and f"tick of run {unticked}: store unavailable" in worker.log(), TIMEOUT,
+                 "the start (twice) and the tick to be retried while the store is down", cluster)
         store.start()
-        sr = create_scheduled_runtime(app=app, settings=cluster.settings, registry=registry, auto_start=False)
-        done = sr.wait_for(task_id, timeout=TIMEOUT, until=lambda r: r.status == RunStatus.COMPLETED)
+        done = wait_for(lambda: _completed(sr, task_id), TIMEOUT, "the started run to complete", cluster)
         assert done.output == {"i": 2}
+        ticked = sr.wait_for(unticked, timeout=TIMEOUT, until=lambda r: r.status == RunStatus.COMPLETED)
+        assert ticked.output == {"i": 1}
         runs = sr.driver.run_store.list_runs(limit=100)
-        assert [r.run_id for r in runs] == [task_id]
-        assert sr.stats.runs_started == 1
+        assert sorted(r.run_id for r in runs) == sorted([task_id, unticked])
+        assert sr.stats.runs_started == 2
         lines = worker.log().splitlines()
         first = next(i for i, line in enumerate(lines) if task_id in line)
         since = lines[first:]  # everything the worker said from the first delivery on
         tries = sum("store unavailable" in line for line in since)
         assert not any("Traceback" in line for line in since), "\n".join(since)
-        # each failed delivery: received, our one line, Celery's retry line; then received, succeeded
-        # (and at most two more lines of the tick that ran once the store was back)
-        assert len(since) <= 3 * tries + 4, "\n".join(since)
+        # each failed delivery: received, our one line, Celery's retry line; then, for each of the
+        # two messages, received and succeeded (and at most two more lines once the store is back)
+        assert len(since) <= 3 * tries + 6, "\n".join(since)
         assert all(len(line) < 600 for line in since), "\n".join(since)
         sr.stop()
     finally:
