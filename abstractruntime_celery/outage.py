@@ -31,7 +31,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        # (``raise X from None`` hides the context: the error said all it had to)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
 def _is_down(exc: BaseException) -> bool:

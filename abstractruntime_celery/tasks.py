@@ -416,6 +416,14 @@ def _register_tasks(app: Celery) -> None:
         from .sweep import sweep as run_sweep
 
         started = time.perf_counter()
-        report = run_sweep(driver_for(app))  # sends through the dispatcher
+        try:
+            report = run_sweep(driver_for(app))  # sends through the dispatcher
+        except Exception as exc:
+            outage = find_outage(exc, _built_driver(app))
+            if outage is None:
+                raise
+            # beat sends the next one: no retry, and one line instead of a chained traceback
+            log.warning("sweep skipped: store unavailable (%s)", one_line(outage))
+            return 0
         log.debug("sweep took %.1f ms", (time.perf_counter() - started) * 1000)
         return report.total
