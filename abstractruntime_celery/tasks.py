@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import Reject
 from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
 from .config import Settings, load_settings
@@ -396,16 +395,15 @@ def _register_tasks(app: Celery) -> None:
         create its run fails the task; a node's error is the tick path's (counted, retried).
         A start for a workflow this worker lacks is sent again later (``keep_start``), and so
         is one that meets a store that is down (``retry_later``: same task id, so still one
-        run); a malformed one (bad vars or run id) is rejected, with one line."""
+        run); a malformed one (bad vars or run id) fails the task and is dropped."""
         run_id = run_id if run_id is not None else start_run_id(self.request.id)
         try:
             driver = driver_for(app)
             driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
         except UnknownWorkflowError as exc:
             raise keep_start(self, driver, exc, unknown_since) from exc
-        except PayloadError as exc:
-            log.warning("start message rejected: %s", one_line(exc))
-            raise Reject(one_line(exc), requeue=False) from None
+        except PayloadError:
+            raise  # a malformed message (vars, run id): the task fails, the message is dropped
         except Exception as exc:
             _start_failed(self, app, run_id, exc)
         return run_id
