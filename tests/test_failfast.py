@@ -121,7 +121,7 @@ def test_a_misconfigured_worker_exits_at_start_with_one_line_and_a_sqlite_one_wa
 
 def test_a_start_sent_while_the_store_is_down_makes_one_run_once_it_is_back(
         cluster: Cluster, tmp_path: Path) -> None:
-    store = PrivateRedis(tmp_path / "store").start()
+    store = PrivateRedis(tmp_path / "store", password=SECRET).start()
     try:
         cluster.settings = replace(cluster.settings, store_url=store.db_url(0))
         worker = cluster.worker("w", concurrency=1)
@@ -143,7 +143,9 @@ def test_a_start_sent_while_the_store_is_down_makes_one_run_once_it_is_back(
         runs = sr.driver.run_store.list_runs(limit=100)
         assert sorted(r.run_id for r in runs) == sorted([task_id, unticked])
         assert sr.stats.runs_started == 2
-        lines = worker.log().splitlines()
+        log = worker.log()
+        assert f"store: redis at 127.0.0.1:{store.port} db 0" in log and SECRET not in log, log[-3000:]
+        lines = log.splitlines()
         first = next(i for i, line in enumerate(lines) if task_id in line)
         since = lines[first:]  # everything the worker said from the first delivery on
         tries = sum("store unavailable" in line for line in since)
