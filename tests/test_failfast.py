@@ -23,6 +23,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from abstractruntime import RunStatus
@@ -116,7 +117,9 @@ def test_a_misconfigured_worker_exits_at_start_with_one_line_and_a_sqlite_one_wa
     assert any("registry tests.workflows:registry" in line and "steps" in line for line in ours), ours
     assert any(f"store: sqlite ({sqlite_url})" in line for line in ours), ours
     prefix = cluster.settings.key_prefix
-    assert any(f"coordination: redis at 127.0.0.1:6379 db 9, key prefix {prefix!r}" in line for line in ours), ours
+    broker = urlsplit(BROKER_URL)  # the suite's Redis (tests/_services.py), wherever it listens
+    assert any(f"coordination: redis at {broker.hostname}:{broker.port} db 9, key prefix {prefix!r}" in line
+               for line in ours), ours
 
 
 def test_a_start_sent_while_the_store_is_down_makes_one_run_once_it_is_back(

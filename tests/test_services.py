@@ -90,7 +90,7 @@ def test_no_test_hard_codes_the_default_redis_address() -> None:
     127.0.0.1:6379 itself would miss the Redis the suite started on another port."""
     import re
 
-    pattern = re.compile(r"redis://(?:127\.0\.0\.1|localhost):6379")
+    pattern = re.compile(r"redis://(?:127\.0\.0\.1|localhost):6379|redis at 127\.0\.0\.1:6379")
     offenders = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "tests").rglob("*.py"))
                  if path.name not in MAY_NAME_THE_DEFAULT and not path.name.startswith("workflows")
                  and "unit" not in path.parts
