@@ -166,3 +166,16 @@ def test_manage_py_abstractruntime_stats_and_sweep_reach_the_projects_store_and_
     call_command("abstractruntime", "stats")
     out = capsys.readouterr().out
     assert "runs_started" in out, out
+
+
+def test_manage_py_abstractruntime_from_the_shell_passes_its_arguments_to_the_cli(site: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import EXAMPLE, ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    stats = subprocess.run([sys.executable, "manage.py", "abstractruntime", "stats"], cwd=EXAMPLE, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert stats.returncode == 0 and "runs_started" in stats.stdout, stats
