@@ -11,6 +11,7 @@ SQLite file), migrates, and starts the README's worker command as a subprocess; 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -47,7 +48,7 @@ if INNER:
         os.environ.update(example_env(_tmp, f"dj{uuid.uuid4().hex[:8]}:"))
     for _name in [k for k in os.environ if k.startswith("ABSTRACTRUNTIME_CELERY_")] + ["CELERY_BROKER_URL"]:
         os.environ.pop(_name, None)  # the project's settings, not the caller's environment
-    sys.path.insert(0, str(EXAMPLE))
+    sys.path.append(str(EXAMPLE))  # last: this directory's ``tests`` must not hide the suite's
     os.environ["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
     import django
 
@@ -84,6 +85,7 @@ def site(request: pytest.FixtureRequest) -> Iterator[Any]:
         assert worker.alive(), f"the worker exited at start:\n{worker.log()}"
         yield worker
     finally:
+        worker.kill(signal.SIGQUIT)  # a cold shutdown: the tests are done with it (tasks are acks_late)
         worker.stop()
         if request.session.testsfailed or os.environ.get("ARC_DJANGO_SHOW_LOG"):
             sys.stderr.write(worker.log())

@@ -17,11 +17,15 @@ from abstractruntime import Effect, EffectType, RunState, StepPlan, WorkflowSpec
 from abstractruntime_celery import WorkflowRegistry
 
 
+#: Where the stand-in mailer writes (read once, at import, like the rest of the app's settings).
+OUTBOX_URL = os.environ.get("APISHOP_OUTBOX_URL", "redis://127.0.0.1:6379/1")
+OUTBOX_KEY = os.environ.get("APISHOP_OUTBOX_KEY", "apishop:outbox")
+
+
 def send_email(run: RunState, to: str, subject: str) -> None:
     """A stand-in for your mailer: appends the message to a Redis list you can read."""
-    client = redis.Redis.from_url(os.environ.get("APISHOP_OUTBOX_URL", "redis://127.0.0.1:6379/1"))
-    client.rpush(os.environ.get("APISHOP_OUTBOX_KEY", "apishop:outbox"),
-                 json.dumps({"run_id": run.run_id, "to": to, "subject": subject}))
+    client = redis.Redis.from_url(OUTBOX_URL)
+    client.rpush(OUTBOX_KEY, json.dumps({"run_id": run.run_id, "to": to, "subject": subject}))
 
 
 def welcome(run: RunState, ctx: Any) -> StepPlan:

@@ -1,12 +1,14 @@
 """The FastAPI example's fixtures: its environment (the suite's Redis databases 9 broker,
-10 store, 14 side effects; a fresh key prefix and queue) for this session, and a real Celery
-worker in this process (threads) on the example's own Celery app.
+10 store, 14 side effects; a fresh key prefix and queue), and a real Celery worker in this
+process (threads) on the example's own Celery app.
 
-Session-scoped: ``apishop.celery.app`` is built once, at import, from the environment."""
+``apishop`` reads its environment once, at import: the fixture sets it only while importing
+it (once per session), so nothing of it reaches other tests."""
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,8 +34,11 @@ def api_env() -> Iterator[dict[str, str]]:
             mp.delenv(name, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        mp.syspath_prepend(str(EXAMPLE))  # ``apishop``, as the worker imports it from this directory
-        yield env
+        # ``apishop``, as the worker imports it from this directory (last: this directory's
+        # ``tests`` package must not hide the suite's)
+        mp.setattr(sys, "path", [*sys.path, str(EXAMPLE)])
+        import apishop.main  # noqa: F401 - reads the environment now
+    yield env
     cleanup_broker(f"{REDIS}/9", f"{prefix}q")
     delete_prefix(redis.Redis.from_url(f"{REDIS}/10"), prefix)
     redis.Redis.from_url(f"{REDIS}/14").delete(f"{prefix}outbox")

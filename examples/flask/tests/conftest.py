@@ -5,6 +5,7 @@ variables ``FLASKSHOP_...``), and the README's worker command as a subprocess.""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent
 ROOT = EXAMPLE.parent.parent
 REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
 if str(EXAMPLE) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE))  # ``flaskshop``, as the worker imports it from this directory
+    sys.path.append(str(EXAMPLE))  # ``flaskshop``, as the worker imports it from this directory (last:
+    # this directory's ``tests`` package must not hide the suite's)
 
 
 @pytest.fixture
@@ -73,6 +75,7 @@ def shop_worker(shop_env: dict[str, str], tmp_path: Path, request: pytest.Fixtur
         assert worker.alive(), f"the worker exited at start:\n{worker.log()}"
         yield worker
     finally:
+        worker.kill(signal.SIGQUIT)  # a cold shutdown: the tests are done with it (tasks are acks_late)
         worker.stop()
         if request.session.testsfailed > failed_before:
             sys.stderr.write(worker.log()[-6000:])
