@@ -13,4 +13,6 @@ from .workflows import registry
 
 app = Celery("apishop", broker=os.environ.get("ABSTRACTRUNTIME_CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
 # The registry and the settings, named once: the web process (runtime_lifespan) finds them here.
-install(app, registry=registry, settings=load_settings())
+# Defaults for this example; ABSTRACTRUNTIME_CELERY_STORE_URL (and every other variable) wins.
+settings = load_settings({"abstractruntime_store_url": "redis://127.0.0.1:6379/1"})
+install(app, registry=registry, settings=settings)
