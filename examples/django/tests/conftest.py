@@ -18,27 +18,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from django_example_env import EXAMPLE, HERE, RUNNER, ROOT, example_env
 
-HERE = Path(__file__).resolve().parent
-EXAMPLE = HERE.parent
-ROOT = EXAMPLE.parent.parent
-RUNNER = "test_django_suite.py"
 INNER = os.environ.get("ARC_DJANGO_INNER") == "1"
-REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
 def pytest_ignore_collect(collection_path: Path, config: Any) -> bool | None:
     if collection_path.parent != HERE or not collection_path.name.startswith("test_"):
         return None
     return (collection_path.name == RUNNER) if INNER else (collection_path.name != RUNNER)
-
-
-def example_env(tmp: Path, prefix: str) -> dict[str, str]:
-    """The environment the example project reads (mysite/settings.py: ``MYSITE_*``): the
-    suite's Redis databases (9 broker, 10 store, 14 side effects), short timings."""
-    return {"MYSITE_BROKER_URL": f"{REDIS}/9", "MYSITE_STORE_URL": f"{REDIS}/10",
-            "MYSITE_OUTBOX_URL": f"{REDIS}/14", "MYSITE_KEY_PREFIX": prefix, "MYSITE_QUEUE": f"{prefix}q",
-            "MYSITE_ORPHAN_GRACE_S": "1", "MYSITE_SWEEP_INTERVAL_S": "1", "MYSITE_DB": str(tmp / "db.sqlite3")}
 
 
 if INNER:
@@ -48,7 +36,7 @@ if INNER:
         os.environ.update(example_env(_tmp, f"dj{uuid.uuid4().hex[:8]}:"))
     for _name in [k for k in os.environ if k.startswith("ABSTRACTRUNTIME_CELERY_")] + ["CELERY_BROKER_URL"]:
         os.environ.pop(_name, None)  # the project's settings, not the caller's environment
-    sys.path.append(str(EXAMPLE))  # last: this directory's ``tests`` must not hide the suite's
+    sys.path.append(str(EXAMPLE))  # ``mysite`` and ``myapp``, as manage.py finds them
     os.environ["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
     import django
 

@@ -14,7 +14,7 @@ import redis
 
 from devkit.cleanup import cleanup_broker, delete_prefix
 
-from .conftest import HERE, REDIS, ROOT, example_env
+from django_example_env import HERE, REDIS, ROOT, example_env
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -34,8 +34,7 @@ def api_env() -> Iterator[dict[str, str]]:
             mp.delenv(name, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
-        # ``apishop``, as the worker imports it from this directory (last: this directory's
-        # ``tests`` package must not hide the suite's)
+        # ``apishop``, as the worker imports it from this directory
         mp.setattr(sys, "path", [*sys.path, str(EXAMPLE)])
         import apishop.main  # noqa: F401 - reads the environment now
     yield env

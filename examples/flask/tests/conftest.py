@@ -22,8 +22,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent
 ROOT = EXAMPLE.parent.parent
 REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
 if str(EXAMPLE) not in sys.path:
-    sys.path.append(str(EXAMPLE))  # ``flaskshop``, as the worker imports it from this directory (last:
-    # this directory's ``tests`` package must not hide the suite's)
+    sys.path.append(str(EXAMPLE))  # ``flaskshop``, as the worker imports it from this directory
 
 
 @pytest.fixture
