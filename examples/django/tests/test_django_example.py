@@ -180,3 +180,17 @@ def test_manage_py_abstractruntime_as_the_shell_runs_it_passes_every_argument_to
     assert "manage.py abstractruntime" in out and "sweep" in out and "stats" in out, out
     Command().run_from_argv(["manage.py", "abstractruntime", "stats"])
     assert "runs_started" in capsys.readouterr().out
+
+
+def test_a_wrong_app_setting_is_a_config_error_naming_it(site: Any) -> None:
+    from django.test import override_settings
+
+    from abstractruntime_celery import ConfigError
+    from abstractruntime_celery.contrib.django import celery_app
+
+    with override_settings(CELERY_ABSTRACTRUNTIME_APP="mysite.nowhere:app"), \
+            pytest.raises(ConfigError, match="mysite.nowhere"):
+        celery_app()
+    with override_settings(CELERY_ABSTRACTRUNTIME_APP="mysite.settings:DEBUG"), \
+            pytest.raises(ConfigError, match="CELERY_ABSTRACTRUNTIME_APP"):
+        celery_app()
