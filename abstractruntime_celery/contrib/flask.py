@@ -109,7 +109,12 @@ class AbstractRuntime:
 
     @property
     def celery(self) -> Celery:
-        """The current Flask app's Celery app (see ``celery_for``)."""
+        """The current Flask app's Celery app.
+
+        Raises:
+            ConfigError: ``init_app`` was not called for it.
+            RuntimeError: outside a Flask app context (Flask's own error).
+        """
         return self.celery_for()
 
     def runtime_for(self, app: Any = None) -> ScheduledRuntime:
@@ -124,7 +129,11 @@ class AbstractRuntime:
 
     @property
     def runtime(self) -> ScheduledRuntime:
-        """The current Flask app's runtime (see ``runtime_for``)."""
+        """The current Flask app's runtime.
+
+        Raises:
+            As ``runtime_for``; RuntimeError outside a Flask app context (Flask's own error).
+        """
         return self.runtime_for()
 
     def start_run(self, workflow_id: str, vars: Optional[dict[str, Any]] = None, *,

@@ -52,10 +52,15 @@ class ProcessRuntime:
 
     @property
     def built(self) -> bool:
+        """True once this process has its runtime."""
         return self._runtime is not None and self._pid == os.getpid()
 
     def close(self) -> None:
-        """Stop the runtime of this process, if one was built; the next ``get`` builds another."""
+        """Stop the runtime of this process, if one was built; the next ``get`` builds another.
+
+        Raises:
+            Nothing of its own (``ScheduledRuntime.stop`` only joins its threads).
+        """
         with self._lock:
             runtime, self._runtime = self._runtime, None
         if runtime is not None and self._pid == os.getpid():

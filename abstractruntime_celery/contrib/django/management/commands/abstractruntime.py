@@ -21,12 +21,22 @@ class Command(BaseCommand):
         parser.add_argument("cli_args", nargs=argparse.REMAINDER, help="the command and its arguments")
 
     def run_from_argv(self, argv: list[str]) -> None:
-        # The click group parses everything (its --help too), not Django's argparse.
+        """``manage.py abstractruntime ...``: the click group parses everything (its --help
+        too), not Django's argparse.
+
+        Raises:
+            CommandError: as ``run_cli`` (Django prints it and exits with status 1).
+        """
         code = run_cli(argv[2:], prog_name=f"{os.path.basename(argv[0])} {argv[1]}")
         if code:
             sys.exit(code)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        """``call_command("abstractruntime", "stats")``.
+
+        Raises:
+            CommandError: as ``run_cli``, or the command exited with a non-zero status.
+        """
         code = run_cli(list(options.get("cli_args") or args))
         if code:
             raise CommandError(f"abstractruntime exited with status {code}")
@@ -35,7 +45,12 @@ class Command(BaseCommand):
 def cli_environment(app: Any) -> dict[str, str]:
     """The ``ABSTRACTRUNTIME_CELERY_*`` variables that make the command read this project's
     settings (and broker): the command reads its settings as a worker does, and the
-    environment is the source it ranks first."""
+    environment is the source it ranks first. A registry given to ``install`` as an object
+    cannot travel this way: name it in ``CELERY_ABSTRACTRUNTIME_REGISTRY``.
+
+    Raises:
+        ConfigError: a setting of the project is malformed.
+    """
     from abstractruntime_celery.tasks import settings_for
 
     settings = settings_for(app)
