@@ -10,10 +10,24 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..runtime import ScheduledRuntime
+
+#: Every holder, weakly: a fork gives each a fresh lock (one held by another thread at fork
+#: time would stay held in the child), without keeping a dropped holder's runtime alive.
+_holders: "weakref.WeakSet[ProcessRuntime]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for holder in list(_holders):
+        holder._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ProcessRuntime:
@@ -25,9 +39,7 @@ class ProcessRuntime:
         self._runtime: Optional[ScheduledRuntime] = None
         self._pid = 0
         self.builds = 0  # how many times a runtime was built in this process (tests read it)
-        if hasattr(os, "register_at_fork"):
-            # A lock held by another thread at fork time would stay held in the child.
-            os.register_at_fork(after_in_child=self._after_fork)
+        _holders.add(self)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

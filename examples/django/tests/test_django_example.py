@@ -180,6 +180,9 @@ def test_manage_py_abstractruntime_as_the_shell_runs_it_passes_every_argument_to
     assert "manage.py abstractruntime" in out and "sweep" in out and "stats" in out, out
     Command().run_from_argv(["manage.py", "abstractruntime", "stats"])
     assert "runs_started" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        Command().run_from_argv(["manage.py", "abstractruntime", "no-such-command"])
+    assert exited.value.code == 1 and "no-such-command" in capsys.readouterr().err
 
 
 def test_a_wrong_app_setting_is_a_config_error_naming_it(site: Any) -> None:

@@ -25,9 +25,18 @@ class Command(BaseCommand):
         too), not Django's argparse.
 
         Raises:
-            CommandError: as ``run_cli`` (Django prints it and exits with status 1).
+            SystemExit: the command failed (status 1 with its error on stderr, as Django's
+                commands do, or the click command's own status).
         """
-        code = run_cli(argv[2:], prog_name=f"{os.path.basename(argv[0])} {argv[1]}")
+        try:
+            code = run_cli(argv[2:], prog_name=f"{os.path.basename(argv[0])} {argv[1]}")
+        except CommandError as exc:
+            self.stderr.write(f"{type(exc).__name__}: {exc}")
+            sys.exit(exc.returncode)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
         if code:
             sys.exit(code)
 
