@@ -21,6 +21,7 @@ from .errors import (  # noqa: E402
     InboxFullError,
     LeaseLostError,
     PayloadError,
+    RetryRefusedError,
     RunBusyError,
     RunControlledError,
     RunNotWaitingError,
@@ -46,7 +47,7 @@ __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
     "RunHandle", "install", "Settings", "load_settings", "app", "RedisRunStore", "RedisLedgerStore",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "InboxFullError", "LeaseLostError",
-    "PayloadError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
+    "PayloadError", "RetryRefusedError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
     "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
     "VersionConflictError", "WaitKeyMismatchError",
 ]

@@ -89,6 +89,14 @@ class Settings:
     #: Keep it above the longest queue wait you expect: under it, a run has one pending tick.
     #: 0: the larger of 300 s and ``timer_horizon_s``.
     lost_tick_after_s: float = 0.0
+    #: A worker serves the cluster's Prometheus metrics on this port (its main process, once;
+    #: ``metrics/serve.py``). 0: no endpoint.
+    metrics_port: int = 0
+    #: The address the metrics endpoint listens on (``0.0.0.0``: every interface).
+    metrics_addr: str = "127.0.0.1"
+    #: OpenTelemetry spans per tick and per node, joined to each run's trace (``tracing.py``;
+    #: needs the ``otel`` extra).
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -120,6 +128,8 @@ class Settings:
             raise ConfigError("max_wait_key_bytes, max_inbox_events and max_inbox_bytes must be > 0")
         if self.retry_backoff_s < 0 or self.retry_backoff_max_s < 0 or self.control_timeout_s <= 0:
             raise ConfigError("retry_backoff_s and retry_backoff_max_s must be >= 0, control_timeout_s > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be a TCP port (1-65535) or 0 (no endpoint), got {self.metrics_port}")
         if self.lost_tick_after_s == 0:
             object.__setattr__(self, "lost_tick_after_s", max(LOST_TICK_AFTER_S, self.timer_horizon_s))
         if self.lost_tick_after_s < self.timer_horizon_s:

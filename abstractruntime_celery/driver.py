@@ -140,7 +140,10 @@ class Driver:
             RunIdentityConflict: ``run_id`` names a run with another creation identity.
         """
         kwargs = self.start_kwargs(workflow, vars, run_id, actor_id, session_id)
-        ctx = TickContext(kwargs["run_id"], on_created=lambda: self.coord.stats.incr("runs_started"))
+        if self.ticker.shared:  # the create counts it, in its own step: no round trip of its own
+            ctx = TickContext(kwargs["run_id"], count_started=True)
+        else:
+            ctx = TickContext(kwargs["run_id"], on_created=lambda: self.coord.stats.incr("runs_started"))
         with entered(ctx):
             self.runtime.start(**kwargs)
             ctx.queue.flush()
@@ -408,7 +411,7 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     dispatcher = dispatcher if dispatcher is not None else NullDispatcher()
     effects.install(runtime, coord.leases, keeper)
     control = Control(runtime, coord.leases, coord.inbox, lambda r, why, mid: dispatcher.send(r, why, None, mid),
-                      settings.control_timeout_s)
+                      settings.control_timeout_s, marks=coord.marks)
     strict = settings.wait_key_mode == "strict" or (settings.wait_key_mode == "auto" and distributed)
     ticker = Ticker(settings=settings, runtime=runtime, registry=registry, coord=coord, keeper=keeper,
                     send=lambda r, why, eta, mid: dispatcher.send(r, why, eta, mid), min_eta_s=dispatcher.min_eta_s,

@@ -167,3 +167,12 @@ class RunBusyError(AbstractRuntimeCeleryError, TimeoutError):
     def __init__(self, run_id: str, timeout: float) -> None:
         super().__init__(f"Run '{run_id}' stayed leased by a tick for {timeout:.1f}s; try again")
         self.run_id = run_id
+
+
+class RetryRefusedError(AbstractRuntimeCeleryError, ValueError):
+    """``retry_run`` refused: the run is not FAILED, or it is a child whose parent has
+    already taken its failure (a retried child's result would reach nobody). Nothing changed."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(f"Run '{run_id}' cannot be retried: {detail}")
+        self.run_id = run_id

@@ -170,6 +170,10 @@ class ScheduledRuntime:
     def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> List[RunState]:
         return self.scheduler.cancel_with_children(run_id, reason=reason)
 
+    def retry_run(self, run_id: str) -> RunState:
+        """See Scheduler.retry_run (raises as it does)."""
+        return self.scheduler.retry_run(run_id)
+
     @property
     def is_running(self) -> bool:
         return self.scheduler.is_running

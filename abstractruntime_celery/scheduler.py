@@ -348,3 +348,17 @@ class Scheduler:
         if self.embedded and not self.is_running:
             self._tick_here(run_id, "resumed")
         return state
+
+    def retry_run(self, run_id: str) -> RunState:
+        """Restart a FAILED run at the node that failed, with a new attempt count; it is
+        ticked. A child is retried only while its parent still waits on it.
+
+        Raises:
+            UnknownRunError, PayloadError, RunBusyError: as ``cancel_run``.
+            RetryRefusedError: the run is not FAILED, or its parent has already taken its
+                failure (a ValueError). Nothing changed.
+        """
+        state = self.driver.control.retry(self.driver.load(run_id).run_id)
+        if self.embedded and not self.is_running:
+            self._tick_here(run_id, "retried")
+        return state

@@ -219,7 +219,9 @@ def _build_at_worker_start(app: Celery) -> None:
         if worker_app is not None and worker_app is not app:
             return  # another app's worker in this process
         try:
-            driver_for(app)
+            from .metrics.serve import start_for_worker
+
+            start_for_worker(driver_for(app))  # (metrics_port: once, in the main process)
         except Exception as exc:
             log.critical("abstractruntime_celery: the worker cannot start: %s: %s", type(exc).__name__, exc)
             # Celery's signals swallow exceptions; SystemExit stops the worker's start.
