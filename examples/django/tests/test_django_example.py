@@ -152,7 +152,7 @@ def test_one_runtime_per_process_built_once_under_a_lock_and_shared_by_threads(s
         wait_status(client, run_id, "waiting")
 
 
-def test_manage_py_abstractruntime_stats_and_sweep_reach_the_projects_store_and_queue(
+def test_manage_py_abstractruntime_sweep_runs_and_stats_reach_the_projects_store_and_queue(
         site: Any, capsys: pytest.CaptureFixture[str]) -> None:
     # A RUNNING run whose first tick was never sent: only a sweep moves it.
     orphan = get_runtime().driver.start_run("onboarding", vars={"email": "orphan@example.com"}, dispatch=False)
@@ -161,6 +161,14 @@ def test_manage_py_abstractruntime_stats_and_sweep_reach_the_projects_store_and_
     call_command("abstractruntime", "sweep")
     wait_status(Client(), orphan, "waiting")
     assert emails_of(orphan) == ["Welcome! Your account waits for approval."]
+
+    capsys.readouterr()
+    call_command("abstractruntime", "runs", "list", "--workflow", "onboarding", "--json")
+    assert orphan in capsys.readouterr().out
+    # respond needs the registry: the command gets CELERY_ABSTRACTRUNTIME_REGISTRY too.
+    call_command("abstractruntime", "runs", "respond", orphan, "--payload", '{"approved": true}')
+    wait_status(Client(), orphan, "completed")
+    assert emails_of(orphan)[-1] == "Your account is active."
 
     capsys.readouterr()
     call_command("abstractruntime", "stats")
