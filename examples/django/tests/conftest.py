@@ -11,7 +11,6 @@ SQLite file), migrates, and starts the README's worker command as a subprocess; 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import uuid
 from pathlib import Path
@@ -73,8 +72,7 @@ def site(request: pytest.FixtureRequest) -> Iterator[Any]:
         assert worker.alive(), f"the worker exited at start:\n{worker.log()}"
         yield worker
     finally:
-        worker.kill(signal.SIGQUIT)  # a cold shutdown: the tests are done with it (tasks are acks_late)
-        worker.stop()
+        worker.stop(grace_s=0)  # the tests are done with it; its unacked messages are cleaned up below
         if request.session.testsfailed or os.environ.get("ARC_DJANGO_SHOW_LOG"):
             sys.stderr.write(worker.log())
         cleanup_broker(settings.CELERY_BROKER_URL, queue)

@@ -5,7 +5,6 @@ variables ``FLASKSHOP_...``), and the README's worker command as a subprocess.""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -74,7 +73,6 @@ def shop_worker(shop_env: dict[str, str], tmp_path: Path, request: pytest.Fixtur
         assert worker.alive(), f"the worker exited at start:\n{worker.log()}"
         yield worker
     finally:
-        worker.kill(signal.SIGQUIT)  # a cold shutdown: the tests are done with it (tasks are acks_late)
-        worker.stop()
+        worker.stop(grace_s=0)  # the tests are done with it; its unacked messages are cleaned up below
         if request.session.testsfailed > failed_before:
             sys.stderr.write(worker.log()[-6000:])
