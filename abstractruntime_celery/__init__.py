@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     AbstractRuntimeCeleryError,
     ConfigError,
     CorruptRunError,
+    DispatchError,
     InboxFullError,
     LeaseLostError,
     PayloadError,
@@ -49,7 +50,7 @@ __all__ = [
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "InboxFullError", "LeaseLostError",
     "PayloadError", "RetryRefusedError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
     "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
-    "VersionConflictError", "WaitKeyMismatchError",
+    "VersionConflictError", "WaitKeyMismatchError", "DispatchError",
 ]
 
 
