@@ -95,5 +95,6 @@ def start_run(sr: ScheduledRuntime, workflow_id: str, vars: Optional[dict[str, A
         PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or ``run_id``
             is malformed.
         StoreUnavailableError: the store cannot be reached.
+        DispatchError: the run is saved but the broker refused its tick (see ``make_start``).
     """
     return make_start(sr, check_start(sr, workflow_id, vars, run_id))

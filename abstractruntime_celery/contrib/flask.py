@@ -145,6 +145,7 @@ class AbstractRuntime:
             PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or
                 ``run_id`` is malformed.
             ConfigError, StoreUnavailableError: as ``runtime``.
+            DispatchError: the run is saved but the broker refused its tick (see ``make_start``).
         """
         sr = self.runtime
         return make_start(sr, check_start(sr, workflow_id, vars, run_id))

@@ -108,6 +108,7 @@ def make_start(runtime: ScheduledRuntime, pending: PendingStart) -> str:
 
     Raises:
         StoreUnavailableError: the store cannot be reached (nothing was saved).
-        Exception: the broker's error (the run is saved; the sweep ticks it).
+        DispatchError: the run is saved but the broker refused its tick (the sweep ticks it
+            after ``orphan_grace_s``; starting the same id again sends it).
     """
     return runtime.driver.start_run(pending.workflow_id, vars=pending.vars, run_id=pending.run_id, dispatch=True)

@@ -89,7 +89,8 @@ def start_run(workflow_id: str, vars: Optional[dict[str, Any]] = None, *, run_id
         PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or ``run_id``
             is malformed.
         ConfigError, StoreUnavailableError: as ``get_runtime``. After the commit, the store's
-            or the broker's error is raised from the commit (the transaction stays committed).
+            error or a ``DispatchError`` (the run is saved, its tick not sent: the sweep sends
+            it) is raised from the commit (the transaction stays committed).
     """
     sr = get_runtime()
     pending = check_start(sr, workflow_id, vars, run_id)
