@@ -43,9 +43,11 @@ def api_env() -> Iterator[dict[str, str]]:
     redis.Redis.from_url(f"{REDIS}/14").delete(f"{prefix}outbox")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_worker(api_env: dict[str, str]) -> Iterator[Any]:
-    """A real Celery worker (threads pool) consuming the example's queue, in this process."""
+    """A real Celery worker (threads pool) consuming the example's queue, in this process.
+    Per module: two in-process workers alive at once in one process do not stop cleanly
+    (Celery's worker state is global), so none outlives the module that started it."""
     from celery.contrib.testing.worker import start_worker
 
     from apishop.celery import app as celery_app
