@@ -10,8 +10,9 @@ that ends a run (no round trip is added to a tick), and one script
 operation brings back is never deleted. The other stores have no such index: their
 ended runs are listed whole and each is deleted under its lease.
 
-What is never deleted: a run that is not ended, a run whose lease is held, and a run
-with a child still in the store (a parent goes after its last child).
+What is never deleted: a run that is not ended, a run whose lease is held, a run with a
+child still in the store (a parent goes after its last child), and a child its parent
+still waits on (a paused parent takes its result when it is resumed).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from abstractruntime import RunState, RunStatus, WaitReason
+
 from . import scripts
 from .context import TickContext, entered
 from .isotime import to_epoch
 from .keys import RUN_FAMILIES
-from .runstate import TERMINAL
+from .runstate import TERMINAL, child_of
 from .stores.redis.connection import redis_errors
 from .walk import Cursor, page, zwalk
 
@@ -130,7 +133,7 @@ class StoreRetention:
             with entered(ctx):
                 run = self.store.load(run_id)
                 if (run is not None and run.status in TERMINAL and _epoch(run.updated_at) <= cutoff
-                        and not self.store.list_children(parent_run_id=run_id)):
+                        and not self.store.list_children(parent_run_id=run_id) and not self._awaited(run)):
                     self.store.delete(run_id)
                     ledger = self.driver.runtime.ledger_store
                     if hasattr(ledger, "delete"):
@@ -141,6 +144,16 @@ class StoreRetention:
             if leases.release(lease, ctx) and not deleted:  # a tick was asked meanwhile
                 self.driver.send(run_id, "asked", ctx.next_id)
         return deleted
+
+    def _awaited(self, run: RunState) -> bool:
+        """Its parent still waits on it (as ``expire_runs.lua`` decides)."""
+        if not run.parent_run_id:
+            return False
+        parent = self.store.load(str(run.parent_run_id))
+        if parent is None or parent.status != RunStatus.WAITING or parent.waiting is None \
+                or parent.waiting.reason != WaitReason.SUBWORKFLOW:
+            return False
+        return child_of(parent) in (run.run_id, None)
 
     def _drop_notes(self, run_id: str) -> None:
         """The run's coordination notes, when they live in Redis (embedded: in-process, they

@@ -6,7 +6,9 @@
 --   * its record must still say completed, failed or cancelled (else the entry is stale:
 --     it leaves the index, the run stays);
 --   * no lease may be held on it (a tick, a control action or a retry under the lease);
---   * no child of it may remain ({p}ix-parent:<id> empty): a parent goes after its children.
+--   * no child of it may remain ({p}ix-parent:<id> empty): a parent goes after its children;
+--   * its parent may not be waiting on it (a parent paused, or whose wake-up was lost, has
+--     not taken its result yet: it reads the child's record when it does).
 --
 -- ARGV[1] prefix   ARGV[2] cutoff (epoch s): runs ended at or before it expire
 -- ARGV[3] the families of keys one run owns, comma-separated (keys.RUN_FAMILIES)
@@ -39,21 +41,34 @@ local function drop_indexes(id, rk)
   end
 end
 
+-- Is the parent of run `id` still waiting on it? (Waiting on a child with no id in its wait
+-- key counts as waiting on this one: kept a little longer, never lost.)
+local function awaited(id, parent)
+  if not parent or parent == '' then return false end
+  local p = redis.call('HMGET', P .. 'run:' .. parent, 'status', 'reason', 'wkey')
+  if p[1] ~= 'waiting' or p[2] ~= 'subworkflow' then return false end
+  local wkey = p[3] or ''
+  return wkey == 'subworkflow:' .. id or string.sub(wkey, 1, 12) ~= 'subworkflow:'
+end
+
 for i = 4, #ARGV do
   local id = ARGV[i]
   local rk = P .. 'run:' .. id
   local score = tonumber(redis.call('ZSCORE', P .. 'ended', id))
   local kind = redis.call('TYPE', rk)['ok']
-  local status = nil
-  if kind == 'hash' then status = redis.call('HGET', rk, 'status') end
+  local status, parent = nil, nil
+  if kind == 'hash' then
+    local f = redis.call('HMGET', rk, 'status', 'parent')
+    status, parent = f[1], f[2]
+  end
   if score == nil or score > cutoff then
     kept[#kept + 1] = id                      -- brought back, or ended again since: not due
   elseif kind ~= 'none' and not (status and ended[status]) then
     redis.call('ZREM', P .. 'ended', id)      -- a stale entry: the run is live, it stays
     kept[#kept + 1] = id
   elseif redis.call('EXISTS', P .. 'lease:' .. id) == 1
-      or redis.call('ZCARD', P .. 'ix-parent:' .. id) > 0 then
-    kept[#kept + 1] = id                      -- someone holds it, or a child remains
+      or redis.call('ZCARD', P .. 'ix-parent:' .. id) > 0 or awaited(id, parent) then
+    kept[#kept + 1] = id                      -- someone holds it, a child remains, or its parent waits
   else
     if kind == 'hash' then drop_indexes(id, rk) end
     redis.call('ZREM', P .. 'ix-all', id)
