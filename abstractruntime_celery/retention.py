@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: The stores without an index of ended runs read at most this many of each ended status per pass.
 GENERIC_READ_ALL = 10_000_000
+#: ... and begin such a read at most this often (and at most every hundredth of ``retention_s``):
+#: a run deleted a few minutes late after days is no loss; reading every ended run each sweep is.
+GENERIC_EVERY_S = 300.0
 #: Coordination notes a run owns beside its record and ledger (its lease is given back, not deleted).
 _NOTE_FAMILIES = tuple(f for f in RUN_FAMILIES if f not in ("run", "ledger", "ledger-done", "lease", "ix-parent"))
 
@@ -87,9 +90,10 @@ class RedisRetention:
 
 class StoreRetention:
     """Retention on the memory, JSON-file and SQLite stores. They cannot list ended runs by
-    end time, so each pass reads every ended run (O(ended runs) per sweep: use Redis for
-    large fleets), then deletes at most a batch, each under the run's lease after loading
-    it again (a run brought back, or one with a child left, stays)."""
+    end time, so a walk reads every ended run (O(ended runs): use Redis for large fleets;
+    a new walk begins at most every ``every_s``), then deletes at most a batch a sweep,
+    each under the run's lease after loading it again (a run brought back, one with a
+    child left, or one its parent waits on, stays)."""
 
     def __init__(self, driver: "Driver") -> None:
         self.driver = driver
@@ -172,6 +176,11 @@ class StoreRetention:
 class _Ended:
     run_id: str
     score: float
+
+
+def every_s(retention_s: float) -> float:
+    """How often the stores without an index of ended runs begin a retention walk."""
+    return min(GENERIC_EVERY_S, retention_s / 100)
 
 
 def for_driver(driver: "Driver", walks: bool) -> Optional[Any]:

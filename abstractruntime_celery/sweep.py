@@ -185,7 +185,7 @@ def _retention(driver: "Driver", report: SweepReport, now: float, cursors: Curso
     it is deleted: see ``retention.py``); the runs kept (leased, parents of children left)
     are walked past, and met again once the walk wraps around."""
     keeper = retention.for_driver(driver, _walks(driver))
-    if keeper is None:
+    if keeper is None or not _retention_due(driver, keeper, now, cursors):
         return
     cutoff = now - driver.settings.retention_s
     found, cursors["retention"] = keeper.due(cursors.get("retention", START), driver.settings.sweep_batch, cutoff)
@@ -194,6 +194,18 @@ def _retention(driver: "Driver", report: SweepReport, now: float, cursors: Curso
     report.expired += len(expired.deleted)
     if expired.deleted:
         driver.coord.stats.incr("runs_expired", len(expired.deleted))
+
+
+def _retention_due(driver: "Driver", keeper: Any, now: float, cursors: Cursors) -> bool:
+    """The stores that list every ended run to find the old ones (not Redis: it walks an
+    index) start a new walk at most every ``retention.every_s``, noted in the cursors; a
+    walk under way goes on each sweep."""
+    if not isinstance(keeper, retention.StoreRetention) or cursors.get("retention", START) != START:
+        return True
+    if now - cursors.get("retention-at", START)[0] < retention.every_s(driver.settings.retention_s):
+        return False
+    cursors["retention-at"] = (now, "")
+    return True
 
 
 class Source:

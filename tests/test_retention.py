@@ -325,3 +325,24 @@ def test_the_other_stores_expire_ended_runs_in_batches_and_keep_the_rest(prefix:
 
     driver.coord.leases.release(lease, TickContext(leased, fences={leased: lease.fence}, clears_notes=False))
     _sweep_until(driver, lambda: driver.run_store.load(leased) is None)
+
+
+def test_the_other_stores_begin_a_retention_walk_at_most_every_hundredth_of_retention(prefix: str,
+                                                                                      tmp_path: Any) -> None:
+    """They list every ended run to find the old ones: not each sweep (here every 10 s)."""
+    driver = _driver(prefix, retention_s=1000.0, store_url=f"sqlite:///{tmp_path}/runs.db")
+
+    def old_run() -> str:
+        [rid] = _finished(driver, 1)
+        run = driver.run_store.load(rid)
+        run.updated_at = "2000-01-01T00:00:00+00:00"  # ended long ago
+        driver.run_store.save(run)
+        return rid
+
+    first = old_run()
+    report = sweep(driver, force=True)
+    assert report.expired == 1 and driver.run_store.load(first) is None
+    second = old_run()
+    report = sweep(driver, force=True)  # within 10 s of the walk before: none begins
+    assert "retention" not in report.read and report.expired == 0
+    assert driver.run_store.load(second) is not None
