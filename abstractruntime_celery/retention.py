@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Runs one ``expire_runs.lua`` call deletes at most: each is about 25 commands, and a script
+#: blocks Redis while it runs (100 runs: about 13 ms with the round trip, on a busy 2-core machine).
+SCRIPT_BATCH = 100
 #: The stores without an index of ended runs read at most this many of each ended status per pass.
 GENERIC_READ_ALL = 10_000_000
 #: ... and begin such a read at most this often (and at most every hundredth of ``retention_s``):
@@ -78,14 +81,16 @@ class RedisRetention:
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
-        if not run_ids:
-            return Expired()
-        with redis_errors(self.client):
-            raw = self._script(keys=[], args=[self.keys.prefix, repr(float(cutoff)), ",".join(RUN_FAMILIES), *run_ids],
-                               client=self.client)
-        out = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
-        split = out.index("")
-        return Expired(deleted=out[:split], kept=out[split + 1:])
+        result = Expired()
+        for i in range(0, len(run_ids), SCRIPT_BATCH):
+            with redis_errors(self.client):
+                raw = self._script(keys=[], args=[self.keys.prefix, repr(float(cutoff)), ",".join(RUN_FAMILIES),
+                                                  *run_ids[i:i + SCRIPT_BATCH]], client=self.client)
+            out = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+            split = out.index("")
+            result.deleted += out[:split]
+            result.kept += out[split + 1:]
+        return result
 
 
 class StoreRetention:

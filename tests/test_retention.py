@@ -166,7 +166,10 @@ def test_retention_0_keeps_every_ended_run(prefix: str, client: Any) -> None:
     assert all(driver.load(rid).status == RunStatus.COMPLETED for rid in ids)
 
 
-def test_a_sweep_deletes_at_most_its_batch_and_walks_on(prefix: str, client: Any) -> None:
+def test_a_sweep_deletes_at_most_its_batch_and_walks_on(prefix: str, client: Any, monkeypatch: Any) -> None:
+    from abstractruntime_celery import retention
+
+    monkeypatch.setattr(retention, "SCRIPT_BATCH", 2)  # a batch of 3 takes two script calls
     batch, n = 3, 8
     driver = _driver(prefix, retention_s=0.001, sweep_batch=batch)
     ids = _finished(driver, n)
