@@ -165,10 +165,15 @@ class StoreRetention:
         return child_of(parent) in (run.run_id, None)
 
     def _drop_notes(self, run_id: str) -> None:
-        """The run's coordination notes, when they live in Redis (embedded: in-process, they
-        go with the process)."""
+        """The run's coordination notes: its keys in Redis, or (embedded) its entries in
+        this process's failure notes, timer book and inbox."""
         client, keys = self.coord.client, self.coord.keys
         if client is None:
+            self.coord.marks.moved(run_id)
+            self.coord.timers.fired(run_id)
+            events = self.coord.inbox.pending(run_id).events
+            if events:
+                self.coord.inbox.done(run_id, [e.event_id for e in events])
             return
         with redis_errors(client):
             pipe = client.pipeline(transaction=True)

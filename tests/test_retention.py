@@ -307,20 +307,26 @@ def test_a_leased_ended_run_is_kept_until_its_lease_is_given_back(prefix: str, c
 
 # --- the other stores ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("store", ["memory", "file", "sqlite"])
-def test_the_other_stores_expire_ended_runs_in_batches_and_keep_the_rest(prefix: str, tmp_path: Any,
+@pytest.mark.parametrize("store", ["memory", "file", "sqlite", "sqlite+redis"])
+def test_the_other_stores_expire_ended_runs_in_batches_and_keep_the_rest(prefix: str, tmp_path: Any, client: Any,
                                                                          store: str) -> None:
-    url = {"memory": "memory://", "file": f"file://{tmp_path}/runs", "sqlite": f"sqlite:///{tmp_path}/runs.db"}[store]
-    driver = _driver(prefix, retention_s=0.001, sweep_batch=2, store_url=url)
+    """In-process coordination, or (sqlite+redis) leases and notes in Redis."""
+    url = {"memory": "memory://", "file": f"file://{tmp_path}/runs"}.get(store, f"sqlite:///{tmp_path}/runs.db")
+    coord = STORE_URL if store.endswith("+redis") else ""
+    driver = _driver(prefix, retention_s=0.001, sweep_batch=2, store_url=url, coord_url=coord)
     ended = _finished(driver, 3)
     live = driver.start_run("hold", dispatch=False)
     driver.tick(live)
     leased = _finished(driver, 1)[0]
     lease = driver.coord.leases.acquire(leased)
+    driver.coord.marks.back_off(ended[0], time.time() + 3600)  # a note (Redis or in-process) goes too
     time.sleep(0.01)
     counts = [sweep(driver, force=True).expired for _ in range(3)]
     assert max(counts) <= 2 and sum(counts) == 3
     assert all(driver.run_store.load(rid) is None for rid in ended)
+    assert driver.coord.marks.backoff_until(ended[0]) is None
+    if coord:
+        assert not any(keys_naming(client, prefix, rid) for rid in ended)
     assert all(driver.runtime.ledger_store.list(rid) == [] for rid in ended)
     assert driver.load(live).status == RunStatus.WAITING
     assert driver.load(leased).status == RunStatus.COMPLETED  # its lease is held
