@@ -170,3 +170,41 @@ def test_a_child_its_paused_parent_still_waits_on_is_kept_until_the_parent_takes
     _sweep_until(driver, lambda: driver.run_store.load(child) is None and driver.run_store.load(parent) is None)
     if store == "redis":
         assert only_globals_left(client, prefix) == []
+
+
+def test_retry_run_racing_the_sweep_either_brings_the_run_back_or_finds_it_gone(prefix: str, client: Any) -> None:
+    """``Control.retry`` (the CLI's ``runs retry``) on FAILED runs while sweeps delete them."""
+    driver = _driver(prefix, retention_s=0.001, sweep_batch=4)
+    ids = _finished(driver, 24)
+    for rid in ids:  # make them FAILED, as a node that kept failing would
+        run, version = driver.run_store.load_with_version(rid)
+        run.status, run.error = RunStatus.FAILED, "boom"
+        driver.run_store.save(run, expected_version=version)
+    time.sleep(0.01)
+    retried: list[str] = []
+    gone: list[str] = []
+    stop = threading.Event()
+
+    def sweeps() -> None:
+        while not stop.is_set():
+            sweep(driver, force=True)
+
+    sweeper = threading.Thread(target=sweeps)
+    sweeper.start()
+    try:
+        for rid in reversed(ids):  # the newest first: the sweep walks from the oldest
+            try:
+                assert driver.control.retry(rid).status == RunStatus.RUNNING
+                retried.append(rid)
+            except UnknownRunError:
+                gone.append(rid)
+    finally:
+        stop.set()
+        sweeper.join(timeout=30)
+    for _ in range(8):
+        sweep(driver, force=True)
+    assert sorted(retried + gone) == sorted(ids)  # (how many of each depends on the race)
+    for rid in retried:
+        assert driver.load(rid).status == RunStatus.RUNNING
+    for rid in gone:
+        assert not keys_naming(client, prefix, rid)
