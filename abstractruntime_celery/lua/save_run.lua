@@ -76,6 +76,9 @@ end
 if kind == 'hash' then
   local old = redis.call('HMGET', rk, 'status', 'wf', 'reason', 'parent', 'wk', 'sid', 'mbox')
   if old[1] then redis.call('ZREM', P .. 'ix-status:' .. old[1], id) end
+  if old[1] == 'completed' or old[1] == 'failed' or old[1] == 'cancelled' then
+    redis.call('ZREM', P .. 'ended', id)  -- a run brought back (a retry) leaves retention's index
+  end
   if old[2] then redis.call('ZREM', P .. 'ix-wf:' .. old[2], id) end
   if old[3] and old[3] ~= '' then redis.call('ZREM', P .. 'ix-reason:' .. old[3], id) end
   if old[4] and old[4] ~= '' then redis.call('ZREM', P .. 'ix-parent:' .. old[4], id) end
@@ -93,7 +96,6 @@ elseif kind ~= 'none' then
   redis.call('DEL', rk)  -- garbage under the key: an explicit save replaces it
 end
 redis.call('ZREM', P .. 'due', id)
-redis.call('ZREM', P .. 'ended', id)  -- a run brought back (a retry) leaves retention's index
 
 local status, wf, reason = str(f.status), str(f.wf), str(f.reason)
 local parent, sid, wk, updated = str(f.parent), str(f.sid), str(f.wk), str(f.updated)
