@@ -355,3 +355,15 @@ def test_the_other_stores_begin_a_retention_walk_at_most_every_hundredth_of_rete
     report = sweep(driver, force=True)  # within 10 s of the walk before: none begins
     assert "retention" not in report.read and report.expired == 0
     assert driver.run_store.load(second) is not None
+
+
+def test_retention_s_is_seven_days_by_default_and_refuses_a_negative_or_endless_value() -> None:
+    from abstractruntime_celery import Settings
+    from abstractruntime_celery.config import load_settings
+    from abstractruntime_celery.errors import ConfigError
+
+    assert Settings().retention_s == 604800.0
+    assert load_settings(env={"ABSTRACTRUNTIME_CELERY_RETENTION_S": "0"}).retention_s == 0.0
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="retention_s"):
+            Settings(retention_s=bad)
