@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from django_example_env import EXAMPLE, HERE, RUNNER, ROOT, example_env
+from tests._services import resolve_redis
+
+resolve_redis()  # the suite's Redis (ARC_TEST_REDIS, or one it starts), before the env module reads it
+
+from django_example_env import EXAMPLE, HERE, RUNNER, ROOT, example_env  # noqa: E402
 
 INNER = os.environ.get("ARC_DJANGO_INNER") == "1"
 

@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from devkit.cleanup import cleanup_broker, delete_prefix
+from tests._services import resolve_redis
 
 EXAMPLE = Path(__file__).resolve().parent.parent
-REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS, _ = resolve_redis()  # the suite's Redis: ARC_TEST_REDIS, or one it starts (tests/_services.py)
 
 
 @pytest.fixture(scope="session")

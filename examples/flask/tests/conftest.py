@@ -16,10 +16,11 @@ import redis
 
 from devkit.cleanup import cleanup_broker, delete_prefix
 from devkit.procs import Proc, wait_for
+from tests._services import resolve_redis
 
 EXAMPLE = Path(__file__).resolve().parent.parent
 ROOT = EXAMPLE.parent.parent
-REDIS = os.environ.get("ARC_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS, _ = resolve_redis()  # the suite's Redis: ARC_TEST_REDIS, or one it starts (tests/_services.py)
 if str(EXAMPLE) not in sys.path:
     sys.path.append(str(EXAMPLE))  # ``flaskshop``, as the worker imports it from this directory
 
