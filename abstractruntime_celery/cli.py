@@ -159,6 +159,11 @@ def stats() -> None:
         console.print(f"[red]{err}[/red]")
 
 
+from .webhooks.cli import webhooks as _webhooks  # noqa: E402
+
+main.add_command(_webhooks)
+
+
 def run() -> None:
     try:
         main()

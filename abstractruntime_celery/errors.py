@@ -167,3 +167,14 @@ class RunBusyError(AbstractRuntimeCeleryError, TimeoutError):
     def __init__(self, run_id: str, timeout: float) -> None:
         super().__init__(f"Run '{run_id}' stayed leased by a tick for {timeout:.1f}s; try again")
         self.run_id = run_id
+
+
+class DuplicateDeliveryError(AbstractRuntimeCeleryError):
+    """A delivery (a webhook) was stored before under the same id, within its retention:
+    nothing was stored again. ``record`` is what the first delivery stored (JSON text:
+    its run id and event id), so the caller can answer the sender as it did the first time."""
+
+    def __init__(self, key: str, record: str) -> None:
+        super().__init__(f"Delivery {key!r} was already stored; nothing was stored again")
+        self.key = key
+        self.record = record
