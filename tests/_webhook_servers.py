@@ -1,8 +1,9 @@
 """The webhook receiver served by Flask and by Django in a real process, for the tests.
 
-``python -m tests._webhook_servers flask|django PORT``: settings, secrets and routes come
+``python -m tests._webhook_servers flask:PORT django:PORT``: one process serving both
+(each on its own werkzeug server and port; one heavy import instead of two). Settings, secrets and routes come
 from ``ABSTRACTRUNTIME_CELERY_*`` (as ``abstractruntime-celery webhooks serve`` reads them).
-Both run on werkzeug's threaded WSGI server, so concurrent requests really overlap.
+Both run on werkzeug's threaded WSGI servers, so concurrent requests really overlap.
 """
 
 from __future__ import annotations
@@ -44,13 +45,20 @@ def django_app() -> Any:
 
 
 def main(argv: list[str]) -> None:
+    """Serve each ``kind:port`` of ``argv`` (``flask:8001 django:8002``) until killed."""
+    import threading
+
     from werkzeug.serving import make_server
 
-    kind, port = argv[0], int(argv[1])
-    app = flask_app() if kind == "flask" else django_app()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    print(f"{kind} webhooks listening on {port}", flush=True)
-    server.serve_forever()
+    servers = []
+    for spec in argv:
+        kind, _, port = spec.partition(":")
+        app = flask_app() if kind == "flask" else django_app()
+        servers.append(make_server("127.0.0.1", int(port), app, threaded=True))
+        print(f"{kind} webhooks listening on {port}", flush=True)
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ NEW = "whsec_" + base64.b64encode(b"new-secret-fedcba9876543210").decode()
 RETIRED = "whsec_" + base64.b64encode(b"retired-secret-000000000000").decode()
 MAX_BODY = 4096
 ADAPTERS = ["asgi", "flask", "django"]
+#: One client (and its connections) for the sequential requests of the module.
+CLIENT = httpx.Client(timeout=30)
 
 
 @dataclass
@@ -58,6 +60,9 @@ class Env:
     driver: Any
     urls: dict[str, str]
     store: redis.Redis
+    #: ``webhooks serve`` started with a malformed secret, and its log.
+    bad_serve: subprocess.Popen[bytes]
+    bad_log: Path
 
     def mark(self, route: str, webhook_id: str) -> bool:
         return bool(self.store.exists(self.driver.coord.keys.hook_seen(route, webhook_id)))
@@ -66,11 +71,10 @@ class Env:
         return int(self.store.hlen(self.driver.coord.keys.inbox(run_id)))
 
 
-def _server(kind: str, port: int) -> list[str]:
-    if kind == "asgi":
-        return [sys.executable, "-m", "abstractruntime_celery", "webhooks", "serve", "--port", str(port),
-                "--log-level", "warning"]
-    return [sys.executable, "-m", "tests._webhook_servers", kind, str(port)]
+def _spawn(args: list[str], environ: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", *args], cwd=str(ROOT), env=environ, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _answers(url: str) -> bool:
@@ -92,31 +96,39 @@ def env(redis_up: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[En
                              webhook_routes="tests.webhook_routes:routes")
     app = make_app(settings)
     tmp = tmp_path_factory.mktemp("webhooks")
-    procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-    urls: dict[str, str] = {}
+    ports = {kind: free_port() for kind in ADAPTERS}
+    urls = {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
     environ = settings_env(settings, BROKER_URL, FX_URL)
+    # Started together: the receiver under uvicorn, Flask and Django (one WSGI process), and
+    # `webhooks serve` with a malformed secret, which must refuse to start.
+    procs = {
+        "asgi": (tmp / "asgi.log", ["abstractruntime_celery", "webhooks", "serve", "--port", str(ports["asgi"]),
+                                    "--log-level", "warning"], environ),
+        "wsgi": (tmp / "wsgi.log", ["tests._webhook_servers", f"flask:{ports['flask']}",
+                                    f"django:{ports['django']}"], environ),
+        "bad": (tmp / "bad.log", ["abstractruntime_celery", "webhooks", "serve", "--port", str(free_port())],
+                {**environ, "ABSTRACTRUNTIME_CELERY_WEBHOOK_SECRETS": "whsec_!"}),
+    }
+    popens: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for kind in ADAPTERS:
-            port = free_port()
-            log_path = tmp / f"{kind}.log"
-            with open(log_path, "wb") as out:
-                procs[kind] = (subprocess.Popen(_server(kind, port), cwd=str(ROOT), env=environ, stdout=out,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log_path)
-            urls[kind] = f"http://127.0.0.1:{port}"
+        for name, (log_path, args, penv) in procs.items():
+            popens[name] = _spawn(args, penv, log_path)
         with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, queues=[settings.queue],
                           shutdown_timeout=10, loglevel="WARNING"):
             for kind, url in urls.items():
-                popen, log_path = procs[kind]
+                name = "asgi" if kind == "asgi" else "wsgi"
+                popen, log_path = popens[name], procs[name][0]
                 try:
                     wait_for(lambda: _answers(url) or popen.poll() is not None, 60, f"the {kind} server")
                 except AssertionError:
                     raise AssertionError(f"{kind} server did not answer:\n{log_path.read_text()}") from None
                 assert popen.poll() is None, f"{kind} server exited:\n{log_path.read_text()}"
-            yield Env(settings, app, driver_for(app), urls, redis.Redis.from_url(STORE_URL, decode_responses=True))
+            yield Env(settings, app, driver_for(app), urls, redis.Redis.from_url(STORE_URL, decode_responses=True),
+                      popens["bad"], procs["bad"][0])
     finally:
-        for popen, _ in procs.values():
+        for popen in popens.values():
             popen.terminate()
-        for popen, _ in procs.values():
+        for popen in popens.values():
             try:
                 popen.wait(10)
             except subprocess.TimeoutExpired:
@@ -136,7 +148,7 @@ def post(env: Env, adapter: str, path: str, payload: Any = None, *, webhook_id: 
     sent = signed_headers(secrets, wid, signed_body if signed_body is not None else body, timestamp) \
         if secrets is not None else {}
     sent = {**sent, "content-type": "application/json", **(headers or {})}
-    return httpx.post(env.urls[adapter] + path, content=body, headers=sent, timeout=30)
+    return CLIENT.post(env.urls[adapter] + path, content=body, headers=sent)
 
 
 def tagged(name: str) -> str:
@@ -262,7 +274,7 @@ def test_unknown_runs_wrong_keys_and_paths_are_refused(env: Env, adapter: str) -
         if code is not None:
             assert reply.json()["error"] == code, path
     assert not env.mark("runs", wid) and env.inbox(run_id) == 0
-    assert httpx.get(env.urls[adapter] + f"/hooks/runs/{run_id}/paid").status_code == 405
+    assert CLIENT.get(env.urls[adapter] + f"/hooks/runs/{run_id}/paid").status_code == 405
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -481,10 +493,8 @@ def test_setup_mistakes_fail_when_the_receiver_is_built(env: Env) -> None:
                    dict(tolerance_s=300, dedupe_s=100)):
         with pytest.raises(ConfigError):
             Webhooks(env.driver, **kwargs)
-    environ = {**settings_env(env.settings, BROKER_URL, FX_URL), "ABSTRACTRUNTIME_CELERY_WEBHOOK_SECRETS": "whsec_!"}
-    done = subprocess.run([sys.executable, "-m", "abstractruntime_celery", "webhooks", "serve", "--port",
-                           str(free_port())], cwd=str(ROOT), env=environ, capture_output=True, timeout=60)
-    assert done.returncode != 0 and b"ConfigError" in done.stdout + done.stderr
+    assert env.bad_serve.wait(60) != 0  # `webhooks serve` with a malformed secret never listens
+    assert "ConfigError" in env.bad_log.read_text() and "whsec_" in env.bad_log.read_text()
 
 
 def test_the_embedded_mode_dedupes_in_memory() -> None:

@@ -135,16 +135,18 @@ class Webhooks:
             ConfigError: as ``__init__``, or the settings, registry or routes cannot be loaded.
             StoreUnavailableError: the store's Redis cannot be reached.
         """
-        from ..tasks import driver_for
+        from ..tasks import driver_for, settings_for
 
         if app is None:
             from ..app import app as default_app
 
             app = default_app
-        driver = driver_for(app)
-        if "routes" not in options and driver.settings.webhook_routes:
-            options["routes"] = load_routes(driver.settings.webhook_routes)
-        return cls(driver, **options)
+        settings = settings_for(app)
+        if options.get("secrets") is None:  # a malformed secret fails before the stores are opened
+            options["secrets"] = parse_secrets(settings.webhook_secrets)
+        if options.get("routes") is None and settings.webhook_routes:
+            options["routes"] = load_routes(settings.webhook_routes)
+        return cls(driver_for(app), **options)
 
     # --- the request -------------------------------------------------------------------
 
