@@ -135,9 +135,11 @@ class Driver:
 
     def start_run(self, workflow: WorkflowSpec | str, *, vars: Optional[dict[str, Any]] = None,
                   run_id: Optional[str] = None, actor_id: Optional[str] = None,
-                  session_id: Optional[str] = None, dispatch: bool = True) -> str:
+                  session_id: Optional[str] = None, dispatch: bool = True,
+                  on_created: Optional[Callable[[], None]] = None) -> str:
         """Create a RUNNING run (or find the one with this ``run_id``) and, by default,
-        send its first tick. ``runs_started`` counts only a run created here.
+        send its first tick. ``runs_started`` counts only a run created here, and only
+        then is ``on_created`` called (a webhook answers "started" or "duplicate" by it).
 
         Raises:
             UnknownWorkflowError: ``workflow`` is an id this process does not know.
@@ -146,7 +148,12 @@ class Driver:
             RunIdentityConflict: ``run_id`` names a run with another creation identity.
         """
         kwargs = self.start_kwargs(workflow, vars, run_id, actor_id, session_id)
-        ctx = TickContext(kwargs["run_id"], on_created=lambda: self.coord.stats.incr("runs_started"))
+        def created() -> None:
+            self.coord.stats.incr("runs_started")
+            if on_created is not None:
+                on_created()
+
+        ctx = TickContext(kwargs["run_id"], on_created=created)
         with entered(ctx):
             self.runtime.start(**kwargs)
             ctx.queue.flush()

@@ -167,6 +167,26 @@ def at_second_wait(run: Any) -> bool:
     return run.status == RunStatus.WAITING and run.vars.get("a") is not None
 
 
+def storm(env: Env, adapter: str, path: str, payload: Any, webhook_id: str, n: int) -> list[httpx.Response]:
+    """``n`` copies of one delivery (each signed on its own, as retries are), sent at once."""
+    gate, replies = threading.Barrier(n), []
+
+    def fire() -> None:
+        body = json.dumps(payload).encode()
+        headers = {**signed_headers(OLD, webhook_id, body), "content-type": "application/json"}
+        with httpx.Client(timeout=30) as client:
+            gate.wait()
+            replies.append(client.post(env.urls[adapter] + path, content=body, headers=headers))
+
+    threads = [threading.Thread(target=fire) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(replies) == n
+    return replies
+
+
 # --- the matrix, in every adapter -------------------------------------------------------------
 
 
@@ -285,20 +305,7 @@ def test_unknown_runs_wrong_keys_and_paths_are_refused(env: Env, adapter: str) -
 def test_concurrent_repeats_of_one_delivery_store_and_apply_it_once(env: Env, adapter: str) -> None:
     run_id = waiting_run(env, "twice")
     path, n = f"/hooks/runs/{run_id}/k", 8
-    gate, replies, wid = threading.Barrier(n), [], tagged("storm")
-
-    def fire() -> None:
-        body = json.dumps({"n": 1}).encode()
-        headers = {**signed_headers(OLD, wid, body), "content-type": "application/json"}
-        with httpx.Client(timeout=30) as client:
-            gate.wait()
-            replies.append(client.post(env.urls[adapter] + path, content=body, headers=headers))
-
-    threads = [threading.Thread(target=fire) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    replies = storm(env, adapter, path, {"n": 1}, tagged("storm"), n)
     statuses = sorted(r.status_code for r in replies)
     assert statuses == [200] * (n - 1) + [202], [r.text for r in replies]
     assert len({r.json()["event_id"] for r in replies}) == 1
@@ -311,10 +318,10 @@ def test_concurrent_repeats_of_one_delivery_store_and_apply_it_once(env: Env, ad
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_a_start_route_makes_one_run_per_delivery_however_often_it_is_sent(env: Env, adapter: str) -> None:
     wid = tagged("order")
-    first = post(env, adapter, "/hooks/orders", {"order": 17}, webhook_id=wid)
-    assert first.status_code == 201, first.text
-    run_id = first.json()["run_id"]
-    assert run_id == derived_run_id("orders", wid)
+    replies = storm(env, adapter, "/hooks/orders", {"order": 17}, wid, 4)  # the same start sent 4 times at once
+    assert sorted(r.status_code for r in replies) == [200, 200, 200, 201], [r.text for r in replies]
+    run_id = derived_run_id("orders", wid)
+    assert {r.json()["run_id"] for r in replies} == {run_id}
     again = post(env, adapter, "/hooks/orders", {"order": 17}, webhook_id=wid)
     assert (again.status_code, again.json()) == (200, {"status": "duplicate", "duplicate": True, "run_id": run_id})
     run = until(env, run_id, lambda r: r.status == RunStatus.WAITING)

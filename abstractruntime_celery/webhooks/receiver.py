@@ -35,7 +35,6 @@ from ..errors import (
     WaitKeyMismatchError,
 )
 from ..inbox import Delivery
-from ..payloads import check_new_run_id
 from ..runstate import TERMINAL
 from .routes import HookCall, Resume, Route, Start, Target, derived_run_id, resume_route
 from .signature import DELIVERY_ID, SignatureError, parse_secrets, verify
@@ -250,17 +249,18 @@ class Webhooks:
         driver = self.driver
         run_id = target.run_id or derived_run_id(route.name, delivery_id)
         self._check_size(target.vars)
+        made: list[bool] = []
         try:
-            existed = driver.run_store.load(check_new_run_id(run_id)) is not None
-            driver.start_run(target.workflow, vars=target.vars, run_id=run_id, dispatch=False)
+            driver.start_run(target.workflow, vars=target.vars, run_id=run_id, dispatch=False,
+                             on_created=lambda: made.append(True))
         except UnknownWorkflowError as exc:
             raise Refused(422, "unknown_workflow", str(exc)) from None
         except AbstractRuntimeCeleryError as exc:
             raise _refusal(exc) from None
         except ValueError as exc:  # RunIdentityConflict: the id is another run's
             raise Refused(409, "run_conflict", _said(exc)) from None
-        self._send(run_id, "start")
-        if existed:
+        self._send(run_id, "start")  # a repeat sends one too: the first send may have failed
+        if not made:
             return HookResponse(200, {"status": "duplicate", "duplicate": True, "run_id": run_id})
         return HookResponse(201, {"status": "started", "duplicate": False, "run_id": run_id})
 
