@@ -99,6 +99,9 @@ class Webhooks:
         settings = self.driver.settings
         self.secrets = parse_secrets(settings.webhook_secrets if secrets is None else secrets)
         self.routes: tuple[Route, ...] = tuple(routes) if routes is not None else (resume_route(),)
+        for route in self.routes:
+            if not isinstance(route, Route):
+                raise ConfigError(f"webhooks: a route must be a Route, got {type(route).__name__}")
         self.max_body_bytes = int(settings.webhook_max_body_bytes if max_body_bytes is None else max_body_bytes)
         self.tolerance_s = float(settings.webhook_tolerance_s if tolerance_s is None else tolerance_s)
         self.dedupe_s = float(settings.webhook_dedupe_s if dedupe_s is None else dedupe_s)
@@ -116,8 +119,6 @@ class Webhooks:
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"webhooks: routes must be at least one, with distinct names, got {names}")
         for route in self.routes:
-            if not isinstance(route, Route):
-                raise ConfigError(f"webhooks: a route must be a Route, got {type(route).__name__}")
             if route.verifier is None and not self._route_secrets[route.name]:
                 raise ConfigError(f"webhooks: route {route.name!r} has no secret: set webhook_secrets "
                                   "(whsec_<base64>), the route's secrets, or its verifier")

@@ -69,7 +69,8 @@ Verifier = Callable[["HookRequest"], str]
 @dataclass(frozen=True)
 class Route:
     """One webhook endpoint. ``secrets`` None: the receiver's secrets; ``verifier``: a
-    provider's own scheme instead of Standard Webhooks."""
+    provider's own scheme instead of Standard Webhooks (it must then refuse stale requests
+    itself, if the scheme signs a timestamp; repeats are deduped by the id it returns)."""
 
     name: str
     path: str
