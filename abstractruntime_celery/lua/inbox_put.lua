@@ -62,7 +62,10 @@ if bytes > tonumber(ARGV[7]) then
   return {-2, bytes}
 end
 -- Every write below must succeed once the first does (a script is not rolled back): a
--- key of another type would fail its write half-way, so it is found before any write.
+-- key of another type would fail its write half-way, so it is found before any write
+-- (KEYS[1] and KEYS[2] were read above as hashes). Redis refuses a script for memory
+-- (maxmemory) only at its first write, the INCR; the mark goes last, so no failure can
+-- leave a mark without its event.
 local wants = {[3] = 'zset', [4] = 'string', [5] = 'hash'}
 for i, kind in pairs(wants) do
   local t = redis.call('TYPE', KEYS[i])['ok']

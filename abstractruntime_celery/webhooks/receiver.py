@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from redis.exceptions import RedisError
 
 from ..codec import dumps_bytes
+from ..config import MAX_SECONDS
 from ..errors import (
     AbstractRuntimeCeleryError,
     ConfigError,
@@ -112,9 +113,9 @@ class Webhooks:
 
     def _check(self) -> None:
         """Raises ConfigError for a setup that could not serve a request (see ``__init__``)."""
-        if self.max_body_bytes <= 0 or self.tolerance_s <= 0 or self.dedupe_s < 2 * self.tolerance_s:
+        if self.max_body_bytes <= 0 or self.tolerance_s <= 0 or not 2 * self.tolerance_s <= self.dedupe_s <= MAX_SECONDS:
             raise ConfigError("webhooks: max_body_bytes and tolerance_s must be > 0 and dedupe_s at least "
-                              "twice tolerance_s")
+                              f"twice tolerance_s (and at most {MAX_SECONDS:g})")
         names = [r.name for r in self.routes]
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"webhooks: routes must be at least one, with distinct names, got {names}")
