@@ -394,7 +394,7 @@ class CuttingProxy:
     the reply reaches the client (``after``)."""
 
     def __init__(self, upstream: tuple[str, int], mode: str) -> None:
-        self.upstream, self.mode, self.cut = upstream, mode, threading.Event()
+        self.upstream, self.mode, self.cut, self.replied = upstream, mode, threading.Event(), threading.Event()
         self.sha = scripts.register(redis.Redis(), "inbox_put").sha.encode()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
@@ -421,7 +421,7 @@ class CuttingProxy:
                     mine.set()  # this connection's replies are dropped from now on
                     if self.mode == "after":
                         upstream.sendall(data)
-                        time.sleep(0.2)  # Redis runs it; its reply is dropped with the connection
+                        self.replied.wait(10)  # Redis ran it; its reply was dropped
                     client.shutdown(socket.SHUT_RDWR)
                     break
                 upstream.sendall(data)
@@ -435,6 +435,8 @@ class CuttingProxy:
         try:
             while True:
                 data = upstream.recv(65536)
+                if data and cut.is_set():
+                    self.replied.set()
                 if not data or cut.is_set():
                     break
                 client.sendall(data)
