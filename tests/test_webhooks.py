@@ -1,6 +1,6 @@
-"""Webhooks: signed HTTP requests to real servers (uvicorn for ASGI, werkzeug for Flask and
-Django, each a real process started once for the module) turn into events that a real
-Celery worker applies, on real Redis. The same matrix runs against every adapter:
+"""Webhooks: signed HTTP requests to real servers (``webhooks serve`` under uvicorn for ASGI;
+Flask and Django on werkzeug's threaded WSGI servers in another process; both started once
+for the module) turn into events that a real Celery worker applies, on real Redis. The same matrix runs against every adapter:
 signatures, rotation, replays, duplicates (one at a time and all at once), size limits,
 refusals; then the atomic write of the dedupe mark and the event, under a script error
 and a connection cut mid-way.
@@ -52,6 +52,9 @@ CLIENT = httpx.Client(timeout=30)
 
 @dataclass
 class Env:
+    """What the module's tests share: settings, the in-process worker's app and driver, the
+    servers' URLs by adapter, and a client on the store's Redis."""
+
     settings: Any
     app: Any
     driver: Any
