@@ -391,6 +391,27 @@ def test_a_script_error_in_the_put_stores_neither_the_mark_nor_the_event(env: En
     assert env.inbox(run_id) == 0
 
 
+def test_a_paused_run_is_409_and_a_full_inbox_429_and_neither_keeps_a_mark(env: Env) -> None:
+    from abstractruntime_celery.dispatch import CeleryDispatcher
+    from tests.workflows import registry
+
+    paused = waiting_run(env, "event", key="paid")
+    env.driver.control.pause(paused)
+    wid = tagged("paused")
+    reply = Webhooks(env.driver).handle(_request(paused, "paid", {"n": 1}, wid))
+    assert (reply.status, reply.body["error"]) == (409, "run_paused") and not env.mark("runs", wid)
+
+    small = make_settings(env.settings.key_prefix, max_inbox_events=1, webhook_secrets=OLD)
+    hooks = Webhooks(build(small, registry, CeleryDispatcher(env.app, small.queue), distributed=True))
+    napping = waiting_run(env, "timer", delay=60)  # strict keys: events for a later wait are kept
+    first, second = tagged("kept"), tagged("full")
+    assert hooks.handle(_request(napping, "later", {"n": 1}, first)).status == 202
+    full = hooks.handle(_request(napping, "later", {"n": 2}, second))
+    assert (full.status, full.body["error"], full.headers) == (429, "inbox_full", {"Retry-After": "5"})
+    assert env.mark("runs", first) and not env.mark("runs", second) and env.inbox(napping) == 1
+    env.driver.control.cancel(napping)
+
+
 class CuttingProxy:
     """A TCP proxy to Redis that cuts the client's connection once, at the first EVALSHA of
     ``inbox_put.lua``: before forwarding it (``before``), or after Redis ran it and before
