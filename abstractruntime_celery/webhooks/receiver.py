@@ -162,7 +162,9 @@ class Webhooks:
         (nothing is half-stored: every write is one atomic step)."""
         try:
             return self._handle(request)
-        except Refused as refused:
+        except Refused as refused:  # said once, without the body: a wrong secret shows up here
+            log.info("webhook %s %s refused: %s %s", request.method, request.path[:200], refused.response.status,
+                     refused.response.body.get("error"))
             return refused.response
         except (ConnectionError, TimeoutError, RedisError) as exc:  # the write did not happen, or did whole
             log.warning("webhook %s: store unavailable: %s: %s", request.path[:200], type(exc).__name__, exc)
