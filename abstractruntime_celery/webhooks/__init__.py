@@ -8,7 +8,8 @@ and ``webhooks.django`` (a view and a URLconf to include). Signatures follow
 Standard Webhooks (``signature.py``); routes map a request to a target (``routes.py``).
 """
 
-from .receiver import HookRequest, HookResponse, Webhooks, load_routes
+from .http import HookRequest, HookResponse
+from .receiver import Webhooks, load_routes
 from .routes import HookCall, Resume, Route, Start, derived_run_id, resume_route, start_route
 from .signature import (
     ID_HEADER,

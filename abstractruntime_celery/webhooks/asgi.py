@@ -12,7 +12,8 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Optional
 
-from .receiver import HookRequest, HookResponse, Webhooks, lower_headers
+from .http import HookRequest, HookResponse, lower_headers
+from .receiver import Webhooks
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .receiver import HookRequest, HookResponse, Webhooks, lower_headers
-from .routes import _PARAM
+from .http import HookRequest, HookResponse, lower_headers
+from .receiver import Webhooks
 
 
 def webhook_view(hooks: Webhooks) -> Callable[..., Any]:
@@ -41,7 +41,7 @@ def urls(hooks: Optional[Webhooks] = None) -> list[Any]:
 
     receiver = hooks if hooks is not None else Webhooks.from_app()
     view = webhook_view(receiver)
-    return [url_path(_PARAM.sub(r"<str:\1>", route.path).lstrip("/"), view, name=f"webhook-{route.name}")
+    return [url_path(route.rule("<str:{}>").lstrip("/"), view, name=f"webhook-{route.name}")
             for route in receiver.routes]
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .receiver import HookRequest, HookResponse, Webhooks, lower_headers
-from .routes import _PARAM
+from .http import HookRequest, HookResponse, lower_headers
+from .receiver import Webhooks
 
 
 def blueprint(hooks: Optional[Webhooks] = None, name: str = "abstractruntime_webhooks") -> Any:
@@ -33,7 +33,7 @@ def blueprint(hooks: Optional[Webhooks] = None, name: str = "abstractruntime_web
         return _response(Response, receiver.handle(hook))
 
     for route in receiver.routes:
-        bp.add_url_rule(_PARAM.sub(r"<\1>", route.path), endpoint=route.name, view_func=view,
+        bp.add_url_rule(route.rule("<{}>"), endpoint=route.name, view_func=view,
                         methods=["POST", "GET", "PUT", "PATCH", "DELETE"])
     return bp
 

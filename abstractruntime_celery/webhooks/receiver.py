@@ -14,8 +14,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from redis.exceptions import RedisError
 
@@ -37,6 +36,7 @@ from ..errors import (
 )
 from ..inbox import Delivery
 from ..runstate import TERMINAL
+from .http import HookRequest, HookResponse
 from .routes import HookCall, Resume, Route, Start, Target, derived_run_id, resume_route
 from .signature import DELIVERY_ID, SignatureError, parse_secrets, verify
 
@@ -45,42 +45,12 @@ log = logging.getLogger(__name__)
 _ENDED = frozenset(s.value for s in TERMINAL)
 
 
-@dataclass(frozen=True)
-class HookRequest:
-    """One HTTP request as the adapters hand it over: header names in lower case."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class HookResponse:
-    """What to answer: a status, a JSON object, and extra headers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def content(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
-
-
 class Refused(Exception):
     """Internal: the request is answered with an error (nothing was stored)."""
 
     def __init__(self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None) -> None:
         super().__init__(message)
         self.response = HookResponse(status, {"error": code, "message": message}, headers or {})
-
-
-def lower_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Header names in lower case; of a repeated header, the first one counts."""
-    out: dict[str, str] = {}
-    for name, value in pairs:
-        out.setdefault(name.lower(), value)
-    return out
 
 
 class Webhooks:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .receiver import HookRequest
+from .http import HookRequest
 
 #: A route name: it is part of the dedupe mark's key (``{p}hook-seen:<route>:<id>``).
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -55,7 +53,7 @@ class HookCall:
     params: Mapping[str, str]
     body: dict[str, Any]
     delivery_id: str
-    request: "HookRequest"
+    request: HookRequest
 
 
 #: A route's function: the target of a request, or None (no such target: 404). It may raise
@@ -63,7 +61,7 @@ class HookCall:
 Resolver = Callable[[HookCall], Optional[Target]]
 #: A provider's own signature check: returns the delivery's id (for dedupe), or raises
 #: ``SignatureError`` (401).
-Verifier = Callable[["HookRequest"], str]
+Verifier = Callable[[HookRequest], str]
 
 
 @dataclass(frozen=True)
@@ -95,6 +93,11 @@ class Route:
     @property
     def params(self) -> list[str]:
         return _PARAM.findall(self.path)
+
+    def rule(self, placeholder: str) -> str:
+        """The path in a framework's syntax: each ``{name}`` as ``placeholder.format(name)``
+        (Flask: ``"<{}>"``, Django: ``"<str:{}>"``)."""
+        return _PARAM.sub(lambda m: placeholder.format(m.group(1)), self.path)
 
     def match(self, path: str) -> Optional[dict[str, str]]:
         """The path parameters if ``path`` is this route's (each one path segment), else None."""

@@ -80,6 +80,8 @@ def test_a_path_finds_its_route_and_its_parameters_are_one_segment_each() -> Non
         with pytest.raises(ConfigError):
             bad()
     assert start_route("/hooks/signup", "onboarding").workflow == "onboarding"
+    assert route.rule("<{}>") == "/hooks/runs/<run_id>/<wait_key>"  # Flask's syntax
+    assert route.rule("<str:{}>") == "/hooks/runs/<str:run_id>/<str:wait_key>"  # Django's
 
 
 def test_a_start_run_id_is_the_same_for_every_retry_and_never_a_child_id() -> None:
