@@ -4,8 +4,9 @@ Order of the checks, cheapest and least revealing first: the method, the route, 
 body's size, the signature and its replay window, the body's JSON, the route's target.
 Only then is anything written, in one atomic step: the event and its delivery mark
 (``lua/inbox_put.lua``), or the run (its id derived from the delivery id). A 2xx
-answer means the event (or run) is durable; any other answer means nothing was stored.
-A delivery the sender repeats is answered as the first one was, and stored once.
+answer means the event (or run) is durable; a 4xx that nothing was stored; a 5xx may
+also follow a write whose reply was lost. A delivery the sender repeats is answered as
+the first one was, and stored once.
 """
 
 from __future__ import annotations
