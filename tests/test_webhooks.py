@@ -269,7 +269,8 @@ def test_a_body_at_the_limit_is_taken_one_byte_over_is_413_and_non_objects_are_r
     over = post(env, adapter, path, raw=at_limit[:-2] + b'x"}', webhook_id=over_id)
     assert (over.status_code, over.json()["error"]) == (413, "body_too_large")
     for raw, status, code in [(b"{not json", 400, "not_json"), (b"[1, 2]", 422, "not_an_object"),
-                              (b"\xff\xfe{}", 400, "not_json"), (b'{"n": NaN}', 400, "not_json")]:
+                              (b"\xff\xfe{}", 400, "not_json"), (b'{"n": NaN}', 400, "not_json"),
+                              (b'{"lone": "\\ud800"}', 422, "invalid_payload")]:
         reply = post(env, adapter, path, raw=raw, webhook_id=bad_id)
         assert (reply.status_code, reply.json()["error"]) == (status, code), raw
     # Chunked (no Content-Length): read up to the limit and no further. Django under WSGI reads no
