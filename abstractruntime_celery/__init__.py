@@ -18,9 +18,11 @@ from .errors import (  # noqa: E402
     AbstractRuntimeCeleryError,
     ConfigError,
     CorruptRunError,
+    DispatchError,
     InboxFullError,
     LeaseLostError,
     PayloadError,
+    RetryRefusedError,
     RunBusyError,
     RunControlledError,
     RunNotWaitingError,
@@ -46,9 +48,9 @@ __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
     "RunHandle", "install", "Settings", "load_settings", "app", "RedisRunStore", "RedisLedgerStore",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "InboxFullError", "LeaseLostError",
-    "PayloadError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
+    "PayloadError", "RetryRefusedError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
     "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
-    "VersionConflictError", "WaitKeyMismatchError",
+    "VersionConflictError", "WaitKeyMismatchError", "DispatchError",
 ]
 
 

@@ -1,4 +1,10 @@
-"""The ``abstractruntime-celery`` command: the demo, a sweep, and cluster stats."""
+"""The ``abstractruntime-celery`` command: the root group, the demo, and the operator commands
+attached from their modules (``cli_runs``, ``cli_ops``; exit codes in ``cli_target.ExitCode``).
+
+``main`` is also callable from code, e.g. a Django management command mirroring it:
+``main(["runs", "list", "--json"], standalone_mode=False)`` returns the exit code
+(usage errors raise ``click.UsageError``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,17 @@ import sys
 import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import asdict
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
+from .cli_ops import health, stats, sweep
+from .cli_runs import runs
 from .errors import AbstractRuntimeCeleryError
+from .metrics.serve import metrics as metrics_group
 from .redact import redact_url
+from .webhooks.cli import webhooks as webhooks_group
 
 console = Console()
 
@@ -128,40 +136,19 @@ def _delete_prefix(client: Any, prefix: str) -> None:
         client.delete(*keys[i:i + 500])
 
 
-def _app() -> Any:
-    from .app import app
+# --- the operator commands: each group or command lives in its own module -------------------
+# Every one takes --store/--prefix/--broker/--json (cli_target.target_options) and exits with
+# a cli_target.ExitCode. Other groups (metrics, webhooks, ...) are attached here the same way:
+#     main.add_command(<group>)
 
-    return app
-
-
-@main.command()
-def sweep() -> None:
-    """Run one sweep now (the beat job), with the settings from the environment."""
-    from .sweep import sweep as run_sweep
-    from .tasks import driver_for
-
-    report = run_sweep(driver_for(_app()), force=True)
-    console.print(asdict(report))
+main.add_command(runs)
+main.add_command(stats)
+main.add_command(sweep)
+main.add_command(health)
 
 
-@main.command()
-def stats() -> None:
-    """Print the cluster-wide stats kept in Redis."""
-    from .tasks import driver_for
-
-    snap = driver_for(_app()).coord.stats.snapshot()
-    table = Table("counter", "value")
-    for key, value in asdict(snap).items():
-        if key not in ("errors", "extra"):
-            table.add_row(key, str(value))
-    console.print(table)
-    for err in snap.errors[-10:]:
-        console.print(f"[red]{err}[/red]")
-
-
-from .webhooks.cli import webhooks as _webhooks  # noqa: E402
-
-main.add_command(_webhooks)
+main.add_command(metrics_group)
+main.add_command(webhooks_group)
 
 
 def run() -> None:

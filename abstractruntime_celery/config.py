@@ -102,6 +102,14 @@ class Settings:
     webhook_tolerance_s: float = 300.0
     #: How long a webhook id is remembered: a delivery repeated within it is answered, not stored again.
     webhook_dedupe_s: float = 7 * 86400.0
+    #: A worker serves the cluster's Prometheus metrics on this port (its main process, once;
+    #: ``metrics/serve.py``). 0: no endpoint.
+    metrics_port: int = 0
+    #: The address the metrics endpoint listens on (``0.0.0.0``: every interface).
+    metrics_addr: str = "127.0.0.1"
+    #: OpenTelemetry spans per tick and per node, joined to each run's trace (``tracing.py``;
+    #: needs the ``otel`` extra).
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -137,6 +145,8 @@ class Settings:
                 or self.webhook_dedupe_s < 2 * self.webhook_tolerance_s:
             raise ConfigError("webhook_max_body_bytes and webhook_tolerance_s must be > 0, and webhook_dedupe_s at "
                               "least twice webhook_tolerance_s (a replay inside the window must still be known)")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be a TCP port (1-65535) or 0 (no endpoint), got {self.metrics_port}")
         if self.lost_tick_after_s == 0:
             object.__setattr__(self, "lost_tick_after_s", max(LOST_TICK_AFTER_S, self.timer_horizon_s))
         if self.lost_tick_after_s < self.timer_horizon_s:

@@ -56,6 +56,22 @@ class Write(NamedTuple):
     commit: bool = False
 
 
+@dataclass
+class QueuedSave:
+    """The tick's last save of its own run while it is still queued: what the tick says about
+    its commit (counters, the "resumed" notice, events to drop, notes to clear) can ride it as
+    save options (``lua/save_run.lua``) instead of a command of its own (``lua/if_saved.lua``)."""
+
+    write: "Write"
+    args: list[Any]
+    updated: str
+    #: Called once the save is known to have landed.
+    on_landed: list[Callable[[], None]] = field(default_factory=list)
+
+    def queued_in(self, queue: "WriteQueue") -> bool:
+        return any(w is self.write for w in queue.writes)
+
+
 def _pool(client: Any) -> Any:
     return getattr(client, "connection_pool", client)
 
@@ -194,13 +210,23 @@ def settle(client: Any, items: list[Write], results: list[Any]) -> None:
     """
     from redis.exceptions import NoScriptError
 
+    from .scripts import preload
+
+    reloaded = False
     for item, result in zip(items, results):
         if isinstance(result, NoScriptError):
+            if not reloaded:  # every script at once: see below
+                preload(client)
+                reloaded = True
             result = item.op(client)
         elif isinstance(result, Exception):
             raise result
         if item.check is not None:
             item.check(result)
+    # (Reloading only the script that failed left the server with some scripts cached and
+    # some not: a later pipeline of a ledger append then a save ran the cached save first
+    # and the append after it, which found the run moved on and was refused: a restarted
+    # Redis lost the completed steps of the ledger of every run ticked right after.)
 
 
 @dataclass
@@ -250,12 +276,17 @@ class TickContext:
     created: bool = False
     #: Called once the run's create is known to have landed (counts ``runs_started``).
     on_created: Optional[Callable[[], None]] = None
+    #: The run's create counts ``runs_started`` itself, in its own step (``lua/save_run.lua``
+    #: option ``started``): the store and the counters share one Redis.
+    count_started: bool = False
     #: A create queued behind a reserved lease (a start), until it is sent.
     queued_create: Optional[Write] = None
     #: The run as this tick's create wrote it, for the Runtime's first load.
     created_run: Optional[RunState] = None
     #: The ``updated`` score of the last save of the run this tick made (queued or sent).
     last_saved_updated: Optional[str] = None
+    #: That save, while it is queued.
+    queued_save: Optional[QueuedSave] = None
     #: A write of this tick was refused (lease lost, a cancel or pause landed).
     refused: Optional[BaseException] = None
     notices: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, run_id, status or error)

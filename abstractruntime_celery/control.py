@@ -17,21 +17,28 @@ store that makes the save conditional:
 After the change, the run gets a tick: a resumed run takes what waited for it
 (events, its child's result, a due timer), a cancelled one wakes its parent.
 Calling the Runtime's methods directly still has the race; use these.
+
+``retry`` puts a FAILED run back to RUNNING at the node that failed (AbstractRuntime
+leaves ``current_node`` there), with its failure row cleared, through the same
+conditional save. A child is retried only while its parent still waits on it, checked
+under the parent's lease, so the parent's tick cannot take the failure in between.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from abstractruntime import InMemoryRunStore, Runtime, RunState, RunStatus
 
 from .context import Fence, TickContext, entered, outside
-from .errors import RunBusyError, UnknownRunError, VersionConflictError
+from .errors import RetryRefusedError, RunBusyError, UnknownRunError, VersionConflictError
 from .inbox import Inbox
 from .lease import Leases, wait_for_lease
-from .runstate import CANCEL_CHILDREN
+from .marks import Marks
+from .runstate import CANCEL_CHILDREN, child_of
 from .stores.redis import RedisRunStore
 
 log = logging.getLogger(__name__)
@@ -77,13 +84,16 @@ class _View:
 class Control:
     """Pause, resume, cancel (with or without children), safely; see the module docstring."""
 
-    def __init__(self, runtime: Runtime, leases: Leases, inbox: Inbox, send: Send, timeout_s: float) -> None:
+    def __init__(self, runtime: Runtime, leases: Leases, inbox: Inbox, send: Send, timeout_s: float,
+                 marks: Optional[Marks] = None) -> None:
         self.runtime = runtime
         self.store: Any = runtime.run_store
         self.leases = leases
         self.inbox = inbox
         self.send = send
         self.timeout_s = timeout_s
+        #: The failure notes (attempts, backoff) a retry starts over; None: nothing to clear.
+        self.marks = marks
 
     def pause(self, run_id: str, reason: Optional[str] = None) -> RunState:
         """Pause a run (a RUNNING one waits on a synthetic pause wait); events sent to it
@@ -117,6 +127,65 @@ class Control:
         state, changed = self._apply(run_id, lambda rt: rt.cancel_run(run_id, reason=reason), stamp)
         if changed:  # (a run that had already ended gets no tick: nothing happened to tell)
             self.send(run_id, "cancelled", None)
+        return state
+
+    def retry(self, run_id: str) -> RunState:
+        """Put a FAILED run back to RUNNING at the node that failed, with a new attempt
+        count, and tick it. A child is retried only while its parent still waits on it
+        (checked under the parent's lease): once the parent has taken the failure, the
+        child's new result would reach nobody.
+
+        Raises:
+            UnknownRunError: no such run.
+            RetryRefusedError: the run is not FAILED, or its parent has already taken its
+                failure (ended, or waits on something else now). Nothing changed.
+            RunBusyError: a tick held the parent's (or, non-Redis stores, the run's) lease
+                for ``control_timeout_s``.
+        """
+        with outside():
+            run = self.store.load(run_id)
+            if run is None:
+                raise UnknownRunError(run_id)
+            _require_failed(run)
+            parent_id = str(run.parent_run_id or "")
+            if not parent_id:
+                return self._retry(run_id)
+            lease = wait_for_lease(self.leases, parent_id, self.timeout_s)
+            if lease is None:
+                raise RunBusyError(parent_id, self.timeout_s)
+            ctx = TickContext(parent_id, fences={parent_id: lease.fence}, clears_notes=False)
+            try:
+                parent = self.store.load(parent_id)
+                if parent is not None and child_of(parent) != run_id:
+                    raise RetryRefusedError(run_id, f"its parent '{parent_id}' has already taken its failure "
+                                                    f"(parent status={parent.status.value})")
+                return self._retry(run_id)
+            finally:
+                if self.leases.release(lease, ctx):  # a tick of the parent came while we held it
+                    self.send(parent_id, "asked", ctx.next_id)
+
+    def _retry(self, run_id: str) -> RunState:
+        """The conditional change itself, then the run's tick. Raises as ``retry``."""
+
+        def action(rt: Runtime) -> RunState:
+            run = rt.run_store.load(run_id)
+            if run is None:
+                raise UnknownRunError(run_id)
+            _require_failed(run)  # (again: a conflict reloads it)
+            if self.marks is not None:  # a FAILED run gets no tick that would count one meanwhile
+                self.marks.moved(run_id)
+            runtime_ns = run.vars.setdefault("_runtime", {}) if isinstance(run.vars, dict) else {}
+            retried = runtime_ns.get("retried") if isinstance(runtime_ns.get("retried"), dict) else {}
+            runtime_ns["retried"] = {"count": int(retried.get("count") or 0) + 1, "last_error": run.error,
+                                     "node": run.current_node}
+            run.status, run.error, run.waiting, run.output = RunStatus.RUNNING, None, None, None
+            run.updated_at = datetime.now(timezone.utc).isoformat()
+            rt.run_store.save(run)
+            return run
+
+        state, changed = self._apply(run_id, action)
+        if changed:
+            self.send(run_id, "retried", None)
         return state
 
     def cancel_tree(self, run_id: str, reason: Optional[str] = None) -> list[RunState]:
@@ -223,3 +292,9 @@ class Control:
         runtime = copy.copy(self.runtime)
         runtime._run_store = view  # the one attribute its control methods read the store through
         return runtime
+
+
+def _require_failed(run: RunState) -> None:
+    """Raises RetryRefusedError unless ``run`` is FAILED."""
+    if run.status != RunStatus.FAILED:
+        raise RetryRefusedError(run.run_id, f"it is not FAILED (status={run.status.value})")

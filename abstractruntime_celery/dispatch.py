@@ -28,6 +28,18 @@ RESUME_TASK = "abstractruntime.resume"
 SWEEP_TASK = "abstractruntime.sweep"
 
 
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """What a publish raises when the broker is unreachable: kombu wraps the transport's
+    connection errors in its ``OperationalError``; a socket error may still get through."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+
+    return (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
+
+
+BROKER_ERRORS = _broker_errors()
+
+
 class CeleryDispatcher:
     """Sends tick messages through a Celery app."""
 
@@ -42,10 +54,19 @@ class CeleryDispatcher:
         task id, when the run's own next tick must be known by it).
 
         Raises:
-            Exception: the broker's error (kombu's OperationalError, ...).
+            DispatchError: the broker cannot be reached (a ``ConnectionError`` naming the run,
+                the broker with its password masked, and the cause).
         """
-        self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta,
-                           task_id=message_id)
+        try:
+            self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta,
+                               task_id=message_id)
+        except BROKER_ERRORS as exc:
+            from .errors import DispatchError
+            from .redact import redact_url
+
+            where = redact_url(str(self.app.conf.broker_url or ""))
+            cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise DispatchError(run_id, reason, f"{where}: {cause}") from None
 
 
 def uses_native_delayed_delivery(app: Any) -> bool:

@@ -26,6 +26,7 @@ from .control import Control
 from .coord import Coordination, open_coordination
 from .errors import (
     ConfigError,
+    DispatchError,
     DuplicateDeliveryError,
     PayloadError,
     RunBusyError,
@@ -146,14 +147,20 @@ class Driver:
             PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or
                 ``run_id`` is malformed or in the children's id space.
             RunIdentityConflict: ``run_id`` names a run with another creation identity.
+            DispatchError: the run is stored but its tick could not be sent (names the run:
+                the sweep ticks it after ``orphan_grace_s``; calling again with that ``run_id``
+                finds it and sends the tick).
         """
         kwargs = self.start_kwargs(workflow, vars, run_id, actor_id, session_id)
-        def created() -> None:
-            self.coord.stats.incr("runs_started")
-            if on_created is not None:
-                on_created()
+        if self.ticker.shared:  # the create counts it, in its own step: no round trip of its own
+            ctx = TickContext(kwargs["run_id"], count_started=True, on_created=on_created)
+        else:
+            def created() -> None:
+                self.coord.stats.incr("runs_started")
+                if on_created is not None:
+                    on_created()
 
-        ctx = TickContext(kwargs["run_id"], on_created=created)
+            ctx = TickContext(kwargs["run_id"], on_created=created)
         with entered(ctx):
             self.runtime.start(**kwargs)
             ctx.queue.flush()
@@ -212,6 +219,8 @@ class Driver:
             WaitKeyMismatchError: the run waits on an event under another key, or (strict) no key was given.
             RunBusyError: the run moved on under every one of ``ANSWER_TRIES`` checks, or (stores
                 without versions, ``answering``) a tick held it for ``control_timeout_s``.
+            DispatchError: the event is stored but its tick could not be sent (names the
+                event; the sweep re-sends it after ``event_redeliver_s``).
         """
         check_run_id(run_id)
         what = f"event for run '{run_id}'"
@@ -235,7 +244,11 @@ class Driver:
         if isinstance(self.coord.inbox, LocalInbox):
             self.coord.stats.incr("events_accepted")
         if dispatch:
-            self.send(run_id, "event")
+            try:
+                self.send(run_id, "event")
+            except DispatchError as exc:  # the event is stored: say which, for the caller to follow
+                exc.event_id = event.event_id
+                raise
         return event
 
     def _store_event(self, event: Event, body: bytes, answering: Optional[str],
@@ -403,7 +416,8 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
 
     Raises:
         ConfigError: a store or coordination URL is malformed, the Redis store and the
-            coordination Redis differ, or the prefix holds data of another key layout.
+            coordination Redis differ, the prefix holds data of another key layout, or
+            ``distributed`` with coordination that would live in this process only.
         StoreUnavailableError: a Redis cannot be reached.
         TypeError: the run store is not a QueryableRunStore.
     """
@@ -424,6 +438,12 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     elif coordination is None and is_redis_url(coord_url) and given_store is None \
             and is_redis_url(settings.store_url):
         coord_url = settings.store_url
+    if distributed and coordination is None and coord_url == "memory://":
+        raise ConfigError(
+            f"A distributed driver needs its leases, inboxes and timers in Redis, and neither the store "
+            f"({redact_url(settings.store_url)}) nor the broker ({redact_url(broker_url or '') or 'none'}) is Redis: "
+            "set coord_url (ABSTRACTRUNTIME_CELERY_COORD_URL) to redis://host:port/db, the same for every "
+            "worker and caller (in-process ones would never see each other's events)")
     coord = coordination or open_coordination(coord_url, keys, settings.lease_ttl_s,
                                               lost_tick_after_s=settings.lost_tick_after_s)
     if runtime is None:
@@ -433,7 +453,7 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     dispatcher = dispatcher if dispatcher is not None else NullDispatcher()
     effects.install(runtime, coord.leases, keeper)
     control = Control(runtime, coord.leases, coord.inbox, lambda r, why, mid: dispatcher.send(r, why, None, mid),
-                      settings.control_timeout_s)
+                      settings.control_timeout_s, marks=coord.marks)
     strict = settings.wait_key_mode == "strict" or (settings.wait_key_mode == "auto" and distributed)
     ticker = Ticker(settings=settings, runtime=runtime, registry=registry, coord=coord, keeper=keeper,
                     send=lambda r, why, eta, mid: dispatcher.send(r, why, eta, mid), min_eta_s=dispatcher.min_eta_s,
@@ -446,8 +466,8 @@ def _runtime(settings: Settings, registry: WorkflowRegistry, coord: Coordination
              ledger_store: Any, distributed: bool, runtime_kwargs: dict[str, Any]) -> Runtime:
     if run_store is None:
         if distributed and settings.store_url == "memory://":
-            raise ConfigError("A distributed driver needs a store the workers share: set store_url to "
-                              "redis://... (or sqlite:/// / file:/// on one host)")
+            raise ConfigError("store_url is memory://, and a distributed driver needs a store the workers "
+                              "share: set store_url to redis://... (or sqlite:/// / file:/// on one host)")
         run_store, default_ledger = open_stores(settings.store_url, prefix=settings.key_prefix,
                                                 still_ours=coord.leases.holds, control_ttl_s=settings.control_ttl_s)
         ledger_store = ledger_store or default_ledger

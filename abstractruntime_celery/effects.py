@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from abstractruntime import EffectType, RunState, RunStatus
 
+from . import tracing
 from .context import TickContext, current
 from .lease import LeaseKeeper, Leases
 from .runstate import child_digest, child_result, child_run_id
@@ -81,8 +82,11 @@ def _start_subworkflow(spawn: Handler, leases: Leases, keeper: LeaseKeeper, stor
         if ctx is None or not isinstance(child_id, str):
             return spawn(run, effect, default_next_node)
         if not payload.get("async"):
-            return _sync_child(ctx, (spawn, leases, keeper, store), run, effect, default_next_node)
+            outcome = _sync_child(ctx, (spawn, leases, keeper, store), run, effect, default_next_node)
+            tracing.child_started(ctx, child_id)  # (its later ticks join the parent's trace)
+            return outcome
         outcome = spawn(run, effect, default_next_node)
+        tracing.child_started(ctx, child_id)
         result = getattr(outcome, "result", None)
         if not payload.get("wait") and isinstance(result, dict) and result.get("async"):
             ctx.children.append(str(result.get("sub_run_id") or child_id))

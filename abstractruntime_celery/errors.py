@@ -178,3 +178,36 @@ class DuplicateDeliveryError(AbstractRuntimeCeleryError):
         super().__init__(f"Delivery {key!r} was already stored; nothing was stored again")
         self.key = key
         self.record = record
+
+
+class RetryRefusedError(AbstractRuntimeCeleryError, ValueError):
+    """``retry_run`` refused: the run is not FAILED, or it is a child whose parent has
+    already taken its failure (a retried child's result would reach nobody). Nothing changed."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(f"Run '{run_id}' cannot be retried: {detail}")
+        self.run_id = run_id
+
+
+class DispatchError(AbstractRuntimeCeleryError, ConnectionError):
+    """The broker refused a tick message after the run (or the event) was stored.
+
+    What was stored stays stored, and the sweep brings it forward without the message
+    (an unticked run once it is ``orphan_grace_s`` idle, an event after
+    ``event_redeliver_s``). ``run_id`` names the run, so a caller can follow it
+    (``wait_for``) or start it again: a start with the same ``run_id`` finds the run and
+    sends its tick, it never makes a second one. ``event_id`` names the stored event, if any.
+    """
+
+    def __init__(self, run_id: str, reason: str, cause: str, event_id: str | None = None) -> None:
+        super().__init__(run_id, reason, cause, event_id)
+        self.run_id = run_id
+        self.reason = reason
+        self.cause = cause
+        self.event_id = event_id
+
+    def __str__(self) -> str:
+        what = f"Run '{self.run_id}'" + (f" (event '{self.event_id}')" if self.event_id else "")
+        return (f"{what} is stored, but its {self.reason} tick could not be sent to the broker: {self.cause}. "
+                f"The sweep brings it forward; to start it again use run_id='{self.run_id}' (it is never "
+                "created twice)")

@@ -38,6 +38,7 @@ OWNED: dict[str, str] = {
     "backoff": "run id",        # string: until when (epoch s) a failing run waits for its retry
     "unknown": "run id",        # string: when the run was first seen with an unknown workflow
     "quarantine": "run id",     # hash: event id -> an unreadable inbox entry, moved aside
+    "trace": "run id",          # string: the run's trace context (W3C traceparent), tracing only
     "ix-status": "run status",  # zset by updated
     "ix-wf": "workflow id",     # zset by updated
     "ix-reason": "wait reason",  # zset by updated
@@ -56,6 +57,7 @@ GLOBAL: frozenset[str] = frozenset({
     "inbox-runs",     # zset by oldest accepted: runs with unapplied events
     "event-seq",      # counter: global event order
     "stats",          # hash: cluster counters
+    "hist",           # hash: cluster histograms (metrics/histograms.py)
     "stats-errors",   # list: recent errors
     "sweep-lock",     # string: one sweep per interval
     "sweep-cursor",   # hash: where each sweep pass goes on from
@@ -118,6 +120,9 @@ class Keys:
         """The mark of a webhook delivery ``delivery_id`` received on ``route`` (``<route>:<id>``)."""
         return f"{self.prefix}hook-seen:{route}:{delivery_id}"
 
+    def trace(self, run_id: str) -> str:
+        return f"{self.prefix}trace:{run_id}"
+
     def index(self, family: str, value: str) -> str:
         """An index zset (``ix-status``, ``ix-wf``, ``ix-reason``, ...)."""
         if family not in OWNED or not family.startswith("ix-"):
@@ -152,6 +157,10 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self.prefix}stats"
+
+    @property
+    def hist(self) -> str:
+        return f"{self.prefix}hist"
 
     @property
     def stats_errors(self) -> str:

@@ -45,20 +45,25 @@ class ScheduledRuntime:
 
     def run(self, workflow: WorkflowSpec, *, vars: Optional[Dict[str, Any]] = None,
             actor_id: Optional[str] = None, max_steps: int = 100, wait: bool = True,
-            timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, Any]:
+            timeout: float = DEFAULT_TIMEOUT_S, run_id: Optional[str] = None) -> tuple[str, Any]:
         """Start a run and drive it until it waits or ends; returns (run_id, state).
 
         Embedded: ticked here, as in the seed. Distributed: ticked by workers; this
         waits for the run to settle (or returns a RunHandle with ``wait=False``).
+        ``run_id``: the new run's id (default: a fresh one); if that run exists already
+        (same workflow and vars), it is driven on, not created again.
 
         Raises:
-            PayloadError: ``vars`` is not a JSON object or is too large.
+            PayloadError: ``vars`` is not a JSON object or is too large, or ``run_id`` is malformed.
             RunWaitTimeout: distributed and the run did not settle within ``timeout``.
+            DispatchError: distributed, the run is stored but the broker refused its tick
+                (``.run_id`` names it: call ``run`` again with it once the broker is back).
             Exception: embedded, whatever a node handler raised (as in the seed).
         """
         workflow = self._ensure_registered(workflow)
         embedded = self.scheduler.embedded
-        run_id = self.driver.start_run(workflow, vars=vars, actor_id=actor_id, dispatch=not embedded)
+        run_id = self.driver.start_run(workflow, vars=vars, actor_id=actor_id, run_id=run_id,
+                                       dispatch=not embedded)
         if embedded:
             # As the seed: tick here for max_steps, and return the state after them, even
             # RUNNING (then nothing ticks it at once; the sweep picks it up after orphan_grace_s).
@@ -89,15 +94,17 @@ class ScheduledRuntime:
                                       answering=state.updated_at or "")
 
     def start(self, *, workflow: WorkflowSpec, vars: Optional[Dict[str, Any]] = None,
-              actor_id: Optional[str] = None) -> str:
+              actor_id: Optional[str] = None, run_id: Optional[str] = None) -> str:
         """Create a run without ticking it here (workers or the embedded pool pick it up).
+        ``run_id``: as in ``run`` (an existing run of that id gets a tick, not a twin).
 
         Raises:
-            PayloadError: ``vars`` is not a JSON object or is too large.
+            PayloadError: ``vars`` is not a JSON object or is too large, or ``run_id`` is malformed.
+            DispatchError: the run is stored but the broker refused its tick (see ``run``).
         """
         workflow = self._ensure_registered(workflow)
         # (embedded and stopped, the pool holds the tick until it starts, or poll_once runs it)
-        return self.driver.start_run(workflow, vars=vars, actor_id=actor_id, dispatch=True)
+        return self.driver.start_run(workflow, vars=vars, actor_id=actor_id, run_id=run_id, dispatch=True)
 
     def tick(self, run_id: str, *, max_steps: int = 100) -> RunState:
         """Tick a run here, under its lease (if a worker holds it, wait for it to settle).
@@ -169,6 +176,10 @@ class ScheduledRuntime:
 
     def cancel_with_children(self, run_id: str, *, reason: Optional[str] = None) -> List[RunState]:
         return self.scheduler.cancel_with_children(run_id, reason=reason)
+
+    def retry_run(self, run_id: str) -> RunState:
+        """See Scheduler.retry_run (raises as it does)."""
+        return self.scheduler.retry_run(run_id)
 
     @property
     def is_running(self) -> bool:

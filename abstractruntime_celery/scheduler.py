@@ -250,6 +250,9 @@ class Scheduler:
             RunNotWaitingError: the run has ended (a ValueError, as in the seed).
             WaitKeyMismatchError: the run waits on another key (a ValueError).
             RunWaitTimeout: ``wait`` and the event was not applied within ``timeout``.
+            DispatchError: distributed, the event is stored but the broker refused its tick
+                (a ConnectionError naming run and event; the sweep re-sends it after
+                ``event_redeliver_s``: do not send the event again).
         """
         return self.deliver(run_id, wait_key, payload, wait=wait, timeout=timeout)
 
@@ -347,4 +350,18 @@ class Scheduler:
         state = self.driver.control.resume(self.driver.load(run_id).run_id)
         if self.embedded and not self.is_running:
             self._tick_here(run_id, "resumed")
+        return state
+
+    def retry_run(self, run_id: str) -> RunState:
+        """Restart a FAILED run at the node that failed, with a new attempt count; it is
+        ticked. A child is retried only while its parent still waits on it.
+
+        Raises:
+            UnknownRunError, PayloadError, RunBusyError: as ``cancel_run``.
+            RetryRefusedError: the run is not FAILED, or its parent has already taken its
+                failure (a ValueError). Nothing changed.
+        """
+        state = self.driver.control.retry(self.driver.load(run_id).run_id)
+        if self.embedded and not self.is_running:
+            self._tick_here(run_id, "retried")
         return state

@@ -19,8 +19,10 @@ from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 from .config import Settings, load_settings
 from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
 from .errors import ConfigError, PayloadError, UnknownRunError, UnknownWorkflowError
+from .outage import find_outage, one_line, retry_later
 from .payloads import check_new_run_id
 from .registry import WorkflowRegistry, as_registry, load_object, load_registry
+from .startcheck import check_worker, describe
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +186,29 @@ def driver_for(app: Celery) -> Any:
         return driver
 
 
+def _built_driver(app: Celery) -> Any:
+    """This process's driver for ``app`` if it was built already, else None (never builds one)."""
+    cached = getattr(app, _DRIVER_ATTR, None)
+    return cached[1] if cached is not None and cached[0] == os.getpid() else None
+
+
 def set_driver(app: Celery, driver: Any) -> None:
     """Use ``driver`` for ``app`` in this process (the Scheduler does, so workers in it share the runtime)."""
     with _drivers_lock:
         setattr(app, _DRIVER_ATTR, (os.getpid(), driver))
 
 
-def _run_tick(app: Celery, run_id: str, reason: str, message_id: str | None = None) -> str | None:
-    driver = driver_for(app)
+def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_id: str | None = None) -> str | None:
+    """Tick ``run_id`` for a delivered message. A store that cannot be reached sends the
+    message again after a backoff (``task``: the bound task), and is logged in one line.
+
+    A malformed message (not a run id) or an unknown run is dropped, with one line.
+
+    Raises:
+        celery.exceptions.Retry: the store or coordination is unavailable (the message comes back).
+    """
     try:
+        driver = driver_for(app)
         outcome = driver.tick(run_id, reason=str(reason)[:40], message_id=message_id)
     except UnknownRunError:
         log.warning("tick for unknown run %s dropped", run_id)
@@ -200,8 +216,11 @@ def _run_tick(app: Celery, run_id: str, reason: str, message_id: str | None = No
     except PayloadError as exc:  # not a run id: a malformed message
         log.warning("tick message dropped: %s", exc)
         return None
-    except Exception as exc:  # a node handler raised; the tick path counted it and sent a retry
-        log.warning("tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+    except Exception as exc:  # a node handler raised (counted, retried by the tick path), or the store is down
+        outage = find_outage(exc, _built_driver(app))
+        if outage is not None and task is not None:
+            raise retry_later(task, settings_for(app), outage, f"tick of run {run_id}") from None
+        log.warning("tick of run %s failed: %s", run_id, one_line(exc))
         return None
     return outcome.status
 
@@ -212,28 +231,74 @@ def _build_at_worker_start(app: Celery) -> None:
     the worker before it says "ready", instead of failing every task it takes; and the
     first task does not pay for opening the stores and AbstractRuntime's heavy imports
     (with the solo pool every held timer would wait for it)."""
-    from celery.signals import worker_init, worker_process_init
+    from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
     def at_start(sender: Any = None, **_: Any) -> None:
         worker_app = getattr(sender, "app", None)
         if worker_app is not None and worker_app is not app:
             return  # another app's worker in this process
+        cli = _is_cli_worker(sender)
         try:
-            driver_for(app)
+            driver = driver_for(app)
+            # A real ``celery worker`` process also refuses in-process stores and
+            # coordination and a store that does not answer (``startcheck``); in-process
+            # test workers and the Scheduler's own process are left as they are.
+            report = (describe(driver, _registry_source(app)), check_worker(driver)) if cli else None
+            from .metrics.serve import start_for_worker
+
+            start_for_worker(driver)  # (metrics_port: once, in the main process, after the checks)
         except Exception as exc:
-            log.critical("abstractruntime_celery: the worker cannot start: %s: %s", type(exc).__name__, exc)
-            # Celery's signals swallow exceptions; SystemExit stops the worker's start.
-            raise SystemExit(f"abstractruntime_celery: {type(exc).__name__}: {exc}") from None
+            line = f"abstractruntime_celery: the worker cannot start: {one_line(exc, 600)}"
+            if not cli:
+                log.critical(line)
+            # Celery's signals swallow exceptions; SystemExit stops the worker's start
+            # (its message is the one line ``celery worker`` prints before exiting with 1).
+            raise SystemExit(line) from None
+        if report is not None:
+            setattr(sender, _REPORT_ATTR, report)
+
+    def after_setup(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        """Logging is set up by now (it is not at ``worker_init``): say what was found."""
+        report = getattr(instance, _REPORT_ATTR, None)
+        if report is None or getattr(instance, "app", None) is not app:
+            return
+        lines, warnings = report
+        for line in lines:
+            log.info("abstractruntime_celery: %s", line)
+        for warning in warnings:
+            log.warning("abstractruntime_celery: %s", warning)
+        delattr(instance, _REPORT_ATTR)
 
     def in_pool_child(**_: Any) -> None:
         try:
             driver_for(app)
         except Exception as exc:  # its parent built one at start; a child reports it on its tasks
-            log.error("abstractruntime_celery: pool child cannot build its driver: %s", exc)
+            log.error("abstractruntime_celery: pool child cannot build its driver: %s", one_line(exc))
 
     uid = f"abstractruntime_celery.start.{id(app)}"
     worker_init.connect(at_start, weak=False, dispatch_uid=uid)
     worker_process_init.connect(in_pool_child, weak=False, dispatch_uid=uid + ".child")
+    celeryd_after_setup.connect(after_setup, weak=False, dispatch_uid=uid + ".report")
+
+
+#: Where a starting worker keeps what its start checks found, until logging is set up.
+_REPORT_ATTR = "_abstractruntime_start_report"
+
+
+def _is_cli_worker(sender: Any) -> bool:
+    """A worker started as a program (``celery worker``), not an in-process WorkController
+    (``celery.contrib.testing``, an embedding app's own)."""
+    from celery.apps.worker import Worker
+
+    return isinstance(sender, Worker)
+
+
+def _registry_source(app: Celery) -> str:
+    """Where the registry came from, for the start log: its dotted path, or "given in code"."""
+    obj = app.conf.get("abstractruntime_registry_object")
+    if isinstance(obj, str):
+        return obj
+    return "given in code" if obj is not None else settings_for(app).registry
 
 
 def start_run_id(task_id: Any) -> str:
@@ -273,6 +338,32 @@ def keep_start(task: Any, driver: Any, exc: UnknownWorkflowError, since: Any) ->
                       exc=exc, throw=False)
 
 
+def _start_failed(task: Any, app: Celery, run_id: Any, exc: Exception) -> None:
+    """A start's create or first tick raised. A store that is down: the message comes back
+    later. A node's error once the run exists: the tick path counted it and sent a retry,
+    so the start is done. Anything else fails the task (raised).
+
+    Raises:
+        celery.exceptions.Retry: the store or coordination is unavailable.
+        Exception: ``exc``, when no run was created and the store is up.
+    """
+    driver = _built_driver(app)
+    outage = find_outage(exc, driver)
+    try:
+        created = outage is None and driver is not None and isinstance(run_id, str) \
+            and driver.run_store.load(check_new_run_id(run_id)) is not None
+    except Exception as again:  # the store went down after the failure
+        outage = find_outage(again, driver)
+        if outage is None:
+            raise exc from None
+        created = False
+    if outage is not None:
+        raise retry_later(task, settings_for(app), outage, f"start of run {run_id}") from None
+    if not created:
+        raise exc
+    log.warning("first tick of run %s failed: %s", run_id, one_line(exc))
+
+
 def _plausible_workflow_id(workflow_id: Any) -> bool:
     return isinstance(workflow_id, str) and 0 < len(workflow_id) <= 256 and workflow_id.isprintable()
 
@@ -281,20 +372,22 @@ def _register_tasks(app: Celery) -> None:
     if TICK_TASK in app.tasks:
         return
     # shared=False: each app gets its own tasks, bound to its own settings and driver.
+    # max_retries=None: a message meeting a store that is down comes back until it is up
+    # (``outage.retry_later``, with a capped backoff); nothing else retries these tasks.
     opts = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True,
-            "serializer": "json", "shared": False}
+            "serializer": "json", "shared": False, "max_retries": None}
 
     @app.task(name=TICK_TASK, bind=True, **opts)
     def tick(self: Any, run_id: str, reason: str = "tick") -> str | None:
         """Advance one run under its lease; duplicates and early deliveries are no-ops."""
-        return _run_tick(app, run_id, reason, self.request.id)
+        return _run_tick(app, run_id, reason, self, self.request.id)
 
-    @app.task(name=RESUME_TASK, **opts)
-    def resume(run_id: str, event_id: str) -> str | None:
+    @app.task(name=RESUME_TASK, bind=True, **opts)
+    def resume(self: Any, run_id: str, event_id: str) -> str | None:
         """Apply the run's inbox (this event included) under its lease, then tick."""
-        return _run_tick(app, run_id, "event")
+        return _run_tick(app, run_id, "event", self)
 
-    @app.task(name=START_TASK, bind=True, max_retries=None, **opts)  # (bounded by the grace: keep_start)
+    @app.task(name=START_TASK, bind=True, **opts)  # (unknown workflows: bounded by the grace, keep_start)
     def start(self: Any, workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None,
               unknown_since: float | None = None) -> str:
         """Create a run and tick it here, under one lease: one message per started run,
@@ -303,17 +396,19 @@ def _register_tasks(app: Celery) -> None:
         the second delivery ticks the run the first created. If this worker dies first,
         the sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
         create its run fails the task; a node's error is the tick path's (counted, retried).
-        A start for a workflow this worker lacks is sent again later (``keep_start``)."""
-        driver = driver_for(app)
+        A start for a workflow this worker lacks is sent again later (``keep_start``), and so
+        is one that meets a store that is down (``retry_later``: same task id, so still one
+        run); a malformed one (bad vars or run id) fails the task and is dropped."""
         run_id = run_id if run_id is not None else start_run_id(self.request.id)
         try:
+            driver = driver_for(app)
             driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
         except UnknownWorkflowError as exc:
             raise keep_start(self, driver, exc, unknown_since) from exc
+        except PayloadError:
+            raise  # a malformed message (vars, run id): the task fails, the message is dropped
         except Exception as exc:
-            if not isinstance(run_id, str) or driver.run_store.load(check_new_run_id(run_id)) is None:
-                raise
-            log.warning("first tick of run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            _start_failed(self, app, run_id, exc)
         return run_id
 
     @app.task(name=SWEEP_TASK, ignore_result=True, serializer="json", shared=False)
@@ -322,6 +417,14 @@ def _register_tasks(app: Celery) -> None:
         from .sweep import sweep as run_sweep
 
         started = time.perf_counter()
-        report = run_sweep(driver_for(app))  # sends through the dispatcher
+        try:
+            report = run_sweep(driver_for(app))  # sends through the dispatcher
+        except Exception as exc:
+            outage = find_outage(exc, _built_driver(app))
+            if outage is None:
+                raise
+            # beat sends the next one: no retry, and one line instead of a chained traceback
+            log.warning("sweep skipped: store unavailable (%s)", one_line(outage))
+            return 0
         log.debug("sweep took %.1f ms", (time.perf_counter() - started) * 1000)
         return report.total

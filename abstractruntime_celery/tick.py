@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 from abstractruntime import Runtime, RunState, RunStatus, WorkflowSpec
 
-from . import timers
+from . import timers, tracing
 from .config import Settings
 from .context import TickContext, current, entered, outside
 from .coord import Coordination
@@ -44,6 +44,7 @@ from .errors import (
 from .inbox import Event, InboxRead, Unreadable, describe, quote
 from .lease import Lease, LeaseKeeper
 from .marks import parse_backoff
+from .metrics import histograms
 from .registry import WorkflowRegistry, require_workflow
 from .runstate import CANCEL_CHILDREN, TERMINAL, child_of, child_result, control_flag, paused, takes
 from .stores.redis import RedisLedgerStore, RedisRunStore
@@ -96,6 +97,8 @@ class _Read:
     inbox: Callable[[], InboxRead]
     done_empty: bool = False
     read_at: float = field(default_factory=time.monotonic)
+    #: The run's stored trace context (``tracing=True``; None: none stored, or not read).
+    trace: Any = None
 
 
 class Ticker:
@@ -115,11 +118,15 @@ class Ticker:
         self.strict = strict
         self.on_cancelled = on_cancelled
         self.timers = timers.Timers(coord.timers, _SenderView(send, min_eta_s), settings.timer_horizon_s)
+        #: Tick duration, timer lateness and resume latency, sent with each release's counters.
+        self.histograms = histograms.for_coordination(coord)
+        #: Spans per tick and per node, joined to the run's trace (``tracing=True`` only).
+        self.tracing = tracing.open_tracing(settings, coord)
         redis_coord = isinstance(coord.leases, RedisLeases) and isinstance(coord.inbox, RedisInbox)
-        #: Store and coordination share one Redis: reads ride the lease, saves are queued,
-        #: and an applied event leaves the inbox inside its commit (``save_run.lua``).
+        #: Store and coordination share one Redis and key prefix: reads ride the lease, saves
+        #: are queued, and an applied event leaves the inbox inside its commit (``save_run.lua``).
         self.shared = redis_coord and isinstance(self.store, RedisRunStore) \
-            and self.store.shares_connection(coord.client)
+            and self.store.shares_connection(coord.client) and self.store.prefix == coord.keys.prefix
         ledger = runtime.ledger_store
         self.ledger_shared = self.shared and isinstance(ledger, RedisLedgerStore) \
             and ledger.shares_connection(coord.client)
@@ -162,6 +169,7 @@ class Ticker:
         return outcome
 
     def _run(self, ctx: TickContext, reason: str, max_steps: Optional[int], start: Optional[Start]) -> TickOutcome:
+        began = time.monotonic()
         lease, read = self._begin(ctx, reason, start)
         if lease is None:
             self.coord.stats.incr("lease_busy")
@@ -171,11 +179,14 @@ class Ticker:
         error: Optional[BaseException] = None
         outcome: Optional[TickOutcome] = None
         try:
-            outcome = self._advance(ctx, read, reason, self.settings.tick_max_steps if max_steps is None else max_steps, start)
+            with self.tracing.tick_span(ctx, reason, read.trace):
+                outcome = self._advance(ctx, read, reason,
+                                        self.settings.tick_max_steps if max_steps is None else max_steps, start)
         except BaseException as exc:  # released below, then raised or turned into an outcome
             error = exc
         finally:
             self.keeper.drop(lease)
+            self.histograms.observe(ctx, histograms.TICK, time.monotonic() - began)  # (rides the release)
             try:
                 self.coord.leases.release(lease, ctx)  # (ctx.send_own: the run's next tick)
             except Exception as exc:
@@ -198,7 +209,8 @@ class Ticker:
                 ctx.backoff_until = self.coord.marks.backoff_until(run_id)
             if reason == "timer":
                 self.coord.timers.fired(run_id)
-            return lease, _Read(run=lambda: self.store.load(run_id), inbox=lambda: inbox.pending(run_id))
+            return lease, _Read(run=lambda: self.store.load(run_id), inbox=lambda: inbox.pending(run_id),
+                                trace=self.tracing.load(run_id) if lease is not None else None)
         assert isinstance(leases, RedisLeases) and isinstance(inbox, RedisInbox)
         if start is not None and start.reserve and self.ledger_shared:
             ctx.reserved = True
@@ -212,6 +224,9 @@ class Ticker:
             reads.append(lambda pipe: pipe.exists(keys.ledger_done(run_id)))
         if reason == "timer":  # the timer message is delivered: none is in flight any more
             reads.append(lambda pipe: pipe.delete(keys.timer(run_id)))
+        trace_at = len(reads)
+        if self.tracing.enabled:  # (only then: the read costs a command)
+            reads.append(lambda pipe: pipe.get(keys.trace(run_id)))
         lease, results = leases.acquire_reading(run_id, reads, ctx.message_id or "")
         if lease is not None and results is None:  # a read did not decode: repair, read again
             results = self._read_again(ctx, reads)
@@ -219,10 +234,12 @@ class Ticker:
             marks = results[2] if isinstance(results[2], list) else [None, None, None]
             ctx.unknown_noted = marks[1] is not None
             ctx.backoff_until = parse_backoff(marks[2])
+        trace = results[trace_at] if lease is not None and self.tracing.enabled else None
         return lease, _Read(run=lambda: self.store.from_read(run_id, results[1]),
                             inbox=lambda: inbox.parse_read(run_id, _again_if_noscript(results[0], read_inbox,
                                                                                       self.coord.client)),
-                            done_empty=self.ledger_shared and results[3] == 0)
+                            done_empty=self.ledger_shared and results[3] == 0,
+                            trace=trace)
 
     def _read_again(self, ctx: TickContext, reads: list[Any]) -> list[Any]:
         """The lease's read met bytes that are not UTF-8: move the run's undecodable inbox
@@ -253,6 +270,7 @@ class Ticker:
         if run is None:
             self.coord.stats.incr("duplicates", ctx=ctx)
             raise UnknownRunError(ctx.run_id)
+        self.tracing.adopt(ctx, run)
         inbox.unreadable += ctx.repaired
         if self.strict:  # a keyless event (from a process in seed mode) answers nothing here
             inbox.unreadable += [Unreadable(e.run_id, e.event_id, e.header(), "an event without a wait key, "
@@ -299,6 +317,7 @@ class Ticker:
     def _step(self, ctx: TickContext, workflow: WorkflowSpec, run: RunState, events: list[Event],
               reason: str, max_steps: int) -> TickOutcome:
         before, was_waiting, more = _fingerprint(run), run.status == RunStatus.WAITING, False
+        late_s = _late_by(run)  # (a due wait this tick takes up: how late)
         ctx.handoff = run  # the Runtime's first load takes the lease's read
         try:
             for _ in range(MAX_ROUNDS):
@@ -316,6 +335,8 @@ class Ticker:
             self._failed(ctx, run.run_id, exc)
             raise
         changed = _fingerprint(run) != before
+        if changed and late_s is not None:
+            self.histograms.observe(ctx, histograms.TIMER_LATENESS, late_s)
         if changed and not ctx.created and self.shared:
             ctx.clear_marks = True  # with the commit, only if it holds (``lua/if_saved.lua``); also
             # notes written after our read (a tick that had lost its lease failed meanwhile)
@@ -357,6 +378,7 @@ class Ticker:
                                           payload=payload, max_steps=0)
         finally:
             ctx.applying = []
+        self.histograms.observe(ctx, histograms.RESUME_LATENCY, time.time() - event.accepted_at)
         if not self.shared:  # after the commit (a crash in between: the mark tells)
             self.coord.inbox.done(run.run_id, [event.event_id])
             self.coord.stats.incr("events_applied", ctx=ctx)
@@ -450,6 +472,8 @@ class Ticker:
 
         notices, keys_ = self.coord.notices, self.coord.keys
         message = next((notices.message(*n) for n in ctx.notices if n[0] == "resumed"), "")
+        if self._ride_the_save(ctx, message):
+            return
         keys = [keys_.run(ctx.run_id), keys_.stats, keys_.inbox(ctx.run_id), keys_.inbox_body(ctx.run_id),
                 keys_.inbox_runs]
         if ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
@@ -465,6 +489,25 @@ class Ticker:
 
         ctx.queue.add_after(self.coord.client, lambda pipe: scripts.call_in(pipe, script, keys, args), held)
         ctx.published = True
+
+    def _ride_the_save(self, ctx: TickContext, message: str) -> bool:
+        """Put what ``if_saved.lua`` would do into the options of the tick's last save while
+        it is still queued (``lua/save_run.lua`` does it only if that save lands): one
+        command fewer. False (nothing done) if that save was sent already."""
+        queued = ctx.queued_save
+        if queued is None or queued.updated != ctx.last_saved_updated or not queued.queued_in(ctx.queue):
+            return False
+        options = json.loads(queued.args[2])
+        options["counts"] = {name: n for name, n in ctx.commit_counts.items() if n}
+        options["drop"] = list(ctx.drop_on_commit)
+        if message:
+            options["notice"] = [self.coord.notices.channel, message]
+        if ctx.clear_marks:
+            options["clear"] = "1"
+        queued.args[2] = json.dumps(options)
+        queued.on_landed.append(lambda: setattr(ctx, "commit_held", True))
+        ctx.published = True
+        return True
 
     def _schedule_next(self, ctx: TickContext, run: RunState, events: list[Event]) -> None:
         """Note the messages this run now needs (sent after the release): its timer, its
@@ -697,7 +740,8 @@ class _SavedFirst:
             """The node runs: a save it makes of its own run is a checkpoint, not a move."""
             ctx.in_node += 1
             try:
-                return handler(run, runtime_ctx)
+                with tracing.node_span(run, node_id):
+                    return handler(run, runtime_ctx)
             finally:
                 ctx.in_node -= 1
 
@@ -716,6 +760,18 @@ def saved_first(workflow: WorkflowSpec) -> WorkflowSpec:
     clone = copy.copy(workflow)
     object.__setattr__(clone, "__class__", _saved_first_class(type(workflow)))
     return clone
+
+
+def _late_by(run: RunState) -> Optional[float]:
+    """Seconds since the run's wait fell due (its ``until``), if it waits and is due now."""
+    waiting = run.waiting
+    if run.status != RunStatus.WAITING or waiting is None or not waiting.until:
+        return None
+    try:
+        late = time.time() - timers.parse_until(waiting.until)
+    except ValueError:
+        return None
+    return late if late >= 0 else None
 
 
 def _fingerprint(run: RunState) -> tuple[Any, ...]:

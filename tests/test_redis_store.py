@@ -228,10 +228,11 @@ def test_deadline_index_follows_the_wait(store: RedisRunStore, redis_client: red
 
 
 def test_delete_takes_the_runs_failure_notes_with_it(store: RedisRunStore, redis_client: redis.Redis) -> None:
-    """A run made again under a deleted run's id must not inherit its failed attempts."""
+    """A run made again under a deleted run's id must not inherit its failed attempts (nor its trace)."""
     run = new_run()
     store.save(run)
-    notes = [store.keys.attempts(run.run_id), store.keys.unknown(run.run_id), store.keys.backoff(run.run_id)]
+    notes = [store.keys.attempts(run.run_id), store.keys.unknown(run.run_id), store.keys.backoff(run.run_id),
+             store.keys.trace(run.run_id)]
     for key in notes:
         redis_client.set(key, "1")
     assert store.delete(run.run_id) is True

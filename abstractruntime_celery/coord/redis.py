@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from redis.exceptions import NoScriptError
 
 from .. import scripts
-from ..context import Fence, Op, TickContext, Write, settle
+from ..context import Fence, Op, TickContext, settle
 from ..errors import (DuplicateDeliveryError, InboxFullError, LeaseBusyError, LeaseLostError, RunNotWaitingError,
                       StoreError)
 from ..inbox import Delivery, Event, InboxRead, OneAnswer, RunMovedError, Unreadable
@@ -51,7 +51,6 @@ class RedisLeases:
         self._release = scripts.register(client, "lease_release")
         self._renew = scripts.register(client, "lease_renew")
         self._claim = scripts.register(client, "tick_claim")
-        self._many = scripts.register(client, "hincrby_many")
         # Tokens of reserved leases whose acquire has not been sent yet (see ``reserve``):
         # the keeper thread must not renew them (there is nothing in Redis to renew).
         self._unsent: set[str] = set()
@@ -139,12 +138,14 @@ class RedisLeases:
         """
         keys = [lease.key, self.keys.pending(lease.run_id), self.keys.next_tick(lease.run_id), *ctx.release_clears]
         note_ttl_s = ctx.note_ttl_s if ctx.note_ttl_s is not None else self.note_ttl_s
-        args = [lease.token, "1" if ctx.want_more else "0", ctx.next_id, max(1, int(note_ttl_s * 1000))]
+        args = [lease.token, "1" if ctx.want_more else "0", ctx.next_id, max(1, int(note_ttl_s * 1000)),
+                len(ctx.release_clears)]
+        for index, ((_, key), (_, counts)) in enumerate(ctx.queue.counts.items(), start=1):
+            keys.append(key)  # the tick's counters ride the release script: no command of their own
+            args += [x for name, n in counts.items() if n for x in (index, name, n)]
         self._sent(lease.token)  # sent now at the latest (its check runs below)
         items = ctx.queue.take(self.client)
-        after = [Write(self.client, self._counts_op(key, counts)) for (_, key), (_, counts)
-                 in ctx.queue.counts.items()] + ctx.queue.after
-        ctx.queue.after, ctx.queue.counts = [], {}
+        after, ctx.queue.after, ctx.queue.counts = ctx.queue.after, [], {}
         pipe = self.client.pipeline(transaction=True)  # one atomic step: guards see one state
         for item in items:
             item.op(pipe)
@@ -170,14 +171,6 @@ class RedisLeases:
         if refused is not None:
             raise refused
         return ctx.send_own
-
-    def _counts_op(self, key: str, counts: Any) -> Op:
-        """One command for all of a tick's counts of one hash (one reply per op)."""
-        items = [(f, n) for f, n in counts.items() if n] or [(next(iter(counts)), 0)]
-        if len(items) == 1:
-            return lambda pipe: pipe.hincrby(key, items[0][0], items[0][1])
-        script, flat = self._many, [x for f, n in items for x in (f, n)]
-        return lambda pipe: scripts.call_in(pipe, script, [key], flat)
 
     def is_held(self, run_id: str) -> bool:
         return bool(self.client.exists(self.keys.lease(run_id)))

@@ -1,7 +1,7 @@
 -- delete_run.lua: remove one run record and every index entry it owns, atomically.
 --
--- KEYS[1]  run hash {p}run:<id>   KEYS[2..] the run's failure notes (attempts, unknown, backoff):
---          a run made again under this id starts with none
+-- KEYS[1]  run hash {p}run:<id>   KEYS[2..] the run's failure notes (attempts, unknown, backoff)
+--          and its trace context: a run made again under this id starts with none
 -- ARGV[1]  prefix   ARGV[2]  run id
 --
 -- Returns 1 when a record existed, 0 when it was absent.

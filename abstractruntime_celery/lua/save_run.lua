@@ -17,6 +17,10 @@
 --            started     "1": count a created run in {p}stats runs_started
 --            clear       "1": a tick's save moves the run: its failure notes ({p}attempts,
 --                        {p}unknown, {p}backoff) go in this step, only if it lands
+--            counts      {field: amount} added to {p}stats if it lands (what the tick committed)
+--            drop        event ids the run, now ended, never took: dropped if it lands
+--            notice      [channel, message] published if it lands (the "resumed" notice)
+--                        (the last three: ``if_saved.lua``'s work, riding the tick's last save)
 -- ARGV[4]  doc: the RunState JSON
 -- ARGV[5]  fields JSON: status, paused, wf, reason, until, due, parent, created, updated,
 --          wk (event wait key, for the event index), wkey (any wait key), sid,
@@ -131,6 +135,22 @@ if o.mode == 'create' and o.started == '1' then
 end
 if o.clear == '1' then
   redis.call('DEL', P .. 'attempts:' .. id, P .. 'unknown:' .. id, P .. 'backoff:' .. id)
+end
+if type(o.counts) == 'table' then
+  for name, amount in pairs(o.counts) do
+    redis.call('HINCRBY', P .. 'stats', name, amount)
+  end
+end
+if type(o.drop) == 'table' and #o.drop > 0 then
+  local inbox, body = P .. 'inbox:' .. id, P .. 'inbox-body:' .. id
+  for _, event_id in ipairs(o.drop) do
+    redis.call('HDEL', inbox, event_id)
+    redis.call('HDEL', body, event_id)
+  end
+  if redis.call('HLEN', inbox) == 0 then redis.call('ZREM', P .. 'inbox-runs', id) end
+end
+if type(o.notice) == 'table' then
+  redis.call('PUBLISH', o.notice[1], o.notice[2])
 end
 
 return {1, version}

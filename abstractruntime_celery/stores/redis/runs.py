@@ -25,7 +25,7 @@ from abstractruntime.core.models import RunState
 from abstractruntime.storage.base import RunStore
 
 from ... import scripts
-from ...context import TickContext, current
+from ...context import QueuedSave, TickContext, current
 from ...errors import ConfigError, CorruptRunError, PayloadError, RunExistsError
 from ...keys import Keys
 from .codec import control_of, decode, encode, refused
@@ -122,6 +122,8 @@ class RedisRunStore(RunQueries, RunStore):
         guard = ctx.guard(rid) if ctx is not None and fence is not None and mode == "save" else None
         if guard is not None:  # a cancel or pause since the tick last looked must stand
             options["control"] = [guard[0], "1" if guard[1] else "0"]
+        if mode == "create" and ctx is not None and ctx.count_started and ctx.run_id == rid:
+            options["started"] = "1"
         if mode == "save" and ctx is not None and ctx.moves(rid):
             options["clear"] = "1"  # a tick's save that lands moves the run: its failure row ends
         if own and mode == "save" and ctx is not None and ctx.applying:
@@ -145,8 +147,12 @@ class RedisRunStore(RunQueries, RunStore):
             def landed(reply: Any) -> None:
                 refused(rid, reply, None)
                 ctx.moved = ctx.moved or moves
+                for then in queued.on_landed:
+                    then()
 
-            ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), landed, commit=True)
+            write = ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args), landed,
+                                  commit=True)
+            queued = ctx.queued_save = QueuedSave(write, args, fields["updated"])
             ctx.confirm((fields["status"], fields["paused"] == "1"))
             ctx.last_saved_updated = fields["updated"]
             return [1, 0]
@@ -254,7 +260,7 @@ class RedisRunStore(RunQueries, RunStore):
         ctx.last_saved_updated = fields["updated"]
 
     def delete(self, run_id: str) -> bool:
-        """Remove a run, its index entries and its failure notes; True if it existed.
+        """Remove a run, its index entries, its failure notes and its trace context; True if it existed.
 
         Raises:
             StoreUnavailableError: Redis cannot be reached.
@@ -263,7 +269,8 @@ class RedisRunStore(RunQueries, RunStore):
         if not rid:
             return False
         k = self.keys
-        script, keys, args = self._delete_script, [k.run(rid), k.attempts(rid), k.unknown(rid), k.backoff(rid)], [self.prefix, rid]
+        script, keys, args = self._delete_script, [k.run(rid), k.attempts(rid), k.unknown(rid), k.backoff(rid),
+                                                  k.trace(rid)], [self.prefix, rid]
         return bool(scripts.settle(self._sent_before(lambda t: scripts.call_in(t, script, keys, args)),
                                    script, keys, args))
 
