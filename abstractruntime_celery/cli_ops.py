@@ -56,7 +56,8 @@ def sweep(spec: TargetSpec) -> None:
 
     def human() -> None:
         click.echo(f"sweep sent {report.total} tick(s): timers={report.timers} events={report.events} "
-                   f"orphans={report.orphans} parents={report.parents}; read {report.read}")
+                   f"orphans={report.orphans} parents={report.parents}; deleted {report.expired} ended run(s) "
+                   f"(retention); read {report.read}")
 
     emit(target, {"sweep": {**asdict(report), "total": report.total}}, human)
 

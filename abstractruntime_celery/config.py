@@ -49,6 +49,9 @@ class Settings:
     sweep_interval_s: float = 15.0
     #: At most this many runs per sweep pass (due timers, orphans, parents each).
     sweep_batch: int = 1000
+    #: Seconds a run that ended (completed, failed, cancelled) is kept, with its ledger and
+    #: notes, before the sweep deletes it (a parent waits for its last child). 0: for ever.
+    retention_s: float = 604800.0
     #: Per-run lease time to live; renewed every third of it while a tick runs.
     lease_ttl_s: float = 30.0
     #: A RUNNING run untouched this long with no live lease is an orphan: the sweep re-ticks it.
@@ -130,7 +133,7 @@ class Settings:
         if self.timer_horizon_s <= 0 or self.sweep_interval_s <= 0 or self.lease_ttl_s <= 0:
             raise ConfigError("timer_horizon_s, sweep_interval_s and lease_ttl_s must be > 0")
         negative = [name for name in ("control_ttl_s", "orphan_grace_s", "event_redeliver_s",
-                                      "unknown_workflow_grace_s", "lost_tick_after_s") if getattr(self, name) < 0]
+                                      "unknown_workflow_grace_s", "lost_tick_after_s", "retention_s") if getattr(self, name) < 0]
         if negative:
             raise ConfigError(f"{', '.join(negative)} must be >= 0")
         if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:

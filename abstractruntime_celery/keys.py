@@ -21,7 +21,7 @@ from typing import Any
 from .errors import ConfigError
 
 #: Bumped whenever a key name or a value format changes (0.x: no migration, refuse instead).
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 #: Families of per-owner keys, and what their owner is.
 OWNED: dict[str, str] = {
@@ -54,6 +54,7 @@ GLOBAL: frozenset[str] = frozenset({
     "ix-all",         # zset by updated: every run
     "ix-evtkeys",     # zset, lex: "<wait key>\\0<run id>"
     "due",            # zset by deadline: WAITING runs with `until`
+    "ended",          # zset by end time: runs that ended (completed, failed, cancelled), for retention
     "inbox-runs",     # zset by oldest accepted: runs with unapplied events
     "event-seq",      # counter: global event order
     "stats",          # hash: cluster counters
@@ -63,6 +64,8 @@ GLOBAL: frozenset[str] = frozenset({
     "sweep-cursor",   # hash: where each sweep pass goes on from
     "notices",        # pub/sub channel
 })
+#: Families whose owner is one run: what retention deletes with a run (``lua/expire_runs.lua``).
+RUN_FAMILIES: tuple[str, ...] = tuple(family for family, owner in OWNED.items() if owner == "run id")
 #: Keys of layout 1 (before 0.1.x+keys): if one exists without ``layout``, the prefix holds old data.
 _LAYOUT_1_MARKERS = ("ix:all", "inbox:runs", "inbox:seq")
 
@@ -149,6 +152,11 @@ class Keys:
     @property
     def inbox_runs(self) -> str:
         return f"{self.prefix}inbox-runs"
+
+    @property
+    def ended(self) -> str:
+        """Sorted set of ended runs by end time (written by ``save_run.lua``; retention walks it)."""
+        return f"{self.prefix}ended"
 
     @property
     def event_seq(self) -> str:

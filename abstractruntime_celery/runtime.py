@@ -8,7 +8,7 @@ real Celery workers and waits for results; ``wait=False`` returns a handle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional
 
 from abstractruntime import Runtime, RunState, RunStatus, WaitReason, WorkflowSpec
@@ -215,7 +215,9 @@ def create_scheduled_runtime(
 
     Pass ``app`` (a Celery app) or ``broker_url`` to dispatch to real workers; the
     run store must then be shared with them (``store_url='redis://...'``, or a
-    ``run_store`` they also open).
+    ``run_store`` they also open). Without ``registry``, the registry is the one
+    ``install(app, registry=...)`` set on ``app`` (or the app's ``abstractruntime_registry``
+    setting), so a user names it once; ``workflows`` are added to it.
 
     Raises:
         ConfigError: distributed mode with an in-memory store, or a malformed setting.
@@ -227,8 +229,8 @@ def create_scheduled_runtime(
         app = make_app(broker_url)
     if settings is not None and not isinstance(settings, Settings):
         raise ConfigError(f"settings must be an abstractruntime_celery Settings, got {type(settings).__name__}")
-    base = settings or load_settings(app.conf if app is not None else None, store_url=store_url)
-    reg = as_registry(registry) if registry is not None else WorkflowRegistry()
+    base = settings or _settings_of(app, store_url)
+    reg = _registry_of(registry, app, base)
     for wf in workflows or []:
         if wf.workflow_id not in reg:
             reg.register(wf)
@@ -241,3 +243,34 @@ def create_scheduled_runtime(
     if auto_start:
         scheduler.start()
     return ScheduledRuntime(runtime=scheduler.runtime, scheduler=scheduler, registry=reg)
+
+
+def _settings_of(app: Any, store_url: Optional[str]) -> Settings:
+    """The app's settings (a Settings ``install`` was given, else its conf and the
+    environment), with ``store_url`` over them.
+
+    Raises:
+        ConfigError: a setting is malformed.
+    """
+    if app is None:
+        return load_settings(None, store_url=store_url)
+    from .tasks import settings_for
+
+    base = settings_for(app)
+    return replace(base, store_url=store_url) if store_url is not None else base
+
+
+def _registry_of(registry: Any, app: Any, settings: Settings) -> WorkflowRegistry:
+    """The registry given; else the app's (what ``install`` set, or its registry setting), so
+    the web process and the workers read it from one place; else a new, empty one.
+
+    Raises:
+        ConfigError: the registry (or the app's registry path) cannot be loaded.
+    """
+    if registry is not None:
+        return as_registry(registry)
+    if app is not None:
+        from .tasks import registry_for
+
+        return registry_for(app, settings)
+    return WorkflowRegistry()

@@ -8,7 +8,8 @@ broker message lost, sweeps still find and re-send:
 3. orphans: RUNNING runs with no live lease, untouched for ``orphan_grace_s``
    (the run of a killed worker; Redis would give its message back only after
    ``visibility_timeout``);
-4. parents: runs waiting on a child that has already ended (and orphaned children).
+4. parents: runs waiting on a child that has already ended (and orphaned children);
+5. retention: runs that ended more than ``retention_s`` ago are deleted (``retention.py``).
 
 Each pass reads at most ``sweep_batch`` candidates and goes on, next sweep, from
 where it stopped (a cursor per pass, shared by the cluster), wrapping around at
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from abstractruntime import RunStatus, WaitReason
 
+from . import retention
 from .isotime import from_epoch, to_epoch
 from .runstate import TERMINAL, child_of, paused
 from .stores.redis import RedisRunStore
@@ -57,6 +59,8 @@ class SweepReport:
     events: int = 0
     orphans: int = 0
     parents: int = 0
+    #: Ended runs deleted by retention (not counted in ``total``: nothing was sent).
+    expired: int = 0
     read: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -96,10 +100,13 @@ def sweep(driver: "Driver", *, force: bool = False, send: Optional[Send] = None)
         _events(driver, source, report, now, tick, cursors)
         _orphans(driver, source, report, now, tick, cursors)
         _parents(driver, source, report, now, tick, cursors)
+        _retention(driver, report, now, cursors)
     finally:
         driver.coord.cursors.end(cursors)
     if report.total:
         log.info("sweep sent %s", report)
+    elif report.expired:
+        log.info("sweep deleted %d ended runs (retention)", report.expired)
     return report
 
 
@@ -171,6 +178,34 @@ def _parents(driver: "Driver", source: "Source", report: SweepReport, now: float
              and children[str(c.child)][1] <= cutoff]
     report.parents += len(_send(driver, tick, wake, "child"))
     report.orphans += len(_send(driver, tick, stuck, "orphan"))
+
+
+def _retention(driver: "Driver", report: SweepReport, now: float, cursors: Cursors) -> None:
+    """Delete up to ``sweep_batch`` runs that ended ``retention_s`` ago (each checked again as
+    it is deleted: see ``retention.py``); the runs kept (leased, parents of children left)
+    are walked past, and met again once the walk wraps around."""
+    keeper = retention.for_driver(driver, _walks(driver))
+    if keeper is None or not _retention_due(driver, keeper, now, cursors):
+        return
+    cutoff = now - driver.settings.retention_s
+    found, cursors["retention"] = keeper.due(cursors.get("retention", START), driver.settings.sweep_batch, cutoff)
+    report.read["retention"] = len(found)
+    expired = keeper.expire(found, cutoff)
+    report.expired += len(expired.deleted)
+    if expired.deleted:
+        driver.coord.stats.incr("runs_expired", len(expired.deleted))
+
+
+def _retention_due(driver: "Driver", keeper: Any, now: float, cursors: Cursors) -> bool:
+    """The stores that list every ended run to find the old ones (not Redis: it walks an
+    index) start a new walk at most every ``retention.every_s``, noted in the cursors; a
+    walk under way goes on each sweep."""
+    if not isinstance(keeper, retention.StoreRetention) or cursors.get("retention", START) != START:
+        return True
+    if now - cursors.get("retention-at", START)[0] < retention.every_s(driver.settings.retention_s):
+        return False
+    cursors["retention-at"] = (now, "")
+    return True
 
 
 class Source:

@@ -268,6 +268,7 @@ class Ticker:
         if start is not None:
             run = self._create(ctx, run, start)
         if run is None:
+            self._drop_orphan_events(ctx, inbox)
             self.coord.stats.incr("duplicates", ctx=ctx)
             raise UnknownRunError(ctx.run_id)
         self.tracing.adopt(ctx, run)
@@ -538,6 +539,17 @@ class Ticker:
         elif events:
             ctx.drop_on_commit += [e.event_id for e in events]
             ctx.drop_notes += notes
+
+    def _drop_orphan_events(self, ctx: TickContext, inbox: InboxRead) -> None:
+        """Events of a run no store holds: it was deleted (retention, ``delete``) after
+        ``resume_event`` checked it and before the event was stored. Nothing can take them;
+        dropped (and reported) under the lease, or the sweep would re-send a tick for ever."""
+        if not inbox.events:
+            return
+        self.coord.inbox.done(ctx.run_id, [e.event_id for e in inbox.events])
+        for e in inbox.events:
+            self.coord.stats.error(f"Run {ctx.run_id}: no such run (deleted) for event {e.event_id} "
+                                   f"(wait_key {quote(e.wait_key)}); dropped")
 
     def _parent_cancels_children(self, run: RunState) -> bool:
         """The run's parent was cancelled with its children (a cascade whose own message was

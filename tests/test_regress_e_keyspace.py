@@ -87,7 +87,7 @@ TYPES = {
     "run": "hash", "ledger": "list", "ledger-done": "hash", "lease": "string", "pending": "string", "next": "string", "backoff": "string",
     "inbox": "hash", "inbox-body": "hash", "timer": "string", "attempts": "string", "unknown": "string",
     "quarantine": "hash",
-    "layout": "string", "ix-all": "zset", "ix-evtkeys": "zset", "due": "zset", "inbox-runs": "zset",
+    "layout": "string", "ix-all": "zset", "ix-evtkeys": "zset", "due": "zset", "inbox-runs": "zset", "ended": "zset",
     "event-seq": "string", "stats": "hash", "stats-errors": "list", "sweep-lock": "string",
     "sweep-cursor": "hash", "hist": "hash", "trace": "string",
 }
@@ -96,7 +96,7 @@ TYPES = {
 #: the names of the old layout (``{p}ix:all``, ``{p}inbox:runs``, ``{p}inbox:seq``), and friends.
 TRICKY = sorted({
     "layout", "ix-all", "ix-evtkeys", "due", "inbox-runs", "event-seq", "stats", "stats-errors",
-    "sweep-lock", "sweep-cursor", "notices", "hist", "trace",
+    "sweep-lock", "sweep-cursor", "notices", "hist", "trace", "ended",
     "run", "ledger", "ledger-done", "lease", "pending", "inbox", "inbox-body", "timer", "attempts", "unknown",
     "quarantine", "ix-status", "ix-wf", "ix-reason", "ix-parent", "ix-session", "ix-evt", "ix-mbox",
     "runs", "seq", "all", "evtkeys", "errors", "lock", "cursor", "ix", "status", "running", "waiting",
@@ -256,6 +256,7 @@ def test_an_event_to_run_runs_or_seq_leaves_every_other_run_and_the_sweep_workin
 
 @pytest.mark.parametrize("old_key, value", [
     ("layout", "1"),          # a prefix that says it holds layout 1
+    ("layout", "2"),          # layout 2: no index of ended runs, so retention could never reach them
     ("ix:all", None),         # a layout-1 index left behind (no layout key)
     ("inbox:runs", None),     # the layout-1 evented-runs index
 ])

@@ -30,6 +30,7 @@ if kind == 'hash' then
 end
 redis.call('ZREM', P .. 'ix-all', id)
 redis.call('ZREM', P .. 'due', id)
+redis.call('ZREM', P .. 'ended', id)
 redis.call('DEL', rk)
 for i = 2, #KEYS do
   redis.call('DEL', KEYS[i])

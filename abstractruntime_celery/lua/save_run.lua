@@ -24,7 +24,8 @@
 -- ARGV[4]  doc: the RunState JSON
 -- ARGV[5]  fields JSON: status, paused, wf, reason, until, due, parent, created, updated,
 --          wk (event wait key, for the event index), wkey (any wait key), sid,
---          mbox (list of events_mailbox names), row (index row JSON)
+--          mbox (list of events_mailbox names), row (index row JSON),
+--          ended ("1": the run is completed, failed or cancelled: {p}ended, by `updated`)
 --
 -- Returns {1, new_version} written | {0, version, doc} exists (create mode)
 --         {-1} lease lost | {-2, version} version conflict
@@ -75,6 +76,9 @@ end
 if kind == 'hash' then
   local old = redis.call('HMGET', rk, 'status', 'wf', 'reason', 'parent', 'wk', 'sid', 'mbox')
   if old[1] then redis.call('ZREM', P .. 'ix-status:' .. old[1], id) end
+  if old[1] == 'completed' or old[1] == 'failed' or old[1] == 'cancelled' then
+    redis.call('ZREM', P .. 'ended', id)  -- a run brought back (a retry) leaves retention's index
+  end
   if old[2] then redis.call('ZREM', P .. 'ix-wf:' .. old[2], id) end
   if old[3] and old[3] ~= '' then redis.call('ZREM', P .. 'ix-reason:' .. old[3], id) end
   if old[4] and old[4] ~= '' then redis.call('ZREM', P .. 'ix-parent:' .. old[4], id) end
@@ -119,6 +123,12 @@ if type(f.mbox) == 'table' then
   end
 end
 if str(f.due) ~= '' then redis.call('ZADD', P .. 'due', str(f.due), id) end
+if str(f.ended) == '1' then
+  -- retention counts from the end; a run with no readable updated_at counts from now
+  local ended_at = tonumber(updated) or 0
+  if ended_at <= 0 then ended_at = tonumber(redis.call('TIME')[1]) end
+  redis.call('ZADD', P .. 'ended', ended_at, id)
+end
 
 -- The inbox events this save commits leave the inbox in the same step (never before).
 if type(o.done) == 'table' and #o.done > 0 then

@@ -14,7 +14,7 @@ KEYS = Keys(P)
 
 def test_every_global_key_reads_back_as_global() -> None:
     for name in ("layout", "all_runs", "event_keys", "due", "inbox_runs", "event_seq", "stats",
-                 "stats_errors", "sweep_lock", "sweep_cursor", "notices"):
+                 "stats_errors", "sweep_lock", "sweep_cursor", "notices", "ended"):
         family, owner = owner_of(getattr(KEYS, name), P)
         assert family in GLOBAL and owner is None
 

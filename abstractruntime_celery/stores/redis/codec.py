@@ -94,6 +94,8 @@ MAX_MAILBOX_NAMES = 64
 MAX_MAILBOX_NAME_BYTES = 256
 
 ACTIVE = (RunStatus.RUNNING.value, RunStatus.WAITING.value)
+#: Statuses a run ends in: a save into one of them puts the run in ``{p}ended`` (retention).
+ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 _DEADLINE_REASONS = (WaitReason.UNTIL, WaitReason.EVENT)
 
 
@@ -159,6 +161,7 @@ def encode(run: RunState, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
         "sid": str(run.session_id or ""),
         "mbox": sorted(_bounded_mailboxes(run, rid)) if status in ACTIVE else [],
         "row": index_row(run),
+        "ended": "1" if status in ENDED else "",
     }
     return doc, fields
 
