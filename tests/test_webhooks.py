@@ -9,6 +9,7 @@ and a connection cut mid-way.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import socket
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -420,7 +422,7 @@ class CuttingProxy:
 
     def __init__(self, upstream: tuple[str, int], mode: str) -> None:
         self.upstream, self.mode, self.cut, self.replied = upstream, mode, threading.Event(), threading.Event()
-        self.sha = scripts.register(redis.Redis(), "inbox_put").sha.encode()
+        self.sha = hashlib.sha1(scripts.source("inbox_put").encode()).hexdigest().encode()  # what EVALSHA names
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -478,10 +480,12 @@ def test_a_connection_cut_during_the_put_leaves_both_or_neither_and_the_retry_ap
     from abstractruntime_celery.dispatch import CeleryDispatcher
     from tests.workflows import registry
 
-    proxy = CuttingProxy(("127.0.0.1", 6379), mode)
+    store = urlsplit(STORE_URL)
+    proxy = CuttingProxy((store.hostname or "127.0.0.1", store.port or 6379), mode)
     try:
-        settings = make_settings(env.settings.key_prefix, store_url=f"redis://127.0.0.1:{proxy.port}/10",
-                                 webhook_secrets=OLD)
+        netloc = store.netloc.rsplit("@", 1)[0] + "@" if "@" in store.netloc else ""
+        proxied = urlunsplit(store._replace(netloc=f"{netloc}127.0.0.1:{proxy.port}"))
+        settings = make_settings(env.settings.key_prefix, store_url=proxied, webhook_secrets=OLD)
         driver = build(settings, registry, CeleryDispatcher(env.app, settings.queue), distributed=True)
         hooks = Webhooks(driver)
         run_id = waiting_run(env, "twice")
