@@ -22,6 +22,7 @@ from .cli_runs import runs
 from .errors import AbstractRuntimeCeleryError
 from .metrics.serve import metrics as metrics_group
 from .redact import redact_url
+from .webhooks.cli import webhooks as webhooks_group
 
 console = Console()
 
@@ -147,6 +148,7 @@ main.add_command(health)
 
 
 main.add_command(metrics_group)
+main.add_command(webhooks_group)
 
 
 def run() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .errors import ConfigError
@@ -92,6 +92,19 @@ class Settings:
     #: Keep it above the longest queue wait you expect: under it, a run has one pending tick.
     #: 0: the larger of 300 s and ``timer_horizon_s``.
     lost_tick_after_s: float = 0.0
+    #: Webhooks (``abstractruntime_celery.webhooks``): the Standard Webhooks signing secrets
+    #: (``whsec_<base64>``), separated by spaces or commas; several while one is rotated out.
+    #: Never shown in the settings' repr.
+    webhook_secrets: str = field(default="", repr=False)
+    #: ``pkg.mod:attr`` naming the webhook routes (a list of ``Route``s, or a callable returning one).
+    #: Empty: the one route ``/hooks/runs/{run_id}/{wait_key}``.
+    webhook_routes: str = ""
+    #: Largest webhook request body accepted (bytes); a larger one is answered 413 unread.
+    webhook_max_body_bytes: int = 256 * 1024
+    #: Replay window: a webhook whose ``webhook-timestamp`` is further than this from now is refused.
+    webhook_tolerance_s: float = 300.0
+    #: How long a webhook id is remembered: a delivery repeated within it is answered, not stored again.
+    webhook_dedupe_s: float = 7 * 86400.0
     #: A worker serves the cluster's Prometheus metrics on this port (its main process, once;
     #: ``metrics/serve.py``). 0: no endpoint.
     metrics_port: int = 0
@@ -131,6 +144,10 @@ class Settings:
             raise ConfigError("max_wait_key_bytes, max_inbox_events and max_inbox_bytes must be > 0")
         if self.retry_backoff_s < 0 or self.retry_backoff_max_s < 0 or self.control_timeout_s <= 0:
             raise ConfigError("retry_backoff_s and retry_backoff_max_s must be >= 0, control_timeout_s > 0")
+        if self.webhook_max_body_bytes <= 0 or self.webhook_tolerance_s <= 0 \
+                or self.webhook_dedupe_s < 2 * self.webhook_tolerance_s:
+            raise ConfigError("webhook_max_body_bytes and webhook_tolerance_s must be > 0, and webhook_dedupe_s at "
+                              "least twice webhook_tolerance_s (a replay inside the window must still be known)")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be a TCP port (1-65535) or 0 (no endpoint), got {self.metrics_port}")
         if self.lost_tick_after_s == 0:

@@ -11,6 +11,7 @@ in ``sweep.py``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ from .coord import Coordination, open_coordination
 from .errors import (
     ConfigError,
     DispatchError,
+    DuplicateDeliveryError,
+    PayloadError,
     RunBusyError,
     RunNotWaitingError,
     RunPausedError,
@@ -35,7 +38,7 @@ from .errors import (
     WaitKeyMismatchError,
 )
 from .coord.local import LocalInbox
-from .inbox import Event, OneAnswer, RunMovedError, new_event_id
+from .inbox import Delivery, Event, OneAnswer, RunMovedError, new_event_id
 from .keys import Keys
 from .lease import LeaseKeeper, wait_for_lease
 from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Wait keys only the driver gives (a child's result, the pause wait): no event may use one.
 RESERVED_KEY_PREFIXES = ("subworkflow:", "pause:")
+
+#: An event id a caller may choose (``new_event_id`` makes them).
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")
 
 #: How often ``accept_event`` checks a run again that moved on while its answer was stored.
 ANSWER_TRIES = 20
@@ -130,9 +136,11 @@ class Driver:
 
     def start_run(self, workflow: WorkflowSpec | str, *, vars: Optional[dict[str, Any]] = None,
                   run_id: Optional[str] = None, actor_id: Optional[str] = None,
-                  session_id: Optional[str] = None, dispatch: bool = True) -> str:
+                  session_id: Optional[str] = None, dispatch: bool = True,
+                  on_created: Optional[Callable[[], None]] = None) -> str:
         """Create a RUNNING run (or find the one with this ``run_id``) and, by default,
-        send its first tick. ``runs_started`` counts only a run created here.
+        send its first tick. ``runs_started`` counts only a run created here, and only
+        then is ``on_created`` called (a webhook answers "started" or "duplicate" by it).
 
         Raises:
             UnknownWorkflowError: ``workflow`` is an id this process does not know.
@@ -145,9 +153,14 @@ class Driver:
         """
         kwargs = self.start_kwargs(workflow, vars, run_id, actor_id, session_id)
         if self.ticker.shared:  # the create counts it, in its own step: no round trip of its own
-            ctx = TickContext(kwargs["run_id"], count_started=True)
+            ctx = TickContext(kwargs["run_id"], count_started=True, on_created=on_created)
         else:
-            ctx = TickContext(kwargs["run_id"], on_created=lambda: self.coord.stats.incr("runs_started"))
+            def created() -> None:
+                self.coord.stats.incr("runs_started")
+                if on_created is not None:
+                    on_created()
+
+            ctx = TickContext(kwargs["run_id"], on_created=created)
         with entered(ctx):
             self.runtime.start(**kwargs)
             ctx.queue.flush()
@@ -182,15 +195,19 @@ class Driver:
     # --- events ------------------------------------------------------------------------
 
     def accept_event(self, run_id: str, wait_key: Optional[str], payload: dict[str, Any], *,
-                     dispatch: bool = True, answering: Optional[str] = None) -> Event:
+                     dispatch: bool = True, answering: Optional[str] = None,
+                     delivery: Optional[Delivery] = None, event_id: Optional[str] = None) -> Event:
         """Validate an event, store it durably in the run's inbox, and send the run a tick.
 
         An event for a run that has not reached its wait yet stays in the inbox until it
         does. ``answering`` (``respond``): the ``updated_at`` of the waiting run the caller
         saw; the event answers that wait only, once, and is refused if the run moved on.
-        Returns the stored event (its ``event_id`` names it).
+        Returns the stored event (its ``event_id`` names it). ``delivery`` (webhooks): store
+        the event only if no delivery with its key was stored, in the same atomic step;
+        ``event_id``: the id the caller chose for it (32 hex digits; default a new one).
 
         Raises:
+            DuplicateDeliveryError: ``delivery`` was stored before; nothing was stored now.
             PayloadError: the run id, wait key or payload is malformed, not JSON, or too large;
                 ``InboxFullError`` (a PayloadError): the run's inbox is at its limit.
             UnknownRunError: no such run.
@@ -212,12 +229,18 @@ class Driver:
             raise WaitKeyMismatchError(run_id, None, repr(wait_key)[:80])
         if wait_key is not None:
             check_wait_key(wait_key, limit=self.settings.max_wait_key_bytes, what=what)
-        event = Event(event_id=new_event_id(), run_id=run_id, wait_key=wait_key, accepted_at=time.time(),
+        if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
+            raise PayloadError(f"event_id must be 32 hex digits, got {event_id!r:.80}")
+        event = Event(event_id=event_id or new_event_id(), run_id=run_id, wait_key=wait_key, accepted_at=time.time(),
                       strict=self.strict, size=len(body))
+        if delivery is not None:  # a repeat of a delivery already stored is not checked against the run
+            seen = self.coord.inbox.delivered(delivery.key)
+            if seen is not None:
+                raise DuplicateDeliveryError(delivery.key, seen)
         if answering is not None and not isinstance(self.run_store, RedisRunStore):
-            self._answer_under_lease(event, body, answering)
+            self._answer_under_lease(event, body, answering, delivery)
         else:
-            self._store_event(event, body, answering)
+            self._store_event(event, body, answering, delivery)
         if isinstance(self.coord.inbox, LocalInbox):
             self.coord.stats.incr("events_accepted")
         if dispatch:
@@ -228,7 +251,8 @@ class Driver:
                 raise
         return event
 
-    def _store_event(self, event: Event, body: bytes, answering: Optional[str]) -> None:
+    def _store_event(self, event: Event, body: bytes, answering: Optional[str],
+                     delivery: Optional[Delivery] = None) -> None:
         """Check, then store; on Redis the store refuses an answer to a run whose version
         moved on since the check (``OneAnswer``), and the check runs again. Raises as
         ``accept_event``."""
@@ -240,7 +264,7 @@ class Driver:
                 raise RunNotWaitingError(run_id, run.status.value, "is not in the wait this event answers")
             answered = answer is not None
             try:
-                self.coord.inbox.put(event, body, self._inbox_limits, answer=answer)
+                self.coord.inbox.put(event, body, self._inbox_limits, answer=answer, delivery=delivery)
                 return
             except RunMovedError:
                 if answering is not None:
@@ -248,7 +272,8 @@ class Driver:
                                              "moved on from the wait this event answers") from None
         raise RunBusyError(run_id, time.monotonic() - began)  # it kept moving on under us
 
-    def _answer_under_lease(self, event: Event, body: bytes, answering: str) -> None:
+    def _answer_under_lease(self, event: Event, body: bytes, answering: str,
+                            delivery: Optional[Delivery] = None) -> None:
         """Stores without versions: the check and the put under the run's lease, so no tick
         commits between them. Raises as ``accept_event``."""
         run_id, leases = event.run_id, self.coord.leases
@@ -260,7 +285,7 @@ class Driver:
             answer = self._checked(self.load(run_id), event, answering, None)
             if answer is not None:
                 answer = replace(answer, lease=(lease.key, lease.token))
-            self.coord.inbox.put(event, body, self._inbox_limits, answer=answer)
+            self.coord.inbox.put(event, body, self._inbox_limits, answer=answer, delivery=delivery)
         except RunMovedError:
             raise RunNotWaitingError(run_id, "waiting", "moved on from the wait this event answers") from None
         finally:

@@ -169,6 +169,17 @@ class RunBusyError(AbstractRuntimeCeleryError, TimeoutError):
         self.run_id = run_id
 
 
+class DuplicateDeliveryError(AbstractRuntimeCeleryError):
+    """A delivery (a webhook) was stored before under the same id, within its retention:
+    nothing was stored again. ``record`` is what the first delivery stored (JSON text:
+    its run id and event id), so the caller can answer the sender as it did the first time."""
+
+    def __init__(self, key: str, record: str) -> None:
+        super().__init__(f"Delivery {key!r} was already stored; nothing was stored again")
+        self.key = key
+        self.record = record
+
+
 class RetryRefusedError(AbstractRuntimeCeleryError, ValueError):
     """``retry_run`` refused: the run is not FAILED, or it is a child whose parent has
     already taken its failure (a retried child's result would reach nobody). Nothing changed."""

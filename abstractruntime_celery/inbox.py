@@ -110,6 +110,17 @@ class OneAnswer:
     lease: Optional[tuple[str, str]] = None
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """An event that arrives as a delivery a sender may repeat (a webhook): stored at most
+    once per ``key`` for ``retention_s``. The mark (``key`` -> ``record``) is written in the
+    same atomic step as the event, so a retried delivery finds either both or neither."""
+
+    key: str
+    record: str
+    retention_s: float
+
+
 class RunMovedError(Exception):
     """Internal: the run's version changed between the caller's check and the put."""
 
@@ -126,7 +137,10 @@ def quote(text: Any, limit: int = 120) -> str:
 
 class Inbox(Protocol):
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
-            answer: Optional[OneAnswer] = None) -> None: ...
+            answer: Optional[OneAnswer] = None, delivery: Optional[Delivery] = None) -> None: ...
+    def delivered(self, key: str) -> Optional[str]:
+        """The record of a delivery stored under ``key`` (within its retention), or None."""
+        ...
     def pending(self, run_id: str) -> InboxRead: ...
     def load_payload(self, event: Event) -> Optional[dict[str, Any]]: ...
     def has(self, run_id: str, event_id: str) -> bool: ...

@@ -46,6 +46,7 @@ OWNED: dict[str, str] = {
     "ix-session": "session id",  # zset by updated
     "ix-evt": "wait key",       # zset by updated: runs WAITING(EVENT) on that key
     "ix-mbox": "mailbox name",  # zset by updated: active runs declaring that events_mailbox
+    "hook-seen": "webhook route and id",  # string, PX retention: a webhook delivery stored (lua/inbox_put.lua)
 }
 #: Global keys (and the notices channel).
 GLOBAL: frozenset[str] = frozenset({
@@ -117,6 +118,10 @@ class Keys:
 
     def quarantine(self, run_id: str) -> str:
         return f"{self.prefix}quarantine:{run_id}"
+
+    def hook_seen(self, route: str, delivery_id: str) -> str:
+        """The mark of a webhook delivery ``delivery_id`` received on ``route`` (``<route>:<id>``)."""
+        return f"{self.prefix}hook-seen:{route}:{delivery_id}"
 
     def trace(self, run_id: str) -> str:
         return f"{self.prefix}trace:{run_id}"

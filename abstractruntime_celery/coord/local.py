@@ -13,8 +13,8 @@ import uuid
 from typing import Any, Callable, Optional, Sequence
 
 from ..context import Fence, Op, TickContext
-from ..errors import InboxFullError, RunNotWaitingError
-from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
+from ..errors import DuplicateDeliveryError, InboxFullError, RunNotWaitingError
+from ..inbox import Delivery, Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
 from ..stats import MAX_ERRORS, SchedulerStats, Stats, build_snapshot, clip_error, now_iso
@@ -129,11 +129,17 @@ class LocalInbox:
         self._events: dict[str, dict[str, tuple[Event, dict[str, Any]]]] = {}
         self._seq = 0
         self._holds = holds  # (the leases' check, for an answer given under a lease)
+        #: Delivery marks (webhooks): key -> (monotonic expiry, record).
+        self._deliveries: dict[str, tuple[float, str]] = {}
+        self._purge_at = 1024
 
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
-            answer: Optional[OneAnswer] = None) -> None:
-        """Raises InboxFullError and RunNotWaitingError as ``RedisInbox.put``."""
+            answer: Optional[OneAnswer] = None, delivery: Optional[Delivery] = None) -> None:
+        """Raises InboxFullError, RunNotWaitingError and DuplicateDeliveryError as ``RedisInbox.put``."""
         with self._lock:
+            seen = self._seen_locked(delivery.key) if delivery is not None else None
+            if delivery is not None and seen is not None:
+                raise DuplicateDeliveryError(delivery.key, seen)
             box = self._events.setdefault(event.run_id, {})
             if event.event_id in box:
                 return
@@ -150,6 +156,23 @@ class LocalInbox:
             self._seq += 1
             event.seq = self._seq
             box[event.event_id] = (event, json.loads(payload))
+            if delivery is not None:
+                self._deliveries[delivery.key] = (time.monotonic() + delivery.retention_s, delivery.record)
+
+    def delivered(self, key: str) -> Optional[str]:
+        with self._lock:
+            return self._seen_locked(key)
+
+    def _seen_locked(self, key: str) -> Optional[str]:
+        """The record of a delivery still within its retention. Expired marks are dropped
+        when the book has doubled since the last clean-up (amortised, never a full scan per call)."""
+        now = time.monotonic()
+        if len(self._deliveries) >= self._purge_at:
+            for stale in [k for k, (until, _) in self._deliveries.items() if until <= now]:
+                del self._deliveries[stale]
+            self._purge_at = max(1024, 2 * len(self._deliveries))
+        found = self._deliveries.get(key)
+        return found[1] if found is not None and found[0] > now else None
 
     def pending(self, run_id: str) -> InboxRead:
         with self._lock:

@@ -19,8 +19,9 @@ from redis.exceptions import NoScriptError
 
 from .. import scripts
 from ..context import Fence, Op, TickContext, settle
-from ..errors import InboxFullError, LeaseBusyError, LeaseLostError, RunNotWaitingError
-from ..inbox import Event, InboxRead, OneAnswer, RunMovedError, Unreadable
+from ..errors import (DuplicateDeliveryError, InboxFullError, LeaseBusyError, LeaseLostError, RunNotWaitingError,
+                      StoreError)
+from ..inbox import Delivery, Event, InboxRead, OneAnswer, RunMovedError, Unreadable
 from ..keys import Keys
 from ..lease import Lease
 from ..marks import BACKOFF_SLACK_S, DAY_S, parse_backoff
@@ -220,11 +221,12 @@ class RedisInbox:
         self._mark = scripts.register(client, "inbox_mark")
 
     def put(self, event: Event, payload: bytes, limits: tuple[int, int], ops: Sequence[Any] = (),
-            answer: Optional[OneAnswer] = None) -> None:
+            answer: Optional[OneAnswer] = None, delivery: Optional[Delivery] = None) -> None:
         """Store the event durably (``inbox_put.lua``), with ``ops`` in the same round trip.
         ``answer``: the event answers the run's current wait (the seed's rule: a wait is
         answered once); refuse it if an event for that wait is already queued, or if the
-        run's record no longer has the version the caller checked.
+        run's record no longer has the version the caller checked. ``delivery``: store it
+        only if no delivery with its key was stored (the mark is written in the same script).
 
         Raises:
             InboxFullError: the run's inbox holds ``limits[0]`` events or would exceed
@@ -232,6 +234,8 @@ class RedisInbox:
             RunNotWaitingError: ``answer`` and the wait already has its event.
             RunMovedError: ``answer`` and the run's version is not ``answer.version`` (the
                 caller checks the run again).
+            DuplicateDeliveryError: ``delivery`` was stored before (nothing was stored now).
+            StoreError: a key the put writes holds another type (nothing was written).
         """
         k = self.keys
         keys = [k.inbox(event.run_id), k.inbox_body(event.run_id), k.inbox_runs, k.event_seq, k.stats]
@@ -243,6 +247,9 @@ class RedisInbox:
         elif answer is not None and answer.lease is not None:
             keys.append(answer.lease[0])
             args.append(answer.lease[1])
+        if delivery is not None:
+            args += [""] * (11 - len(args)) + [delivery.record, max(1, int(delivery.retention_s * 1000))]
+            keys.append(delivery.key)
         pipe = self.client.pipeline(transaction=False)
         scripts.call_in(pipe, self._put, keys, args)
         for op in ops:
@@ -259,7 +266,17 @@ class RedisInbox:
             raise RunNotWaitingError(event.run_id, "waiting", "already has an event queued for its wait")
         if int(code) == -5:
             raise RunMovedError(event.run_id)
+        if int(code) == 2 and delivery is not None:
+            raise DuplicateDeliveryError(delivery.key, str(value))
+        if int(code) == -6:
+            raise StoreError(f"Redis key {value!r} holds another type than the inbox writes; "
+                             f"event for run '{event.run_id}' not stored")
         event.seq = int(value)
+
+    def delivered(self, key: str) -> Optional[str]:
+        """The record of the delivery stored under ``key``, or None."""
+        value = self.client.get(key)
+        return value.decode() if isinstance(value, bytes) else value
 
     def read_op(self, run_id: str, run_key: Optional[str]) -> Any:
         """The tick's read of the inbox as a pipeline step (``inbox_read.lua``): every header,
