@@ -20,7 +20,7 @@ import redis
 from abstractruntime_celery.webhooks import HookCall, Resume, Route, SignatureError, resume_route, start_route
 
 LEGACY_SECRET = b"legacy-shared-secret"
-FX_URL = os.environ.get("ARC_TEST_FX_URL", "redis://127.0.0.1:6379/14")
+FX_URL = os.environ.get("ARC_TEST_FX_URL") or f"{os.environ['ARC_TEST_REDIS']}/14"  # (set by tests/conftest.py)
 
 
 def table_key(prefix: str | None = None) -> str:
