@@ -478,7 +478,11 @@ class Ticker:
                 keys_.inbox_runs]
         if ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
             keys += [keys_.attempts(ctx.run_id), keys_.unknown(ctx.run_id), keys_.backoff(ctx.run_id)]
-        args: list[Any] = [ctx.last_saved_updated, notices.channel, message, ctx.run_id,
+        # No save of the tick is queued any more and none was refused: its last save has
+        # landed (a refusal raises before this). Then a pause or cancel that landed since
+        # (it changes ``updated``) must not make the commit read as refused.
+        landed = ctx.queue.refused is None and not ctx.queue.has_commit()
+        args: list[Any] = ["" if landed else ctx.last_saved_updated, notices.channel, message, ctx.run_id,
                            json.dumps(ctx.drop_on_commit)]
         for name, n in ctx.commit_counts.items():
             args += [name, n]
