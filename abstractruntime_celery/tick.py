@@ -350,7 +350,10 @@ class Ticker:
     def _create(self, ctx: TickContext, run: Optional[RunState], start: Start) -> Optional[RunState]:
         """Make the run under our lease (a start). An existing run is checked by
         ``Runtime.start`` (its creation identity), not rewritten."""
-        ctx.on_created = lambda: self.coord.stats.incr("runs_started", ctx=ctx)
+        if self.shared:  # the create counts it in its own step: a worker killed before its
+            ctx.count_started = True  # release (the count's ride) cannot lose it (``save_run.lua``)
+        else:
+            ctx.on_created = lambda: self.coord.stats.incr("runs_started", ctx=ctx)
         self.runtime.start(**start.kwargs)
         if run is not None:
             return run
