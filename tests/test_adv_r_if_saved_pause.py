@@ -24,6 +24,7 @@ from abstractruntime import RunStatus
 
 from abstractruntime_celery import Settings, scripts
 from abstractruntime_celery.driver import build
+from tests import workflows_adv_f as af
 from tests import workflows_adv_r as wf
 from tests._adv_f import HoldProxy
 from tests.conftest import STORE_URL
@@ -78,3 +79,35 @@ def test_a_pause_after_the_ticks_last_save_landed_leaves_its_counters(prefix: st
     after = int(client.hget(f"{prefix}stats", "runs_resumed") or 0)
     assert after == before + 1, (before, after, client.hgetall(f"{prefix}stats"))  # (seen: not counted)
     assert any(b'"resumed"' in h and run_id.encode() in h for h in heard), heard  # (seen: none)
+
+
+def test_a_pause_before_the_release_that_carries_the_ticks_last_save_refuses_its_counters(
+        prefix: str, proxy: HoldProxy) -> None:
+    """The other side: the tick's last save still queued (the run parks on an event: no read
+    after it) rides the release pipeline with its counters and notice; a pause that lands
+    before that pipeline refuses the save, and none of them happen."""
+    direct = build(Settings(store_url=STORE_URL, key_prefix=prefix, queue=f"{prefix}q"), af.build_registry())
+    proxied = build(Settings(store_url=proxy.url(10), key_prefix=prefix, queue=f"{prefix}q"), af.build_registry())
+    client = redis.Redis.from_url(STORE_URL, decode_responses=True)
+    run_id = direct.start_run("af-loop", vars={"n": 3}, dispatch=False)
+    assert direct.tick(run_id).status == "waiting"
+    direct.accept_event(run_id, "k", {"v": 1}, dispatch=False)
+    before = client.hgetall(f"{prefix}stats")
+
+    proxy.hold([direct.coord.leases._release.sha])  # the release pipeline (the last save rides it)
+    tick, out = _in_thread(lambda: proxied.tick(run_id))
+    assert proxy.held.wait(30), "the tick never sent its release"
+    assert b"counts" in proxy.held_data  # (its counters ride the save, not if_saved.lua)
+    direct.control.pause(run_id)
+    proxy.let_go()
+    tick.join(30)
+    assert out and out[0].skipped == "controlled", out
+    after = client.hgetall(f"{prefix}stats")
+    for name in ("transitions", "runs_resumed"):
+        assert after.get(name) == before.get(name), (name, before, after)
+
+    direct.control.resume(run_id)
+    assert direct.tick(run_id).status == "waiting"
+    final = client.hgetall(f"{prefix}stats")
+    assert int(final["events_applied"]) == 1, final  # (the apply's own save had landed before)
+    assert direct.load(run_id).vars["got"] == [{"v": 1}]
