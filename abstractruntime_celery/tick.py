@@ -479,12 +479,14 @@ class Ticker:
             return
         keys = [keys_.run(ctx.run_id), keys_.stats, keys_.inbox(ctx.run_id), keys_.inbox_body(ctx.run_id),
                 keys_.inbox_runs]
-        if ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
-            keys += [keys_.attempts(ctx.run_id), keys_.unknown(ctx.run_id), keys_.backoff(ctx.run_id)]
         # No save of the tick is queued any more and none was refused: its last save has
         # landed (a refusal raises before this). Then a pause or cancel that landed since
         # (it changes ``updated``) must not make the commit read as refused.
         landed = ctx.queue.refused is None and not ctx.queue.has_commit()
+        if ctx.clear_marks and landed:  # with the release, only if the lease is still ours: the
+            self.coord.marks.moved(ctx.run_id, ctx)  # notes of a tick that took over stay
+        elif ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
+            keys += [keys_.attempts(ctx.run_id), keys_.unknown(ctx.run_id), keys_.backoff(ctx.run_id)]
         args: list[Any] = ["" if landed else ctx.last_saved_updated, notices.channel, message, ctx.run_id,
                            json.dumps(ctx.drop_on_commit)]
         for name, n in ctx.commit_counts.items():
