@@ -481,8 +481,9 @@ class Ticker:
                 keys_.inbox_runs]
         # No save of the tick is queued any more and none was refused: its last save has
         # landed (a refusal raises before this). Then a pause or cancel that landed since
-        # (it changes ``updated``) must not make the commit read as refused.
-        landed = ctx.queue.refused is None and not ctx.queue.has_commit()
+        # (it changes ``updated``) must not make the commit read as refused. (Events an ended
+        # run never took still go only if nothing moved it since: a retry may have.)
+        landed = ctx.queue.refused is None and not ctx.queue.has_commit() and not ctx.drop_on_commit
         if ctx.clear_marks and landed:  # with the release, only if the lease is still ours: the
             self.coord.marks.moved(ctx.run_id, ctx)  # notes of a tick that took over stay
         elif ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
