@@ -10,6 +10,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
 
+from redis.commands.core import Script
+
 
 @lru_cache(maxsize=None)
 def source(name: str) -> str:
@@ -22,8 +24,31 @@ def source(name: str) -> str:
 
 
 def register(client: Any, name: str) -> Any:
-    """A redis-py Script for ``lua/<name>.lua`` (EVALSHA, loaded on NOSCRIPT)."""
-    return client.register_script(source(name))
+    """A redis-py Script for ``lua/<name>.lua`` (EVALSHA; on NOSCRIPT, every script is loaded)."""
+    return _Script(client, source(name))
+
+
+class _Script(Script):
+    """A redis-py Script that, when the server has forgotten it, loads *every* script of the
+    package at once (``preload``), never this one alone: a server that knows some of our
+    scripts and not others runs a pipeline's later scripts (a lease release, a save) after
+    an earlier one met NOSCRIPT, which then runs again out of order (after the release:
+    refused as "lease lost"; after the save: refused by its control guard)."""
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        from redis.client import Pipeline
+        from redis.exceptions import NoScriptError
+
+        target = self.registered_client if client is None else client
+        if isinstance(target, Pipeline):
+            return super().__call__(keys=keys, args=args, client=target)
+        flat = (*(keys or ()), *(args or ()))
+        try:
+            return target.evalsha(self.sha, len(keys or ()), *flat)
+        except NoScriptError:
+            preload(target)
+            self.sha = target.script_load(self.script)  # (as redis-py's own fallback: its sha, as loaded)
+            return target.evalsha(self.sha, len(keys or ()), *flat)
 
 
 def call_in(target: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -74,10 +99,11 @@ def run_after(client: Any, ops: Sequence[Any], results: Sequence[Any]) -> None:
 
 
 def preload(client: Any) -> None:
-    """Load every script into the server once (SCRIPT LOAD), so pipelined calls find them
-    (a NOSCRIPT reply after a server restart is still handled where each is called)."""
+    """Load every script into the server (SCRIPT LOAD), in one atomic step: a pipeline of
+    another process finds all of them or none (a NOSCRIPT reply after a server restart is
+    still handled where each is called: all are loaded again, then the call is repeated)."""
     folder = resources.files(__package__) / "lua"
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=True)
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".lua"):
             pipe.script_load(entry.read_text(encoding="utf-8"))

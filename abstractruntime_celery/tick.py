@@ -351,7 +351,10 @@ class Ticker:
     def _create(self, ctx: TickContext, run: Optional[RunState], start: Start) -> Optional[RunState]:
         """Make the run under our lease (a start). An existing run is checked by
         ``Runtime.start`` (its creation identity), not rewritten."""
-        ctx.on_created = lambda: self.coord.stats.incr("runs_started", ctx=ctx)
+        if self.shared:  # the create counts it in its own step: a worker killed before its
+            ctx.count_started = True  # release (the count's ride) cannot lose it (``save_run.lua``)
+        else:
+            ctx.on_created = lambda: self.coord.stats.incr("runs_started", ctx=ctx)
         self.runtime.start(**start.kwargs)
         if run is not None:
             return run
@@ -477,9 +480,16 @@ class Ticker:
             return
         keys = [keys_.run(ctx.run_id), keys_.stats, keys_.inbox(ctx.run_id), keys_.inbox_body(ctx.run_id),
                 keys_.inbox_runs]
-        if ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
+        # No save of the tick is queued any more and none was refused: its last save has
+        # landed (a refusal raises before this). Then a pause or cancel that landed since
+        # (it changes ``updated``) must not make the commit read as refused. (Events an ended
+        # run never took still go only if nothing moved it since: a retry may have.)
+        landed = ctx.queue.refused is None and not ctx.queue.has_commit() and not ctx.drop_on_commit
+        if ctx.clear_marks and landed:  # with the release, only if the lease is still ours: the
+            self.coord.marks.moved(ctx.run_id, ctx)  # notes of a tick that took over stay
+        elif ctx.clear_marks:  # in the commit's own step: a next tick's failure is never erased
             keys += [keys_.attempts(ctx.run_id), keys_.unknown(ctx.run_id), keys_.backoff(ctx.run_id)]
-        args: list[Any] = [ctx.last_saved_updated, notices.channel, message, ctx.run_id,
+        args: list[Any] = ["" if landed else ctx.last_saved_updated, notices.channel, message, ctx.run_id,
                            json.dumps(ctx.drop_on_commit)]
         for name, n in ctx.commit_counts.items():
             args += [name, n]

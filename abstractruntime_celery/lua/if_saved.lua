@@ -4,11 +4,13 @@
 -- tick's queued saves.
 -- KEYS[1] run hash  KEYS[2] stats hash  KEYS[3] inbox  KEYS[4] inbox-body  KEYS[5] inbox-runs
 -- KEYS[6..] the run's failure notes (attempts, unknown workflow, backoff), deleted: it moved
--- ARGV[1] updated score of the tick's last save  ARGV[2] notices channel  ARGV[3] notice JSON ("" none)
+-- ARGV[1] updated score of the tick's last save ("": that save is known to have landed, no
+-- check: a pause or cancel that landed after it changed `updated`, not the commit)
+-- ARGV[2] notices channel  ARGV[3] notice JSON ("" none)
 -- ARGV[4] run id  ARGV[5] JSON list of event ids to drop from the inbox
 -- ARGV[6..] field, amount, field, amount ...
 -- Returns 1 if the commit held (and all was done), 0 if not.
-if redis.call('HGET', KEYS[1], 'updated') ~= ARGV[1] then
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'updated') ~= ARGV[1] then
   return 0
 end
 for i = 6, #ARGV, 2 do
