@@ -416,7 +416,7 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
 
     Raises:
         ConfigError: a store or coordination URL is malformed, the Redis store and the
-            coordination Redis differ, the prefix holds data of another key layout, or
+            coordination Redis (or their key prefixes) differ, the prefix holds data of another key layout, or
             ``distributed`` with coordination that would live in this process only.
         StoreUnavailableError: a Redis cannot be reached.
         TypeError: the run store is not a QueryableRunStore.
@@ -429,6 +429,7 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     coord_url = settings.resolved_coord_url(broker_url)
     given_store = runtime.run_store if runtime is not None else run_store
     _check_one_redis(settings, coord_url, given_store)
+    _check_one_prefix(settings, given_store)
     if coordination is None and isinstance(given_store, RedisRunStore):
         # The store's Redis, however its URL is spelled (or with none in the settings: the
         # store checks each save against a lease in its own Redis, never an in-process one).
@@ -500,6 +501,21 @@ def _check_one_redis(settings: Settings, coord_url: str, run_store: Any) -> None
             f"({redact_url(settings.store_url)}): a Redis store checks each save against the run's lease "
             "in its own Redis, so leases, inboxes and timers must live there too. Leave coord_url empty "
             "(it then follows the store) or set it to the store's URL.")
+
+
+def _check_one_prefix(settings: Settings, run_store: Any) -> None:
+    """A given Redis run store keeps its indexes under its own prefix, and its saves clear
+    the run's notes there: the leases, inboxes, notes and the sweep must use that prefix too.
+
+    Raises:
+        ConfigError: the store's prefix is not ``key_prefix``.
+    """
+    if isinstance(run_store, RedisRunStore) and run_store.prefix != settings.key_prefix:
+        raise ConfigError(
+            f"The given Redis run store's key prefix {run_store.prefix!r} is not key_prefix "
+            f"{settings.key_prefix!r}: the sweep would walk indexes the store never writes and a "
+            "moving save would clear notes that are not there. Set key_prefix "
+            "(ABSTRACTRUNTIME_CELERY_KEY_PREFIX) to the store's prefix.")
 
 
 def _redis_place(url: str) -> tuple[Any, ...]:

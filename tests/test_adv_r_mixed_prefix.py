@@ -12,7 +12,8 @@ still take the store's prefix for the coordination's:
   ``ix-status:running``, ``ix-reason:subworkflow``) under the coordination's prefix, where
   ``save_run.lua`` never writes them: a run whose timer message was lost is never found.
 
-In-process, real Redis, a recording dispatcher, ``Driver.tick`` by hand.
+Both made a setup mistake silent: ``build`` now refuses a given Redis store whose prefix is
+not ``key_prefix`` (``driver._check_one_prefix``). In-process, real Redis, a recording dispatcher.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import time
 from typing import Any
 
 import pytest
-from abstractruntime import RunStatus
 
 from abstractruntime_celery.driver import build
+from abstractruntime_celery.errors import ConfigError
 from abstractruntime_celery.stores.redis import RedisRunStore
 from abstractruntime_celery.sweep import sweep
 from tests._dispatchers import Recorder
@@ -33,27 +34,19 @@ from tests.workflows_adv_i import registry
 pytestmark = pytest.mark.timeout(60)
 
 
-def _driver(prefix: str, rec: Recorder, **overrides: Any) -> Any:
+def test_a_redis_store_with_another_prefix_than_key_prefix_is_refused_at_build(prefix: str) -> None:
     store = RedisRunStore.from_url(STORE_URL, prefix=f"{prefix}s:")
-    settings = make_settings(prefix, retry_backoff_s=0.0, retry_jitter=False, **overrides)
-    return build(settings, registry, rec, distributed=True, run_store=store)
+    with pytest.raises(ConfigError, match="key prefix"):
+        build(make_settings(prefix), registry, Recorder(), distributed=True, run_store=store)
 
 
-@pytest.mark.xfail(strict=True, reason="a moving save clears the failure notes under the store's prefix, "
-                                       "not the coordination's, where they are")
-def test_a_recovered_nodes_failures_do_not_count_against_the_next_node(prefix: str) -> None:
-    driver = _driver(prefix, Recorder(), tick_max_attempts=2)
-    run_id = driver.start_run("ai-flaky-two", vars={"fx": f"{prefix}fx", "a_fails": 1, "b_fails": 1},
-                              dispatch=False)
-    for _ in range(6):
-        if driver.load(run_id).status != RunStatus.RUNNING:
-            break
-        try:
-            driver.tick(run_id, reason="retry", max_steps=1)
-        except RuntimeError:
-            pass
-    state = driver.load(run_id)
-    assert state.status == RunStatus.COMPLETED, f"{state.status.value}: {state.error}"  # (seen: FAILED)
+def test_a_redis_store_with_key_prefix_as_its_prefix_is_accepted_and_swept(prefix: str) -> None:
+    rec = Recorder()
+    store = RedisRunStore.from_url(STORE_URL, prefix=prefix)
+    driver = build(make_settings(prefix), registry, rec, distributed=True, run_store=store)
+    run_id = _timer_lost(driver, rec)
+    report = sweep(driver, force=True)
+    assert run_id in [m[0] for m in rec.sent], (report, rec.sent)
 
 
 def _timer_lost(driver: Any, rec: Recorder) -> str:
@@ -71,12 +64,3 @@ def test_held_one_prefix_the_sweep_finds_a_due_timer_whose_message_was_lost(pref
     run_id = _timer_lost(driver, rec)
     sweep(driver, force=True)
     assert run_id in [m[0] for m in rec.sent], rec.sent
-
-
-@pytest.mark.xfail(strict=True, reason="the sweep walks the store's indexes under the coordination's prefix")
-def test_the_sweep_finds_a_due_timer_whose_message_was_lost(prefix: str) -> None:
-    rec = Recorder()
-    driver = _driver(prefix, rec)
-    run_id = _timer_lost(driver, rec)
-    report = sweep(driver, force=True)
-    assert run_id in [m[0] for m in rec.sent], (report, rec.sent)  # (seen: nothing sent)
