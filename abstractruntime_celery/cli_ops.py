@@ -43,7 +43,8 @@ def stats(spec: TargetSpec) -> None:
 @click.command()
 @target_options
 def sweep(spec: TargetSpec) -> None:
-    """Run one sweep now (the beat job: timers, lost events, orphans, parents).
+    """Run one sweep now (the beat job: timers, lost events, orphans, parents; and it deletes
+    the runs that ended retention_s ago, by THIS shell's retention_s: set it as the workers do).
 
     \f
     Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).

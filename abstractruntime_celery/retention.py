@@ -166,9 +166,10 @@ class StoreRetention:
 
     def _drop_notes(self, run_id: str) -> None:
         """The run's coordination notes: its keys in Redis, or (embedded) its entries in
-        this process's failure notes, timer book and inbox."""
+        this process's failure notes, timer book, inbox and trace contexts."""
         client, keys = self.coord.client, self.coord.keys
         if client is None:
+            self.driver.ticker.tracing.forget(run_id)
             self.coord.marks.moved(run_id)
             self.coord.timers.fired(run_id)
             events = self.coord.inbox.pending(run_id).events

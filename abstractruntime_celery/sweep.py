@@ -202,7 +202,8 @@ def _retention_due(driver: "Driver", keeper: Any, now: float, cursors: Cursors) 
     walk under way goes on each sweep."""
     if not isinstance(keeper, retention.StoreRetention) or cursors.get("retention", START) != START:
         return True
-    if now - cursors.get("retention-at", START)[0] < retention.every_s(driver.settings.retention_s):
+    # (a walk noted in the future was begun on a clock ahead of ours: not a reason to wait)
+    if 0 <= now - cursors.get("retention-at", START)[0] < retention.every_s(driver.settings.retention_s):
         return False
     cursors["retention-at"] = (now, "")
     return True

@@ -44,6 +44,10 @@ class Tracing:
     def adopt(self, ctx: TickContext, run: Any) -> None:
         """The tick's run exists: a tick that found no trace context stores its own now."""
 
+    def forget(self, run_id: str) -> None:
+        """Retention deleted the run: drop the trace context this process keeps for it
+        (embedded mode; with Redis, ``{p}trace:<id>`` goes with the run's other keys)."""
+
 
 #: The tracing of the tick running here, and the context its span would store (if new).
 _active: contextvars.ContextVar[Optional["OtelTracing"]] = contextvars.ContextVar("arc_tracing", default=None)
@@ -112,6 +116,9 @@ class OtelTracing(Tracing):
             return
         key = self.coord.keys.trace(child_id)
         ctx.queue.add(self.client, lambda target: target.set(key, value, nx=True))
+
+    def forget(self, run_id: str) -> None:
+        self._local.pop(run_id, None)
 
     def node_span(self, run: Any, node_id: str) -> ContextManager[Any]:
         return self.tracer.start_as_current_span(
