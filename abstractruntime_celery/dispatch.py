@@ -153,6 +153,22 @@ class LocalDispatcher:
             held, self._held = self._held, []
         return held
 
+    def wake(self) -> None:
+        """Look at the timer heap again now: the clock was moved (the test kit's virtual
+        clock), and ticks that were hours away may be due."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def next_eta(self) -> Optional[float]:
+        """The epoch second of the earliest tick waiting in the heap, or None."""
+        with self._cond:
+            return self._heap[0][0] if self._heap else None
+
+    def busy(self) -> bool:
+        """True while a tick is queued or running, or one in the heap is due now."""
+        with self._cond:
+            return bool(self._queued) or bool(self._heap and self._heap[0][0] <= time.time())
+
     def _submit(self, run_id: str, reason: str, message_id: Optional[str] = None) -> None:
         assert self._pool is not None
         future = self._pool.submit(self._run, run_id, reason, message_id)
