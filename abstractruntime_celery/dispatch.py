@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import logging
 import threading
 import time
@@ -44,8 +45,28 @@ class CeleryDispatcher:
         Raises:
             Exception: the broker's error (kombu's OperationalError, ...).
         """
+        countdown = None
+        if eta is not None and self.min_eta_s > 0:
+            countdown, eta = whole_seconds(eta, reason), None
         self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta,
-                           task_id=message_id)
+                           countdown=countdown, task_id=message_id)
+
+
+def whole_seconds(eta: datetime, reason: str, now: Optional[float] = None) -> Optional[int]:
+    """The delay of ``eta`` in whole seconds, for native delayed delivery, or None (send now).
+
+    Native delayed delivery counts whole seconds and raises ValueError for a delay under
+    one (kombu's ``calculate_routing_key``); given an ETA, Celery truncates ``eta - now``
+    itself, so a delay of 1.0 s decided in a tick is 0.99 s when published and the send
+    fails. A whole countdown made here cannot. A retry rounds up (one delivered early is
+    only sent again); a timer rounds down (one delivered early is armed again, and the
+    worker waits out the last second: ``Ticker._wait_out_short_remainder``).
+    """
+    ahead = eta.timestamp() - (time.time() if now is None else now)
+    whole = math.ceil(ahead) if reason == "retry" else math.floor(ahead)
+    if whole >= 1:
+        return whole
+    return 1 if reason == "retry" and ahead > 0 else None
 
 
 def uses_native_delayed_delivery(app: Any) -> bool:

@@ -126,6 +126,19 @@ def consume(worker: Any, sr: ScheduledRuntime) -> None:
         consumer.add_task_queue(queue)
 
 
+def stop_promptly(worker: Any) -> None:
+    """Ask an in-process worker (``celery.contrib.testing.worker.start_worker``) to stop
+    and wake its event loop: on RabbitMQ nothing else wakes it for up to 10 s (the hub's
+    longest poll), past ``start_worker``'s own wait, which then fails the test. Call it
+    as the ``with start_worker(...)`` block ends."""
+    from celery.worker import state
+
+    state.should_terminate = 0
+    hub = getattr(worker, "hub", None)
+    if hub is not None:
+        hub.call_soon(lambda: None)
+
+
 def forget(sr: ScheduledRuntime) -> None:
     """Stop the runtime and delete what it wrote: its queue on the broker (if it has one)
     and its keys under its key prefix in Redis (if any)."""

@@ -114,11 +114,13 @@ def arc_worker(arc_celery_app: Any) -> Iterator[Any]:
     from celery.contrib.testing.worker import start_worker
 
     from ..tasks import settings_for
+    from .kit import stop_promptly
 
     with start_worker(arc_celery_app, pool="threads", concurrency=2, perform_ping_check=False,
                       queues=[settings_for(arc_celery_app).queue], shutdown_timeout=10,
                       loglevel="WARNING") as worker:
         yield worker
+        stop_promptly(worker)
 
 
 @pytest.fixture
