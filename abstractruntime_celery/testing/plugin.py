@@ -10,6 +10,7 @@ Override ``arc_registry`` (required) and, if you like, ``arc_settings``,
 
 from __future__ import annotations
 
+import socket
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
@@ -116,9 +117,12 @@ def arc_worker(arc_celery_app: Any) -> Iterator[Any]:
     from ..tasks import settings_for
     from .kit import stop_promptly
 
+    # Its own node name: on RabbitMQ a second worker of the same name dies at start (its
+    # remote-control queue is exclusive), and Celery's default names every one in a process alike.
+    name = f"arc-test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     with start_worker(arc_celery_app, pool="threads", concurrency=2, perform_ping_check=False,
                       queues=[settings_for(arc_celery_app).queue], shutdown_timeout=10,
-                      loglevel="WARNING") as worker:
+                      loglevel="WARNING", hostname=name) as worker:
         yield worker
         stop_promptly(worker)
 
