@@ -81,3 +81,15 @@ def test_a_countdown_under_a_second_is_refused_by_celery_but_not_by_our_sends(sr
         sr.driver.dispatcher.send(run_id, reason, datetime.now(timezone.utc) + timedelta(seconds=ahead))
     done = sr.wait_for(run_id, timeout=15, until=lambda r: r.status == RunStatus.COMPLETED)
     assert done.output == {"tries": 2}
+
+
+def test_timers_waiting_take_no_worker_slot_from_other_ticks(sr: Any, fx: str) -> None:
+    # More timers than the worker's 4 threads, then an event: on a quorum queue behind a
+    # direct exchange each held ETA message kept a prefetch slot, and the event waited for
+    # the timers. It must be applied while they all still wait.
+    timers = [sr.run(registry.get("timer"), vars={"delay": 4.0, "fx": fx})[0] for _ in range(6)]
+    run_id, _ = sr.run(registry.get("event"), vars={"key": "go", "fx": fx})
+    assert sr.scheduler.resume_event(run_id=run_id, wait_key="go", payload={}).status == RunStatus.COMPLETED
+    assert [sr.get_state(t).status for t in timers] == [RunStatus.WAITING] * 6
+    for t in timers:
+        sr.wait_for(t, timeout=20, until=lambda r: r.status == RunStatus.COMPLETED)
