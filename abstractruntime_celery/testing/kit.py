@@ -18,6 +18,10 @@ from ..runtime import ScheduledRuntime, create_scheduled_runtime
 from .clock import VirtualClock
 from .settle import settle
 
+#: The key prefix and queue of a worker runtime start so (a fresh tag follows): only what
+#: starts so is ever deleted after a test.
+TEST_PREFIX = "arct"
+TEST_QUEUE = "arc-test-"
 REGISTRY_HELP = (
     "the arc_registry fixture is not defined: override it in your conftest.py with your workflows, e.g.\n\n"
     "    @pytest.fixture\n"
@@ -99,7 +103,7 @@ def worker_runtime(app: Any, registry: Any, settings: Optional[Settings] = None,
     """
     base = settings or load_settings(app.conf)
     tag = uuid.uuid4().hex[:10]
-    base = replace(base, store_url=store_url, key_prefix=f"arct{tag}:", queue=f"arc-test-{tag}")
+    base = replace(base, store_url=store_url, key_prefix=f"{TEST_PREFIX}{tag}:", queue=f"{TEST_QUEUE}{tag}")
     stores: dict[str, Any] = {}
     if store_url == "memory://":
         from abstractruntime import InMemoryLedgerStore, InMemoryRunStore
@@ -139,20 +143,27 @@ def stop_promptly(worker: Any) -> None:
         hub.call_soon(lambda: None)
 
 
+def drop_queue(app: Any) -> None:
+    """Delete the queue ``worker_runtime`` made on ``app``'s broker (once its worker
+    stopped); any other queue is left alone."""
+    queue = str(getattr(app.conf.get("abstractruntime_settings"), "queue", ""))
+    if not queue.startswith(TEST_QUEUE):
+        return
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+            if conn.transport.driver_type == "amqp":
+                conn.default_channel.exchange_delete(queue)
+    except Exception:  # best effort: a broker gone at teardown must not fail the test
+        pass
+
+
 def forget(sr: ScheduledRuntime) -> None:
-    """Stop the runtime and delete what it wrote: its queue on the broker (if it has one)
-    and its keys under its key prefix in Redis (if any)."""
+    """Stop the runtime and delete its keys under its key prefix in Redis (if any)."""
     sr.stop()
-    app = sr.scheduler.app
-    if app is not None:
-        try:
-            with app.connection_for_write() as conn:
-                conn.default_channel.queue_delete(sr.scheduler.settings.queue)
-        except Exception:  # best effort: a broker gone at teardown must not fail the test
-            pass
     client = sr.driver.coord.client
     prefix = sr.scheduler.settings.key_prefix
-    if client is not None and prefix.startswith("arct"):
+    if client is not None and prefix.startswith(TEST_PREFIX):
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(key)
 

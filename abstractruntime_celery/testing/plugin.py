@@ -105,6 +105,9 @@ def arc_celery_app(arc_broker_url: str) -> Iterator[Any]:
     if arc_broker_url.startswith("memory://"):
         app.conf.broker_transport_options = {"polling_interval": 0.01}  # (1 s by default: each tick would wait)
     yield app
+    from .kit import drop_queue
+
+    drop_queue(app)  # (after the worker and the runtime: the app's fixture goes last)
 
 
 @pytest.fixture

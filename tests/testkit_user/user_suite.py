@@ -13,6 +13,7 @@ from user_workflows import ALL, approval, drip, nap, trial
 from abstractruntime_celery.testing import assert_ledger
 
 REDIS = os.environ.get("ARC_KIT_REDIS", "")
+AMQP = os.environ.get("ARC_KIT_AMQP", "")
 
 
 @pytest.fixture
@@ -101,3 +102,29 @@ class TestOnRedis:
         assert arc_clock.advance(days=1) == [child]
         assert arc_worker_runtime.get_state(run_id).status.value == "completed"
         assert_ledger(arc_worker_runtime, run_id, ["ask:wait_event", "spawn:start_subworkflow", "joined"])
+
+
+@pytest.mark.skipif(not (AMQP and REDIS), reason="ARC_KIT_AMQP is not set")
+class TestOnRabbitMQ:
+    @pytest.fixture
+    def arc_broker_url(self) -> str:
+        return AMQP
+
+    @pytest.fixture
+    def arc_store_url(self) -> str:
+        return f"{REDIS}/10"
+
+    @pytest.fixture
+    def arc_settings(self) -> Any:
+        from abstractruntime_celery import Settings
+
+        return Settings(queue_type=os.environ.get("ARC_KIT_QUEUE_TYPE", ""))
+
+    def test_a_day_and_a_child_through_rabbitmq(self, arc_worker_runtime: Any, arc_deliver: Any,
+                                               arc_clock: Any) -> None:
+        nap_id, _ = arc_worker_runtime.run(nap, vars={"hours": 2})
+        run_id, _ = arc_worker_runtime.run(trial)
+        child = arc_deliver(run_id, "go", {}).waiting.details["sub_run_id"]
+        assert arc_clock.advance(days=1) == [nap_id, child]
+        assert arc_worker_runtime.get_state(run_id).status.value == "completed"
+        assert arc_worker_runtime.get_state(nap_id).status.value == "completed"
