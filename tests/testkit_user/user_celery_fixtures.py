@@ -16,6 +16,12 @@ def arc_registry() -> Any:
     return ALL
 
 
+@pytest.fixture(scope="session")
+def celery_config() -> dict[str, Any]:
+    # (the memory broker polls once a second by default: every tick would wait for it)
+    return {"broker_transport_options": {"polling_interval": 0.01}}
+
+
 @pytest.fixture
 def arc_celery_app(celery_app: Any) -> Any:
     return celery_app
