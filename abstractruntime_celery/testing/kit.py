@@ -151,9 +151,12 @@ def drop_queue(app: Any) -> None:
         return
     try:
         with app.connection_for_write() as conn:
-            conn.default_channel.queue_delete(queue)
+            channel = conn.default_channel
+            channel.queue_delete(queue)
             if conn.transport.driver_type == "amqp":
-                conn.default_channel.exchange_delete(queue)
+                channel.exchange_delete(queue)
+            elif conn.transport.driver_type == "redis":  # kombu keeps the exchange's bindings in keys
+                channel.client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
     except Exception:  # best effort: a broker gone at teardown must not fail the test
         pass
 
