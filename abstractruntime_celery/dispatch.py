@@ -60,7 +60,7 @@ def whole_seconds(eta: datetime, reason: str, now: Optional[float] = None) -> Op
     itself, so a delay of 1.0 s decided in a tick is 0.99 s when published and the send
     fails. A whole countdown made here cannot. A retry rounds up (one delivered early is
     only sent again); a timer rounds down (one delivered early is armed again, and the
-    worker waits out the last second: ``Ticker._wait_out_short_remainder``).
+    worker waits out the last second: ``Ticker._wait_out_short_remainder``). Raises nothing.
     """
     ahead = eta.timestamp() - (time.time() if now is None else now)
     whole = math.ceil(ahead) if reason == "retry" else math.floor(ahead)

@@ -118,7 +118,11 @@ def worker_runtime(app: Any, registry: Any, settings: Optional[Settings] = None,
 
 def consume(worker: Any, sr: ScheduledRuntime) -> None:
     """Make a worker started before our tasks were installed take them: refresh its task
-    table (Celery's ``reload``) and add our queue to the ones it consumes."""
+    table (Celery's ``reload``) and add our queue to the ones it consumes.
+
+    Raises:
+        Exception: the broker's error while the worker declares the queue.
+    """
     consumer = getattr(worker, "consumer", None)
     if consumer is None:
         return
@@ -162,7 +166,11 @@ def drop_queue(app: Any) -> None:
 
 
 def forget(sr: ScheduledRuntime) -> None:
-    """Stop the runtime and delete its keys under its key prefix in Redis (if any)."""
+    """Stop the runtime and delete its keys under its key prefix in Redis (if any).
+
+    Raises:
+        redis.RedisError: the coordination Redis cannot be reached.
+    """
     sr.stop()
     client = sr.driver.coord.client
     prefix = sr.scheduler.settings.key_prefix
