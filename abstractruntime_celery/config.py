@@ -71,6 +71,10 @@ class Settings:
     control_ttl_s: float = 0.25
     #: Queue for tick/resume/start tasks.
     queue: str = "abstractruntime"
+    #: RabbitMQ type of that queue when ``install`` declares it: "classic", "quorum" (then
+    #: with a topic exchange, so Celery's native delayed delivery carries timer ETAs), or ""
+    #: (follow Celery's ``task_default_queue_type``).
+    queue_type: str = ""
     #: Which waits an event may answer. "strict": only EVENT, USER and JOB waits, and only
     #: under their exact key (a key must be given). "seed": as the seed, a key of None answers
     #: any wait (a timer, a child). "auto": strict on a fleet, seed in the embedded mode.
@@ -138,6 +142,8 @@ class Settings:
             raise ConfigError(f"{', '.join(negative)} must be >= 0")
         if self.max_payload_bytes <= 0 or self.tick_max_steps <= 0 or self.sweep_batch <= 0:
             raise ConfigError("max_payload_bytes, tick_max_steps and sweep_batch must be > 0")
+        if self.queue_type not in ("", "classic", "quorum"):
+            raise ConfigError(f"queue_type must be classic or quorum (or empty), got {self.queue_type!r:.80}")
         if self.wait_key_mode not in ("auto", "strict", "seed"):
             raise ConfigError(f"wait_key_mode must be auto, strict or seed, got {self.wait_key_mode!r}")
         if min(self.max_wait_key_bytes, self.max_inbox_events, self.max_inbox_bytes) <= 0:

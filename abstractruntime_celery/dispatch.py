@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import logging
 import threading
 import time
@@ -57,9 +58,12 @@ class CeleryDispatcher:
             DispatchError: the broker cannot be reached (a ``ConnectionError`` naming the run,
                 the broker with its password masked, and the cause).
         """
+        countdown = None
+        if eta is not None and self.min_eta_s > 0:
+            countdown, eta = whole_seconds(eta, reason), None
         try:
             self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta,
-                               task_id=message_id)
+                               countdown=countdown, task_id=message_id)
         except BROKER_ERRORS as exc:
             from .errors import DispatchError
             from .redact import redact_url
@@ -67,6 +71,23 @@ class CeleryDispatcher:
             where = redact_url(str(self.app.conf.broker_url or ""))
             cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             raise DispatchError(run_id, reason, f"{where}: {cause}") from None
+
+
+def whole_seconds(eta: datetime, reason: str, now: Optional[float] = None) -> Optional[int]:
+    """The delay of ``eta`` in whole seconds, for native delayed delivery, or None (send now).
+
+    Native delayed delivery counts whole seconds and raises ValueError for a delay under
+    one (kombu's ``calculate_routing_key``); given an ETA, Celery truncates ``eta - now``
+    itself, so a delay of 1.0 s decided in a tick is 0.99 s when published and the send
+    fails. A whole countdown made here cannot. A retry rounds up (one delivered early is
+    only sent again); a timer rounds down (one delivered early is armed again, and the
+    worker waits out the last second: ``Ticker._wait_out_short_remainder``). Raises nothing.
+    """
+    ahead = eta.timestamp() - (time.time() if now is None else now)
+    whole = math.ceil(ahead) if reason == "retry" else math.floor(ahead)
+    if whole >= 1:
+        return whole
+    return 1 if reason == "retry" and ahead > 0 else None
 
 
 def uses_native_delayed_delivery(app: Any) -> bool:
@@ -173,6 +194,22 @@ class LocalDispatcher:
         with self._cond:
             held, self._held = self._held, []
         return held
+
+    def wake(self) -> None:
+        """Look at the timer heap again now: the clock was moved (the test kit's virtual
+        clock), and ticks that were hours away may be due."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def next_eta(self) -> Optional[float]:
+        """The epoch second of the earliest tick waiting in the heap, or None."""
+        with self._cond:
+            return self._heap[0][0] if self._heap else None
+
+    def busy(self) -> bool:
+        """True while a tick is queued or running, or one in the heap is due now."""
+        with self._cond:
+            return bool(self._queued) or bool(self._heap and self._heap[0][0] <= time.time())
 
     def _submit(self, run_id: str, reason: str, message_id: Optional[str] = None) -> None:
         assert self._pool is not None

@@ -7,6 +7,7 @@ Task names are stable and read well in Flower: ``abstractruntime.tick`` and so o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ from celery import Celery
 from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
 from .config import Settings, load_settings
-from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
+from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher, uses_native_delayed_delivery
 from .errors import ConfigError, PayloadError, UnknownRunError, UnknownWorkflowError
 from .outage import find_outage, one_line, retry_later
 from .payloads import check_new_run_id
@@ -86,7 +87,7 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     for name in (TICK_TASK, START_TASK, RESUME_TASK, SWEEP_TASK):
         routes[name] = {"queue": s.queue}
     app.conf.task_routes = routes
-    _consume_queue_by_default(app, s.queue)
+    _consume_queue_by_default(app, s.queue, s.queue_type)
     _register_tasks(app)
     _build_at_worker_start(app)
     if beat:
@@ -107,7 +108,11 @@ def sweep_expires_s(settings: Settings) -> float:
     return max(settings.sweep_interval_s, settings.lost_tick_after_s)
 
 
-def _consume_queue_by_default(app: Celery, queue: str) -> None:
+def _typed(queue_type: str) -> dict[str, str] | None:
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+
+
+def _consume_queue_by_default(app: Celery, queue: str, queue_type: str = "") -> None:
     """Make a worker started without ``-Q`` consume our queue beside the default one.
 
     Such a worker consumes only ``task_queues`` (by default the ``celery`` queue), while
@@ -120,10 +125,16 @@ def _consume_queue_by_default(app: Celery, queue: str) -> None:
 
     conf = app.conf
     default = conf.task_default_queue or "celery"
+    celery_type = str(conf.get("task_default_queue_type") or "classic")
     queues = [Queue(default, Exchange(conf.task_default_exchange or default, conf.task_default_exchange_type),
-                    routing_key=conf.task_default_routing_key or default)]
+                    routing_key=conf.task_default_routing_key or default, queue_arguments=_typed(celery_type))]
     if queue != default:
-        queues.append(Queue(queue, Exchange(queue, "direct"), routing_key=queue))
+        # A quorum queue gets a topic exchange: Celery's native delayed delivery (which quorum
+        # queues need for ETAs) cannot route through a direct one, and would leave every timer
+        # held in a worker, blocking its prefetch.
+        kind = queue_type or celery_type
+        queues.append(Queue(queue, Exchange(queue, "topic" if kind == "quorum" else "direct"), routing_key=queue,
+                            queue_arguments=_typed(kind)))
     conf.task_queues = queues
     conf["abstractruntime_own_queues"] = True  # ours: a later install() with other settings may redo it
 
@@ -333,7 +344,9 @@ def keep_start(task: Any, driver: Any, exc: UnknownWorkflowError, since: Any) ->
         return exc
     if since is None:
         stats.error(f"{exc}; the start message is sent again until a worker that knows it takes it")
-    delay = retry_delay(driver.settings, min(task.request.retries + 1, 30))
+    delay: float = retry_delay(driver.settings, min(task.request.retries + 1, 30))
+    if uses_native_delayed_delivery(task.app):
+        delay = max(1, math.ceil(delay))  # whole seconds, at least one (see dispatch.whole_seconds)
     return task.retry(kwargs={**(task.request.kwargs or {}), "unknown_since": first}, countdown=delay,
                       exc=exc, throw=False)
 

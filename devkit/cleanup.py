@@ -65,7 +65,15 @@ def flush_broker(broker_url: str, queue: str) -> int:
 
 
 def cleanup_broker(broker_url: str, queue: str) -> None:
-    """Remove everything this queue left in the broker DB."""
+    """Remove everything this queue left in the broker DB (RabbitMQ: the queue and its exchange)."""
+    if broker_url.startswith(("amqp://", "pyamqp://", "amqps://")):
+        from kombu import Connection
+
+        with Connection(broker_url, connect_timeout=5) as conn:
+            channel = conn.default_channel
+            channel.queue_delete(queue)
+            channel.exchange_delete(queue)
+        return
     flush_broker(broker_url, queue)
     client = redis.Redis.from_url(broker_url)
     for key in list(client.scan_iter(match=f"{queue}*")) + list(client.scan_iter(match=f"_kombu.binding*.{queue}")):

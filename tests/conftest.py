@@ -25,7 +25,13 @@ from devkit.cleanup import delete_prefix
 from tests._services import amqp_unavailable, amqp_url, resolve_redis
 
 REDIS, REDIS_NOTE = resolve_redis()
-BROKER_URL = f"{REDIS}/9"
+# The broker of the driver and end-to-end tests (those marked ``broker`` are worth re-running
+# on each): Redis db 9 unless ARC_TEST_BROKER names another, e.g. RabbitMQ
+# amqp://guest:guest@127.0.0.1:5672/<vhost>; ARC_TEST_QUEUE_TYPE=quorum makes the queues
+# RabbitMQ quorum queues (the ``queue_type`` setting).
+BROKER_URL = os.environ.get("ARC_TEST_BROKER") or f"{REDIS}/9"
+QUEUE_TYPE = os.environ.get("ARC_TEST_QUEUE_TYPE", "")
+AMQP = BROKER_URL.startswith(("amqp://", "pyamqp://", "amqps://"))
 STORE_URL = f"{REDIS}/10"
 FX_URL = os.environ.get("ARC_TEST_FX_URL") or f"{REDIS}/14"
 if REDIS_NOTE:  # not the Redis asked for: the side-effect counters go where the suite's Redis is
@@ -61,13 +67,36 @@ def amqp() -> str:
     return amqp_url()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker: a driver or end-to-end test worth re-running on each broker "
+                                       "(ARC_TEST_BROKER, ARC_TEST_QUEUE_TYPE)")
+
+
+@pytest.fixture(scope="session")
+def broker_up() -> None:
+    """Skips, with one line, the tests that need a RabbitMQ broker (ARC_TEST_BROKER) that
+    is not answering."""
+    if not AMQP:
+        return
+    from kombu import Connection
+
+    from abstractruntime_celery.redact import redact_url
+
+    try:
+        with Connection(BROKER_URL, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        pytest.skip(f"RabbitMQ is not answering at {redact_url(BROKER_URL)}: {type(exc).__name__}: {exc}")
+
+
 @pytest.fixture
 def prefix(redis_up: None) -> Iterator[str]:
     p = f"t{uuid.uuid4().hex[:10]}:"
     yield p
     _delete_prefix(STORE_URL, p)
-    _delete_prefix(BROKER_URL, p)  # coordination falls back to the broker's Redis for file/SQLite stores
-    _delete_prefix(BROKER_URL, f"_kombu.binding*.{p}")
+    if not AMQP:
+        _delete_prefix(BROKER_URL, p)  # coordination falls back to the broker's Redis for file/SQLite stores
+        _delete_prefix(BROKER_URL, f"_kombu.binding*.{p}")
 
 
 @pytest.fixture
@@ -86,7 +115,7 @@ def make_settings(prefix: str, **overrides: Any) -> Any:
     from abstractruntime_celery import Settings
 
     base = dict(store_url=STORE_URL, key_prefix=prefix, queue=f"{prefix}q", sweep_interval_s=1.0,
-                lease_ttl_s=5.0, orphan_grace_s=2.0, event_redeliver_s=1.0)
+                lease_ttl_s=5.0, orphan_grace_s=2.0, event_redeliver_s=1.0, queue_type=QUEUE_TYPE)
     base.update(overrides)
     return Settings(**base)
 
@@ -107,11 +136,14 @@ def settings(prefix: str) -> Any:
 
 
 @pytest.fixture
-def celery_app(settings: Any) -> Iterator[Any]:
+def celery_app(settings: Any, broker_up: None) -> Iterator[Any]:
     app = make_app(settings)
     yield app
     with app.connection_for_write() as conn:
-        conn.default_channel.client.delete(settings.queue)
+        if AMQP:
+            conn.default_channel.queue_delete(settings.queue)
+        else:
+            conn.default_channel.client.delete(settings.queue)
 
 
 @pytest.fixture
@@ -119,6 +151,9 @@ def worker(celery_app: Any, settings: Any) -> Iterator[Any]:
     """An in-process Celery worker (4 threads) consuming this test's queue."""
     from celery.contrib.testing.worker import start_worker
 
+    from abstractruntime_celery.testing.kit import stop_promptly
+
     with start_worker(celery_app, pool="threads", concurrency=4, perform_ping_check=False,
                       queues=[settings.queue], shutdown_timeout=10, loglevel="WARNING") as w:
         yield w
+        stop_promptly(w)  # (on RabbitMQ its loop would sleep up to 10 s first)

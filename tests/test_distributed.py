@@ -11,6 +11,8 @@ from abstractruntime_celery import create_scheduled_runtime
 from tests.conftest import fx_count
 from tests.workflows import registry
 
+pytestmark = pytest.mark.broker  # (re-run on RabbitMQ, classic and quorum: .ci/run)
+
 
 @pytest.fixture
 def sr(celery_app: Any, settings: Any, worker: Any) -> Any:
@@ -69,7 +71,7 @@ def test_flaky_node_is_retried_then_completes(sr: Any, fx: str) -> None:
     assert sr.stats.tick_errors == 2
 
 
-def test_workers_build_their_runtime_from_runtime_options(prefix: str) -> None:
+def test_workers_build_their_runtime_from_runtime_options(prefix: str, broker_up: None) -> None:
     """A plain worker (no Scheduler in its process) loads registry and effect handlers by path."""
     import time
 
@@ -80,8 +82,10 @@ def test_workers_build_their_runtime_from_runtime_options(prefix: str) -> None:
 
     settings = make_settings(prefix, runtime_options="tests.workflows:runtime_options")
     app = make_app(settings)
+    from abstractruntime_celery.testing.kit import stop_promptly
+
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=[settings.queue], loglevel="WARNING"):
+                      queues=[settings.queue], loglevel="WARNING") as w:
         app.send_task("abstractruntime.start", args=["tool"], kwargs={"run_id": f"{prefix[:-1]}-tool"},
                       queue=settings.queue)
         driver = driver_for(app)
@@ -92,6 +96,7 @@ def test_workers_build_their_runtime_from_runtime_options(prefix: str) -> None:
             if run is not None and run.status == RunStatus.COMPLETED:
                 break
             time.sleep(0.05)
+        stop_promptly(w)
     assert run is not None and run.output == {"tool": {"value": 42}}
 
 
