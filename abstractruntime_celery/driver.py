@@ -439,7 +439,8 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     elif coordination is None and is_redis_url(coord_url) and given_store is None \
             and is_redis_url(settings.store_url):
         coord_url = settings.store_url
-    if distributed and coordination is None and coord_url == "memory://":
+    in_process_broker = (broker_url or "").startswith("memory://")  # (kombu's: one process only)
+    if distributed and coordination is None and coord_url == "memory://" and not in_process_broker:
         raise ConfigError(
             f"A distributed driver needs its leases, inboxes and timers in Redis, and neither the store "
             f"({redact_url(settings.store_url)}) nor the broker ({redact_url(broker_url or '') or 'none'}) is Redis: "
