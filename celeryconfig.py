@@ -25,7 +25,7 @@ worker_prefetch_multiplier = 1
 broker_transport_options = {"visibility_timeout": 3600}
 
 # The driver's own settings (prefix abstractruntime_). The environment wins.
-abstractruntime_store_url = os.environ.get("ABSTRACTRUNTIME_CELERY_STORE_URL", "redis://127.0.0.1:6379/0")
+abstractruntime_store_url = os.environ.get("ABSTRACTRUNTIME_CELERY_STORE_URL", "redis://127.0.0.1:6379/1")  # as README, deploy/
 abstractruntime_registry = os.environ.get("ABSTRACTRUNTIME_CELERY_REGISTRY", "")
 abstractruntime_timer_horizon_s = 300.0
 abstractruntime_sweep_interval_s = 15.0
