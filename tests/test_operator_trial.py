@@ -170,3 +170,36 @@ def test_the_deploy_units_node_name_is_one_celery_accepts() -> None:
     words = shlex.split(exec_start.group(1))
     node = words[words.index("-n") + 1].replace("%%", "%")  # what systemd hands to Celery
     assert host_format(node, host="web1.example.com") == "worker@web1.example.com"
+
+
+def test_health_without_a_sweep_names_the_queue_a_worker_must_consume(cli: Callable[..., Any],
+                                                                     settings: Any) -> None:
+    result = cli("health", "--json")
+    assert result.exit_code == 1, result.stdout
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert not checks["sweep"]["ok"]
+    assert f"a worker consuming queue {settings.queue!r}" in checks["sweep"]["detail"], checks["sweep"]
+
+
+def test_a_registry_module_not_found_says_where_it_is_imported_from(tmp_path: Path, prefix: str) -> None:
+    from abstractruntime import WorkflowRegistry
+
+    from abstractruntime_celery import Settings
+    from abstractruntime_celery.driver import build
+    from abstractruntime_celery.registry import load_registry
+    from abstractruntime_celery.startcheck import describe
+
+    with pytest.raises(ConfigError, match=r"No module named 'myap'.*start the process in the directory"):
+        load_registry("myap.workflows:registry")
+    broken = tmp_path / "brokenwf.py"
+    broken.write_text("import not_installed_dependency_xyz\n")
+    sys.path.insert(0, str(tmp_path))
+    try:  # a module that is found but imports a missing one: its own error, no hint about where
+        with pytest.raises(ConfigError) as info:
+            load_registry("brokenwf:registry")
+        assert "not_installed_dependency_xyz" in str(info.value) and "PYTHONPATH" not in str(info.value)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("brokenwf", None)
+    driver = build(Settings(store_url=STORE_URL, key_prefix=prefix), WorkflowRegistry())
+    assert describe(driver)[0] == "registry not set: 0 workflow(s): (none)"
