@@ -8,6 +8,7 @@ attached from their modules (``cli_runs``, ``cli_ops``; exit codes in ``cli_targ
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -153,7 +154,27 @@ main.add_command(webhooks_group)
 
 def run() -> None:
     try:
+        if "--json" in sys.argv[1:]:
+            _run_json()
         main()
     except AbstractRuntimeCeleryError as exc:
         console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
         sys.exit(2)
+
+
+def _run_json() -> None:
+    """``main`` for a ``--json`` caller: a usage error (unknown option, bad value, malformed
+    payload) is one JSON object on stdout too, as every other failure, not click's usage text.
+
+    Raises:
+        SystemExit: always, with the command's exit code (2 for a usage error).
+    """
+    try:
+        code = main.main(args=sys.argv[1:], standalone_mode=False)
+    except click.ClickException as exc:
+        click.echo(json.dumps({"ok": False, "error": "usage", "message": exc.format_message(),
+                               "exit_code": exc.exit_code}))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

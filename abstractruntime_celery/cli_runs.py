@@ -215,7 +215,11 @@ def pause(spec: TargetSpec, run_id: str, reason: Optional[str]) -> None:
     Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
     """
     target = Target.open(spec)
-    _acted(target, "paused", [_summary(target.scheduler.pause_run(run_id, reason=reason))])
+    state = _summary(target.scheduler.pause_run(run_id, reason=reason))
+    _acted(target, "paused", [state])
+    if not state["paused"] and not spec.as_json:  # AbstractRuntime's pause_run leaves these as they are
+        click.echo(f"{run_id}: not paused: a run that ended, or that waits for a user's answer (ASK_USER), "
+                   "is left as it is", err=True)
 
 
 @runs.command("resume")

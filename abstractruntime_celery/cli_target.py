@@ -199,7 +199,10 @@ def target_options(func: Callable[..., Optional[int]]) -> Callable[..., None]:
             if classified is None:
                 raise  # a bug: its traceback is the report
             code, kind = classified
-            fail(spec, code, kind, _one_line(exc))
+            message = _one_line(exc)
+            if code == ExitCode.NOT_FOUND and not spec.as_json:  # the usual cause: another store or prefix
+                message += " (are --store and --prefix the workers' store and key prefix?)"
+            fail(spec, code, kind, message)
         raise click.exceptions.Exit(int(code if code is not None else ExitCode.OK))
 
     return command
@@ -254,14 +257,18 @@ def load_json_object(text: str, what: str) -> dict[str, Any]:
     Raises:
         click.BadParameter: not readable, not JSON, or not an object (exit code 2).
     """
+    source = text
     try:
         if text == "-":
             text = sys.stdin.read()
         elif text.startswith("@"):
             with open(text[1:], encoding="utf-8") as fh:
                 text = fh.read()
+    except (OSError, ValueError) as exc:  # a missing or unreadable file is not a JSON mistake
+        raise click.BadParameter(f"{what} {source}: cannot read it: {exc}") from None
+    try:
         value = json.loads(text)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise click.BadParameter(f"{what} is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise click.BadParameter(f"{what} must be a JSON object, got {type(value).__name__}")

@@ -468,8 +468,10 @@ def _runtime(settings: Settings, registry: WorkflowRegistry, coord: Coordination
              ledger_store: Any, distributed: bool, runtime_kwargs: dict[str, Any]) -> Runtime:
     if run_store is None:
         if distributed and settings.store_url == "memory://":
-            raise ConfigError("store_url is memory://, and a distributed driver needs a store the workers "
-                              "share: set store_url to redis://... (or sqlite:/// / file:/// on one host)")
+            raise ConfigError("store_url is memory:// (the default when none is set), and a distributed driver "
+                              "needs a store the workers share: set ABSTRACTRUNTIME_CELERY_STORE_URL (or "
+                              "abstractruntime_store_url on the Celery conf) to redis://host:port/db (or "
+                              "sqlite:/// / file:/// on one host)")
         run_store, default_ledger = open_stores(settings.store_url, prefix=settings.key_prefix,
                                                 still_ours=coord.leases.holds, control_ttl_s=settings.control_ttl_s)
         ledger_store = ledger_store or default_ledger

@@ -58,7 +58,10 @@ class WaitKeyMismatchError(AbstractRuntimeCeleryError, ValueError):
     """
 
     def __init__(self, run_id: str, expected: str | None, got: str | None) -> None:
-        super().__init__(f"Run '{run_id}': wait_key mismatch: expected '{expected}', got '{got}'")
+        # No key at all (strict mode, on a fleet) is said as such, not as a key spelled 'None'.
+        given = (f"'{got}'" if got is not None
+                 else "no key (on a fleet an event must name the key of the wait it answers)")
+        super().__init__(f"Run '{run_id}': wait_key mismatch: expected '{expected}', got {given}")
         self.run_id = run_id
         self.expected = expected
         self.got = got
@@ -208,6 +211,11 @@ class DispatchError(AbstractRuntimeCeleryError, ConnectionError):
 
     def __str__(self) -> str:
         what = f"Run '{self.run_id}'" + (f" (event '{self.event_id}')" if self.event_id else "")
-        return (f"{what} is stored, but its {self.reason} tick could not be sent to the broker: {self.cause}. "
-                f"The sweep brings it forward; to start it again use run_id='{self.run_id}' (it is never "
-                "created twice)")
+        said = f"{what} is stored, but its {self.reason} tick could not be sent to the broker: {self.cause.rstrip('.')}."
+        if self.event_id:  # the event is kept: sending it again would answer twice
+            return (f"{said} The sweep sends its tick again after event_redeliver_s: do not send the "
+                    "event again")
+        if self.reason == "start":
+            return (f"{said} The sweep brings it forward; to start it again use run_id='{self.run_id}' "
+                    "(it is never created twice)")
+        return f"{said} The sweep brings it forward: nothing needs sending again"

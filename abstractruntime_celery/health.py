@@ -69,15 +69,18 @@ def sweep_check(driver: Any, max_age_s: float, now: Optional[float] = None) -> C
         last = driver.coord.stats.snapshot().last_poll_at
     except Exception as exc:  # noqa: BLE001
         return Check("sweep", False, f"cannot read the stats: {type(exc).__name__}: {exc}")
+    # Beat only sends the sweep; a worker on the queue runs it: with no worker there, beat alone
+    # never records one.
+    who = f"is beat (or a Scheduler) running, and a worker consuming queue {driver.settings.queue!r}?"
     if not last:
-        return Check("sweep", False, "no sweep recorded: is beat (or a Scheduler) running?", {"last_sweep_at": None})
+        return Check("sweep", False, f"no sweep recorded: {who}", {"last_sweep_at": None})
     try:
         age = now - to_epoch(str(last))
     except ValueError:
         return Check("sweep", False, f"last sweep time unreadable: {last!r}", {"last_sweep_at": last})
     data = {"last_sweep_at": last, "age_s": round(age, 3), "max_age_s": max_age_s}
     if age > max_age_s:
-        return Check("sweep", False, f"last sweep {age:.0f}s ago, over {max_age_s:g}s: is beat running?", data)
+        return Check("sweep", False, f"last sweep {age:.0f}s ago, over {max_age_s:g}s: {who}", data)
     return Check("sweep", True, f"last sweep {age:.1f}s ago", data)
 
 

@@ -52,7 +52,12 @@ def load_object(path: str, default_attr: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"Cannot import module '{module_name}' (from '{path}'): {exc}") from exc
+        # The module itself not found (not one it imports): the usual cause is where the process runs.
+        missing = isinstance(exc, ModuleNotFoundError) and bool(exc.name) \
+            and (module_name == exc.name or module_name.startswith(f"{exc.name}."))
+        hint = (" (it is imported from the working directory and PYTHONPATH: start the process in the "
+                "directory that holds the package, or add that directory to PYTHONPATH)") if missing else ""
+        raise ConfigError(f"Cannot import module '{module_name}' (from '{path}'): {exc}{hint}") from exc
     try:
         return getattr(module, attr)
     except AttributeError as exc:

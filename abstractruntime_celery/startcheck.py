@@ -50,7 +50,7 @@ def describe(driver: Any, registry_source: str = "") -> list[str]:
     masked; host, port and database are shown. Raises nothing."""
     settings = driver.settings
     ids = _workflow_ids(driver.registry)
-    source = registry_source or settings.registry or "given in code"
+    source = registry_source or settings.registry or ("given in code" if ids else "not set")
     lines = [f"registry {source}: {len(ids)} workflow(s): {', '.join(ids) if ids else '(none)'}"]
     store = driver.run_store
     kind = store_kind(store)

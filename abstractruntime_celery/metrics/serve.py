@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import click
 
+from ..cli_target import Target, TargetSpec, emit, target_options
 from ..errors import ConfigError
 
 #: Port of ``metrics serve`` when neither ``--port`` nor ``metrics_port`` gives one.
@@ -87,16 +88,20 @@ def metrics() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help=f"Port (default: the metrics_port setting, else {DEFAULT_PORT}).")
 @click.option("--addr", default=None, help="Address to listen on (default: the metrics_addr setting).")
-def serve(port: Optional[int], addr: Optional[str]) -> None:
-    """Serve /metrics for the cluster of the settings in the environment, until stopped."""
-    from ..app import app
-    from ..tasks import driver_for
+@target_options
+def serve(spec: TargetSpec, port: Optional[int], addr: Optional[str]) -> None:
+    """Serve /metrics for the cluster of the settings in the environment, until stopped.
 
-    driver = driver_for(app)
+    Like every operator command it takes --store/--prefix/--broker/--json, and a Redis
+    that does not answer is one line and exit code 4, not a traceback.
+    """
+    target = Target.open(spec)
+    driver = target.driver
     port = port or driver.settings.metrics_port or DEFAULT_PORT
     addr = addr or driver.settings.metrics_addr
     server = start(driver, port, addr)
-    click.echo(f"serving metrics on http://{addr}:{port}/metrics", err=True)
+    url = f"http://{addr}:{port}/metrics"
+    emit(target, {"serving": url}, lambda: click.echo(f"serving metrics on {url}", err=True))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -175,7 +175,10 @@ def describe(client: Any) -> str:
 def unavailable(client: Any, exc: BaseException) -> StoreUnavailableError:
     """The error to raise when Redis behind ``client`` cannot be reached. Its message
     names host and port; should redis-py's words ever echo the password, it is masked."""
-    message = f"Cannot reach Redis at {describe(client)}: {exc}"
+    if isinstance(exc, redis.exceptions.AuthenticationError):  # it answered: the login is wrong, not the host
+        message = (f"Redis at {describe(client)} refused the login (the user or password in the URL): {exc}")
+    else:
+        message = f"Cannot reach Redis at {describe(client)}: {exc}"
     try:
         password = client.connection_pool.connection_kwargs.get("password")
     except AttributeError:
