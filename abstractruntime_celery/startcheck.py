@@ -104,11 +104,11 @@ def check_worker(driver: Any) -> list[str]:
     Refused: a store in this process's memory (the runs it makes exist nowhere else),
     coordination in this process's memory (leases, inboxes and timers other processes
     never see: ``resume_event`` would wait for ever), a store or coordination Redis that
-    does not answer. Warned about: a JSON-file or SQLite store (checked against the lease
-    just before each save, not in it), an empty registry.
+    does not answer, an empty registry. Warned about: a JSON-file or SQLite store (checked
+    against the lease just before each save, not in it).
 
     Raises:
-        ConfigError: the store or the coordination is in-process.
+        ConfigError: the store or the coordination is in-process, or the registry is empty.
         StoreUnavailableError: the store's or the coordination's Redis does not answer.
     """
     settings = driver.settings
@@ -132,6 +132,8 @@ def check_worker(driver: Any) -> list[str]:
             "check and its write (GC pause, frozen VM, slow disk) can overwrite a newer commit of another "
             "worker. Use it on one host only; use a Redis store for a fleet")
     if not _workflow_ids(driver.registry):
-        warnings.append("the workflow registry is empty (ABSTRACTRUNTIME_CELERY_REGISTRY): every start "
-                        "message this worker takes goes back to the queue")
+        raise ConfigError(
+            "the workflow registry is empty: set ABSTRACTRUNTIME_CELERY_REGISTRY=pkg.module:registry (or "
+            "install(app, registry=...)); a worker that knows no workflow would hand every start message back "
+            "to the queue for unknown_workflow_grace_s")
     return warnings
