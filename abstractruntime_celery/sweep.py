@@ -187,10 +187,10 @@ def _retention(driver: "Driver", report: SweepReport, now: float, cursors: Curso
     keeper = retention.for_driver(driver, _walks(driver))
     if keeper is None or not _retention_due(driver, keeper, now, cursors):
         return
-    cutoff = now - driver.settings.retention_s
-    found, cursors["retention"] = keeper.due(cursors.get("retention", START), driver.settings.sweep_batch, cutoff)
+    retention_s = driver.settings.retention_s
+    found, cursors["retention"] = keeper.due(cursors.get("retention", START), driver.settings.sweep_batch, retention_s)
     report.read["retention"] = len(found)
-    expired = keeper.expire(found, cutoff)
+    expired = keeper.expire(found, retention_s)
     report.expired += len(expired.deleted)
     if expired.deleted:
         driver.coord.stats.incr("runs_expired", len(expired.deleted))

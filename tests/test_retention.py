@@ -220,11 +220,10 @@ def test_a_run_brought_back_between_the_walk_and_the_delete_stays(prefix: str, c
     back, gone = _finished(driver, 2)
     time.sleep(0.01)
     keeper = RedisRetention(driver)
-    cutoff = time.time() - 0.001
-    found, _ = keeper.due((float("-inf"), ""), 10, cutoff)
+    found, _ = keeper.due((float("-inf"), ""), 10, 0.001)
     assert sorted(found) == sorted([back, gone])
     assert _bring_back(driver, back)  # a retry lands after the walk read it
-    result = keeper.expire(found, cutoff)
+    result = keeper.expire(found, 0.001)
     assert result.deleted == [gone] and result.kept == [back]
     assert driver.load(back).status == RunStatus.RUNNING
     assert f"{prefix}run:{back}" in owned_keys(client, prefix, back)
@@ -248,14 +247,27 @@ def test_a_stale_ended_entry_never_deletes_a_live_run(prefix: str, client: Any) 
 def test_a_run_ended_again_later_counts_from_its_new_end(prefix: str, client: Any) -> None:
     driver = _driver(prefix, retention_s=3600.0)
     [rid] = _finished(driver, 1)
-    first = client.zscore(f"{prefix}ended", rid)
+    client.zadd(f"{prefix}ended", {rid: 1.0})  # it first ended long ago
     keeper = RedisRetention(driver)
     assert _bring_back(driver, rid)
     run, version = driver.run_store.load_with_version(rid)
-    run.status, run.updated_at = RunStatus.COMPLETED, "2999-01-01T00:00:00+00:00"
+    run.status = RunStatus.COMPLETED  # ended again now (end times are Redis TIME, not updated_at)
     driver.run_store.save(run, expected_version=version)
-    assert client.zscore(f"{prefix}ended", rid) > first
-    assert keeper.expire([rid], time.time()).kept == [rid]  # an old cutoff: not its time
+    assert client.zscore(f"{prefix}ended", rid) > time.time() - 60
+    assert keeper.expire([rid], 3600.0).kept == [rid]  # ended again a moment ago: not its time
+
+
+def test_a_save_of_a_run_already_ended_keeps_its_end_time(prefix: str, client: Any) -> None:
+    """Only the save that ends a run sets its end time: saving the ended run again (an
+    operator's edit, a late write) does not keep it longer."""
+    driver = _driver(prefix, retention_s=3600.0)
+    [rid] = _finished(driver, 1)
+    client.zadd(f"{prefix}ended", {rid: 1.0})  # it ended long ago
+    run, version = driver.run_store.load_with_version(rid)
+    run.updated_at = "2999-01-01T00:00:00+00:00"
+    driver.run_store.save(run, expected_version=version)
+    assert client.zscore(f"{prefix}ended", rid) == 1.0
+    assert RedisRetention(driver).expire([rid], 3600.0).deleted == [rid]
 
 
 def test_retries_racing_the_sweep_never_lose_a_live_run(prefix: str, client: Any) -> None:
