@@ -198,6 +198,46 @@ class _Ended:
     score: float
 
 
+def record(driver: "Driver") -> Optional[float]:
+    """Write this worker's ``retention_s`` as the cluster's (``{p}retention``), so a sweep in
+    any other process (a shell's CLI ``sweep``, a web app's scheduler) deletes by the
+    workers' retention, not its own; returns the value it replaced (None: none, or the same).
+    Nothing is recorded without a coordination Redis (one process: nobody else sweeps).
+
+    Raises:
+        StoreUnavailableError: Redis cannot be reached.
+    """
+    client = driver.coord.client
+    if client is None:
+        return None
+    with redis_errors(client):
+        old = client.set(driver.coord.keys.retention, repr(float(driver.settings.retention_s)), get=True)
+    previous = _number(old)
+    return None if previous is None or previous == driver.settings.retention_s else previous
+
+
+def recorded(driver: "Driver") -> Optional[float]:
+    """The cluster's ``retention_s`` as the workers last recorded it (None: none recorded).
+
+    Raises:
+        StoreUnavailableError: Redis cannot be reached.
+    """
+    client = driver.coord.client
+    if client is None:
+        return None
+    with redis_errors(client):
+        return _number(client.get(driver.coord.keys.retention))
+
+
+def _number(raw: Any) -> Optional[float]:
+    if raw is None:
+        return None
+    try:
+        return float(raw.decode() if isinstance(raw, bytes) else raw)
+    except (TypeError, ValueError):
+        return None
+
+
 def every_s(retention_s: float) -> float:
     """How often the stores without an index of ended runs begin a retention walk."""
     return min(GENERIC_EVERY_S, retention_s / 100)

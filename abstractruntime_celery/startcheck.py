@@ -138,7 +138,8 @@ def check_worker(driver: Any, app: Any = None) -> list[str]:
     coordination in this process's memory (leases, inboxes and timers other processes
     never see: ``resume_event`` would wait for ever), a store or coordination Redis that
     does not answer, a ``retention_s`` shorter than the broker's redelivery window (with
-    ``app``: ``check_retention``). Warned about: a JSON-file or SQLite store (checked against the lease
+    ``app``: ``check_retention``; it then records ``retention_s`` as the cluster's, for the
+    sweeps of every process: ``retention.record``). Warned about: a JSON-file or SQLite store (checked against the lease
     just before each save, not in it), an empty registry.
 
     Raises:
@@ -167,6 +168,13 @@ def check_worker(driver: Any, app: Any = None) -> list[str]:
             f"not in the save: a worker stalled longer than lease_ttl_s={settings.lease_ttl_s:g}s between that "
             "check and its write (GC pause, frozen VM, slow disk) can overwrite a newer commit of another "
             "worker. Use it on one host only; use a Redis store for a fleet")
+    if app is not None:
+        from .retention import record
+
+        previous = record(driver)  # the cluster's retention: a sweep in another process deletes by it
+        if previous is not None:
+            warnings.append(f"retention_s was {previous:g} for this key prefix, now {settings.retention_s:g} "
+                            "(recorded by this worker): a worker or sweep still on the old value deletes nothing")
     if not _workflow_ids(driver.registry):
         warnings.append("the workflow registry is empty (ABSTRACTRUNTIME_CELERY_REGISTRY): every start "
                         "message this worker takes goes back to the queue")
