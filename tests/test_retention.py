@@ -379,3 +379,25 @@ def test_retention_s_is_seven_days_by_default_and_refuses_a_negative_or_endless_
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="retention_s"):
             Settings(retention_s=bad)
+
+
+@pytest.mark.parametrize("store", ["redis", "sqlite"])
+def test_a_child_stays_while_its_parent_lives_and_goes_once_it_ended(prefix: str, tmp_path: Any, store: str) -> None:
+    """A live parent (here waiting on an event, not on its child) may look its child up again
+    by id: the child stays until the parent is gone or ended; then both go."""
+    overrides: dict[str, Any] = {"retention_s": 0.001}
+    if store == "sqlite":
+        overrides["store_url"] = f"sqlite:///{tmp_path}/runs.db"
+    driver = _driver(prefix, **overrides)
+    parent = driver.start_run("hold", dispatch=False)
+    driver.tick(parent)
+    [child] = _finished(driver, 1)
+    run = driver.run_store.load(child)
+    run.parent_run_id = parent
+    driver.run_store.save(run)
+    time.sleep(0.01)
+    for _ in range(2):
+        sweep(driver, force=True)
+    assert driver.load(child).status == RunStatus.COMPLETED and driver.load(parent).status == RunStatus.WAITING
+    assert driver.control.cancel(parent).status == RunStatus.CANCELLED
+    _sweep_until(driver, lambda: driver.run_store.load(child) is None and driver.run_store.load(parent) is None)
