@@ -44,7 +44,8 @@ def stats(spec: TargetSpec) -> None:
 @target_options
 def sweep(spec: TargetSpec) -> None:
     """Run one sweep now (the beat job: timers, lost events, orphans, parents; and it deletes
-    the runs that ended retention_s ago, by THIS shell's retention_s: set it as the workers do).
+    the runs that ended retention_s ago, only if this shell's retention_s is the one the
+    workers recorded at start: else it deletes nothing and says so).
 
     \f
     Raises nothing: a failure is one line and an ``ExitCode`` (``cli_target.target_options``).
@@ -59,6 +60,10 @@ def sweep(spec: TargetSpec) -> None:
         click.echo(f"sweep sent {report.total} tick(s): timers={report.timers} events={report.events} "
                    f"orphans={report.orphans} parents={report.parents}; deleted {report.expired} ended run(s) "
                    f"(retention); read {report.read}")
+        if report.retention_mismatch is not None:
+            click.secho(f"retention skipped: this shell has retention_s={target.driver.settings.retention_s:g}, the workers "
+                        f"recorded {report.retention_mismatch:g}; set ABSTRACTRUNTIME_CELERY_RETENTION_S as they do",
+                        fg="yellow", err=True)
 
     emit(target, {"sweep": {**asdict(report), "total": report.total}}, human)
 

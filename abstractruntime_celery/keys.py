@@ -62,6 +62,7 @@ GLOBAL: frozenset[str] = frozenset({
     "stats-errors",   # list: recent errors
     "sweep-lock",     # string: one sweep per interval
     "sweep-cursor",   # hash: where each sweep pass goes on from
+    "retention",      # string: the retention_s the workers run with (written at worker start)
     "notices",        # pub/sub channel
 })
 #: Families whose owner is one run: what retention deletes with a run (``lua/expire_runs.lua``).
@@ -181,6 +182,11 @@ class Keys:
     @property
     def sweep_cursor(self) -> str:
         return f"{self.prefix}sweep-cursor"
+
+    @property
+    def retention(self) -> str:
+        """The workers' ``retention_s`` (written at a worker's start; a sweep with another skips deleting)."""
+        return f"{self.prefix}retention"
 
     @property
     def notices(self) -> str:

@@ -24,9 +24,10 @@ def parse_backoff(raw: object) -> float | None:
 
 
 class Marks(Protocol):
-    def add_attempt(self, run_id: str, fresh: bool = False) -> int:
+    def add_attempt(self, run_id: str, fresh: bool = False, run_key: str | None = None) -> int:
         """Count one more failed tick (``fresh``: the first of a new row, as the tick committed
-        progress before it failed); returns the count."""
+        progress before it failed); returns the count. With ``run_key`` (the run's record in
+        the coordination Redis), count only if it exists, in the same step: 0 if it is gone."""
         ...
     def back_off(self, run_id: str, until: float) -> None:
         """The failing run waits for its retry until ``until`` (epoch s): other ticks leave

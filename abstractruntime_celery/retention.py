@@ -5,29 +5,36 @@ Redis runs ``noeviction``: without this, every finished run, its ledger and its 
 stay for ever. The sweep enforces it, one bounded batch per sweep (``sweep_batch``),
 walking on from a cursor. With the Redis store the candidates come from ``{p}ended``,
 a sorted set by end time that ``save_run.lua`` writes in the same script as the save
-that ends a run (no round trip is added to a tick), and one script
+that ends a run (no round trip is added to a tick), scored with Redis ``TIME``: the end
+time and the cutoff come from one clock, not from the ending worker's and the sweeper's
+(which may disagree by more than ``retention_s``). One script
 (``lua/expire_runs.lua``) checks each run again and deletes it, so a run a concurrent
 operation brings back is never deleted. The other stores have no such index: their
-ended runs are listed whole and each is deleted under its lease.
+ended runs are listed whole and each is deleted under its lease; their end time is the
+run's ``updated_at`` (the ending worker's clock), their cutoff the sweeper's clock: keep
+those clocks in sync (NTP) and ``retention_s`` far above their skew.
 
 What is never deleted: a run that is not ended, a run whose lease is held, a run with a
-child still in the store (a parent goes after its last child), and a child its parent
-still waits on (a paused parent takes its result when it is resumed).
+child still in the store (a parent goes after its last child), and a child whose parent
+is still in the store and has not ended: a live parent may read its child again (a
+paused one takes its result when resumed) or, paused at its spawn node before its wait
+was saved, spawn it again under the same id and must find it, not run it a second time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from abstractruntime import RunState, RunStatus, WaitReason
+from abstractruntime import RunState
 
 from . import scripts
 from .context import TickContext, entered
 from .isotime import to_epoch
 from .keys import RUN_FAMILIES
-from .runstate import TERMINAL, child_of
+from .runstate import TERMINAL
 from .stores.redis.connection import redis_errors
 from .walk import Cursor, page, zwalk
 
@@ -64,19 +71,22 @@ class RedisRetention:
         self.keys = driver.coord.keys
         self._script = scripts.register(self.client, "expire_runs")
 
-    def due(self, after: Cursor, limit: int, cutoff: float) -> tuple[list[str], Cursor]:
-        """Up to ``limit`` runs that ended at or before ``cutoff``, after the cursor.
+    def due(self, after: Cursor, limit: int, retention_s: float) -> tuple[list[str], Cursor]:
+        """Up to ``limit`` runs that ended ``retention_s`` or more ago by Redis ``TIME``, after the cursor.
 
         Raises:
             StoreUnavailableError: Redis cannot be reached.
         """
         with redis_errors(self.client):
+            secs, micros = self.client.time()
+            cutoff = secs + micros / 1e6 - retention_s
             pairs, cursor = zwalk(self.client, self.keys.ended, low=float("-inf"), high=cutoff,
                                   after=after, limit=limit)
         return [run_id for run_id, _ in pairs], cursor
 
-    def expire(self, run_ids: list[str], cutoff: float) -> Expired:
-        """Delete those of ``run_ids`` that are still ended by ``cutoff``, unleased and childless.
+    def expire(self, run_ids: list[str], retention_s: float) -> Expired:
+        """Delete those of ``run_ids`` that ended ``retention_s`` ago by Redis ``TIME`` and are
+        still ended, unleased, childless, and whose parent is gone or ended.
 
         Raises:
             StoreUnavailableError: Redis cannot be reached.
@@ -84,7 +94,7 @@ class RedisRetention:
         result = Expired()
         for i in range(0, len(run_ids), SCRIPT_BATCH):
             with redis_errors(self.client):
-                raw = self._script(keys=[], args=[self.keys.prefix, repr(float(cutoff)), ",".join(RUN_FAMILIES),
+                raw = self._script(keys=[], args=[self.keys.prefix, repr(float(retention_s)), ",".join(RUN_FAMILIES),
                                                   *run_ids[i:i + SCRIPT_BATCH]], client=self.client)
             out = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
             split = out.index("")
@@ -98,19 +108,20 @@ class StoreRetention:
     end time, so a walk reads every ended run (O(ended runs): use Redis for large fleets;
     a new walk begins at most every ``every_s``), then deletes at most a batch a sweep,
     each under the run's lease after loading it again (a run brought back, one with a
-    child left, or one its parent waits on, stays)."""
+    child left, or one whose parent is live, stays)."""
 
     def __init__(self, driver: "Driver") -> None:
         self.driver = driver
         self.store = driver.run_store
         self.coord = driver.coord
 
-    def due(self, after: Cursor, limit: int, cutoff: float) -> tuple[list[str], Cursor]:
-        """As ``RedisRetention.due``.
+    def due(self, after: Cursor, limit: int, retention_s: float) -> tuple[list[str], Cursor]:
+        """As ``RedisRetention.due``, by this process's clock against ``updated_at``.
 
         Raises:
             Exception: what the store's ``list_runs`` raises.
         """
+        cutoff = time.time() - retention_s
         found = []
         for status in TERMINAL:
             for run in self.store.list_runs(status=status, limit=GENERIC_READ_ALL):
@@ -120,12 +131,13 @@ class StoreRetention:
         taken, cursor = page(found, after, limit)
         return [e.run_id for e in taken], cursor
 
-    def expire(self, run_ids: list[str], cutoff: float) -> Expired:
+    def expire(self, run_ids: list[str], retention_s: float) -> Expired:
         """As ``RedisRetention.expire``, one run at a time under its lease.
 
         Raises:
             Exception: what the stores raise.
         """
+        cutoff = time.time() - retention_s
         result = Expired()
         for run_id in run_ids:
             (result.deleted if self._expire_one(run_id, cutoff) else result.kept).append(run_id)
@@ -142,7 +154,7 @@ class StoreRetention:
             with entered(ctx):
                 run = self.store.load(run_id)
                 if (run is not None and run.status in TERMINAL and _epoch(run.updated_at) <= cutoff
-                        and not self.store.list_children(parent_run_id=run_id) and not self._awaited(run)):
+                        and not self.store.list_children(parent_run_id=run_id) and not self._parent_live(run)):
                     self.store.delete(run_id)
                     ledger = self.driver.runtime.ledger_store
                     if hasattr(ledger, "delete"):
@@ -154,15 +166,12 @@ class StoreRetention:
                 self.driver.send(run_id, "asked", ctx.next_id)
         return deleted
 
-    def _awaited(self, run: RunState) -> bool:
-        """Its parent still waits on it (as ``expire_runs.lua`` decides)."""
+    def _parent_live(self, run: RunState) -> bool:
+        """Its parent is in the store and has not ended (as ``expire_runs.lua`` decides)."""
         if not run.parent_run_id:
             return False
         parent = self.store.load(str(run.parent_run_id))
-        if parent is None or parent.status != RunStatus.WAITING or parent.waiting is None \
-                or parent.waiting.reason != WaitReason.SUBWORKFLOW:
-            return False
-        return child_of(parent) in (run.run_id, None)
+        return parent is not None and parent.status not in TERMINAL
 
     def _drop_notes(self, run_id: str) -> None:
         """The run's coordination notes: its keys in Redis, or (embedded) its entries in
@@ -187,6 +196,46 @@ class StoreRetention:
 class _Ended:
     run_id: str
     score: float
+
+
+def record(driver: "Driver") -> Optional[float]:
+    """Write this worker's ``retention_s`` as the cluster's (``{p}retention``), so a sweep in
+    any other process (a shell's CLI ``sweep``, a web app's scheduler) deletes by the
+    workers' retention, not its own; returns the value it replaced (None: none, or the same).
+    Nothing is recorded without a coordination Redis (one process: nobody else sweeps).
+
+    Raises:
+        StoreUnavailableError: Redis cannot be reached.
+    """
+    client = driver.coord.client
+    if client is None:
+        return None
+    with redis_errors(client):
+        old = client.set(driver.coord.keys.retention, repr(float(driver.settings.retention_s)), get=True)
+    previous = _number(old)
+    return None if previous is None or previous == driver.settings.retention_s else previous
+
+
+def recorded(driver: "Driver") -> Optional[float]:
+    """The cluster's ``retention_s`` as the workers last recorded it (None: none recorded).
+
+    Raises:
+        StoreUnavailableError: Redis cannot be reached.
+    """
+    client = driver.coord.client
+    if client is None:
+        return None
+    with redis_errors(client):
+        return _number(client.get(driver.coord.keys.retention))
+
+
+def _number(raw: Any) -> Optional[float]:
+    if raw is None:
+        return None
+    try:
+        return float(raw.decode() if isinstance(raw, bytes) else raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def every_s(retention_s: float) -> float:

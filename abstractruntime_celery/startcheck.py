@@ -17,10 +17,14 @@ from typing import Any
 from .errors import ConfigError
 from .redact import redact_url
 
-__all__ = ["check_worker", "describe", "ping", "store_kind"]
+__all__ = ["check_retention", "check_worker", "describe", "ping", "redelivery_window_s", "store_kind"]
 
 #: The id ``ping`` reads from a store without Redis: no run ever has it (ids are checked).
 PROBE_RUN_ID = "arc-start-check"
+#: Kombu's Redis transport gives an unacknowledged message back after this (its default).
+REDIS_VISIBILITY_S = 3600.0
+#: The least redelivery window assumed for other brokers (RabbitMQ's consumer timeout: 30 min).
+OTHER_BROKER_WINDOW_S = 3600.0
 
 
 def store_kind(store: Any) -> str:
@@ -98,20 +102,54 @@ def ping(driver: Any) -> None:
             coord_client.ping()
 
 
-def check_worker(driver: Any) -> list[str]:
+def redelivery_window_s(app: Any) -> float:
+    """How long after a start the broker may deliver its message again: a Redis broker's
+    ``visibility_timeout`` (transport option, 3600 s by default), else an hour. Raises nothing."""
+    url = str(getattr(app.conf, "broker_url", None) or "")
+    if url.split(":", 1)[0].lower() in ("redis", "rediss", "redis+socket", "sentinel"):
+        options = getattr(app.conf, "broker_transport_options", None) or {}
+        try:
+            return float(options.get("visibility_timeout", REDIS_VISIBILITY_S))
+        except (TypeError, ValueError):
+            return REDIS_VISIBILITY_S
+    return OTHER_BROKER_WINDOW_S
+
+
+def check_retention(settings: Any, app: Any) -> None:
+    """Refuse a ``retention_s`` shorter than the broker's redelivery window: the stored run is
+    the only record that a start message was carried out, so a start delivered again after
+    its run was deleted would make a second run and run its nodes again.
+
+    Raises:
+        ConfigError: ``retention_s`` is above 0 and below the window.
+    """
+    window = redelivery_window_s(app)
+    if 0 < settings.retention_s < window:
+        raise ConfigError(
+            f"retention_s={settings.retention_s:g} is shorter than the broker's redelivery window ({window:g}s): "
+            "a start message delivered again after its run was deleted would run the workflow twice. Set "
+            f"ABSTRACTRUNTIME_CELERY_RETENTION_S to {window:g} or more (or 0 to keep runs)")
+
+
+def check_worker(driver: Any, app: Any = None) -> list[str]:
     """Refuse what a ``celery worker`` process cannot work with; return warnings to log.
 
     Refused: a store in this process's memory (the runs it makes exist nowhere else),
     coordination in this process's memory (leases, inboxes and timers other processes
     never see: ``resume_event`` would wait for ever), a store or coordination Redis that
-    does not answer, an empty registry. Warned about: a JSON-file or SQLite store (checked
-    against the lease just before each save, not in it).
+    does not answer, an empty registry, a ``retention_s`` shorter than the broker's redelivery
+    window (with ``app``: ``check_retention``; it then records ``retention_s`` as the cluster's,
+    for the sweeps of every process: ``retention.record``). Warned about: a JSON-file or SQLite
+    store (checked against the lease just before each save, not in it).
 
     Raises:
-        ConfigError: the store or the coordination is in-process, or the registry is empty.
+        ConfigError: the store or the coordination is in-process, the registry is empty, or
+            ``retention_s`` is too short.
         StoreUnavailableError: the store's or the coordination's Redis does not answer.
     """
     settings = driver.settings
+    if app is not None:
+        check_retention(settings, app)
     kind = store_kind(driver.run_store)
     if kind == "memory":
         raise ConfigError(
@@ -136,4 +174,11 @@ def check_worker(driver: Any) -> list[str]:
             "the workflow registry is empty: set ABSTRACTRUNTIME_CELERY_REGISTRY=pkg.module:registry (or "
             "install(app, registry=...)); a worker that knows no workflow would hand every start message back "
             "to the queue for unknown_workflow_grace_s")
+    if app is not None:
+        from .retention import record
+
+        previous = record(driver)  # the cluster's retention: a sweep in another process deletes by it
+        if previous is not None:
+            warnings.append(f"retention_s was {previous:g} for this key prefix, now {settings.retention_s:g} "
+                            "(recorded by this worker): a worker or sweep still on the old value deletes nothing")
     return warnings

@@ -61,6 +61,8 @@ class SweepReport:
     parents: int = 0
     #: Ended runs deleted by retention (not counted in ``total``: nothing was sent).
     expired: int = 0
+    #: The workers' ``retention_s`` when it is not this process's: retention deleted nothing.
+    retention_mismatch: Optional[float] = None
     read: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -183,14 +185,24 @@ def _parents(driver: "Driver", source: "Source", report: SweepReport, now: float
 def _retention(driver: "Driver", report: SweepReport, now: float, cursors: Cursors) -> None:
     """Delete up to ``sweep_batch`` runs that ended ``retention_s`` ago (each checked again as
     it is deleted: see ``retention.py``); the runs kept (leased, parents of children left)
-    are walked past, and met again once the walk wraps around."""
+    are walked past, and met again once the walk wraps around. Nothing is deleted when the
+    workers recorded another ``retention_s`` (``{p}retention``): the workers' setting rules."""
     keeper = retention.for_driver(driver, _walks(driver))
-    if keeper is None or not _retention_due(driver, keeper, now, cursors):
+    if keeper is None:
         return
-    cutoff = now - driver.settings.retention_s
-    found, cursors["retention"] = keeper.due(cursors.get("retention", START), driver.settings.sweep_batch, cutoff)
+    cluster = retention.recorded(driver)
+    if cluster is not None and cluster != driver.settings.retention_s:
+        report.retention_mismatch = cluster
+        log.warning("sweep: retention skipped: this process has retention_s=%g, the workers recorded %g "
+                    "(%s); set ABSTRACTRUNTIME_CELERY_RETENTION_S as the workers do",
+                    driver.settings.retention_s, cluster, driver.coord.keys.retention)
+        return
+    if not _retention_due(driver, keeper, now, cursors):
+        return
+    retention_s = driver.settings.retention_s
+    found, cursors["retention"] = keeper.due(cursors.get("retention", START), driver.settings.sweep_batch, retention_s)
     report.read["retention"] = len(found)
-    expired = keeper.expire(found, cutoff)
+    expired = keeper.expire(found, retention_s)
     report.expired += len(expired.deleted)
     if expired.deleted:
         driver.coord.stats.incr("runs_expired", len(expired.deleted))

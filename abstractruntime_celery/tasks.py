@@ -254,7 +254,7 @@ def _build_at_worker_start(app: Celery) -> None:
             # A real ``celery worker`` process also refuses in-process stores and
             # coordination and a store that does not answer (``startcheck``); in-process
             # test workers and the Scheduler's own process are left as they are.
-            report = (describe(driver, _registry_source(app)), check_worker(driver)) if cli else None
+            report = (describe(driver, _registry_source(app)), check_worker(driver, app)) if cli else None
             from .metrics.serve import start_for_worker
 
             start_for_worker(driver)  # (metrics_port: once, in the main process, after the checks)

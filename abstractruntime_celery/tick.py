@@ -639,7 +639,11 @@ class Ticker:
             self.coord.stats.incr("lease_busy")
             return TickOutcome(run_id, None, skipped="busy")
         self.coord.stats.incr("lease_lost")
-        attempts = self.coord.marks.add_attempt(run_id)
+        # (counted only while the run exists: retention may have deleted it meanwhile)
+        attempts = self.coord.marks.add_attempt(run_id, run_key=self.coord.keys.run(run_id) if self.shared else None)
+        if attempts == 0:
+            log.info("run %s: lease lost mid-tick; the run is gone (deleted meanwhile)", run_id)
+            return TickOutcome(run_id, None, skipped="lease_lost")
         message = (f"Run {run_id}: lease lost mid-tick (attempt {attempts}); its write was refused. The lease "
                    f"keeper last ran {self.keeper.starved_s():.1f}s ago: a node that runs longer than "
                    f"lease_ttl_s={self.settings.lease_ttl_s:g}s without letting the keeper renew (one long "

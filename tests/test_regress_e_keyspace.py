@@ -89,14 +89,14 @@ TYPES = {
     "quarantine": "hash",
     "layout": "string", "ix-all": "zset", "ix-evtkeys": "zset", "due": "zset", "inbox-runs": "zset", "ended": "zset",
     "event-seq": "string", "stats": "hash", "stats-errors": "list", "sweep-lock": "string",
-    "sweep-cursor": "hash", "hist": "hash", "trace": "string",
+    "sweep-cursor": "hash", "hist": "hash", "trace": "string", "retention": "string",
 }
 
 #: Names a caller could pick to hit a global key or a family: every global, every family,
 #: the names of the old layout (``{p}ix:all``, ``{p}inbox:runs``, ``{p}inbox:seq``), and friends.
 TRICKY = sorted({
     "layout", "ix-all", "ix-evtkeys", "due", "inbox-runs", "event-seq", "stats", "stats-errors",
-    "sweep-lock", "sweep-cursor", "notices", "hist", "trace", "ended",
+    "sweep-lock", "sweep-cursor", "notices", "hist", "trace", "ended", "retention",
     "run", "ledger", "ledger-done", "lease", "pending", "inbox", "inbox-body", "timer", "attempts", "unknown",
     "quarantine", "ix-status", "ix-wf", "ix-reason", "ix-parent", "ix-session", "ix-evt", "ix-mbox",
     "runs", "seq", "all", "evtkeys", "errors", "lock", "cursor", "ix", "status", "running", "waiting",

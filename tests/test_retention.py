@@ -220,11 +220,10 @@ def test_a_run_brought_back_between_the_walk_and_the_delete_stays(prefix: str, c
     back, gone = _finished(driver, 2)
     time.sleep(0.01)
     keeper = RedisRetention(driver)
-    cutoff = time.time() - 0.001
-    found, _ = keeper.due((float("-inf"), ""), 10, cutoff)
+    found, _ = keeper.due((float("-inf"), ""), 10, 0.001)
     assert sorted(found) == sorted([back, gone])
     assert _bring_back(driver, back)  # a retry lands after the walk read it
-    result = keeper.expire(found, cutoff)
+    result = keeper.expire(found, 0.001)
     assert result.deleted == [gone] and result.kept == [back]
     assert driver.load(back).status == RunStatus.RUNNING
     assert f"{prefix}run:{back}" in owned_keys(client, prefix, back)
@@ -248,14 +247,27 @@ def test_a_stale_ended_entry_never_deletes_a_live_run(prefix: str, client: Any) 
 def test_a_run_ended_again_later_counts_from_its_new_end(prefix: str, client: Any) -> None:
     driver = _driver(prefix, retention_s=3600.0)
     [rid] = _finished(driver, 1)
-    first = client.zscore(f"{prefix}ended", rid)
+    client.zadd(f"{prefix}ended", {rid: 1.0})  # it first ended long ago
     keeper = RedisRetention(driver)
     assert _bring_back(driver, rid)
     run, version = driver.run_store.load_with_version(rid)
-    run.status, run.updated_at = RunStatus.COMPLETED, "2999-01-01T00:00:00+00:00"
+    run.status = RunStatus.COMPLETED  # ended again now (end times are Redis TIME, not updated_at)
     driver.run_store.save(run, expected_version=version)
-    assert client.zscore(f"{prefix}ended", rid) > first
-    assert keeper.expire([rid], time.time()).kept == [rid]  # an old cutoff: not its time
+    assert client.zscore(f"{prefix}ended", rid) > time.time() - 60
+    assert keeper.expire([rid], 3600.0).kept == [rid]  # ended again a moment ago: not its time
+
+
+def test_a_save_of_a_run_already_ended_keeps_its_end_time(prefix: str, client: Any) -> None:
+    """Only the save that ends a run sets its end time: saving the ended run again (an
+    operator's edit, a late write) does not keep it longer."""
+    driver = _driver(prefix, retention_s=3600.0)
+    [rid] = _finished(driver, 1)
+    client.zadd(f"{prefix}ended", {rid: 1.0})  # it ended long ago
+    run, version = driver.run_store.load_with_version(rid)
+    run.updated_at = "2999-01-01T00:00:00+00:00"
+    driver.run_store.save(run, expected_version=version)
+    assert client.zscore(f"{prefix}ended", rid) == 1.0
+    assert RedisRetention(driver).expire([rid], 3600.0).deleted == [rid]
 
 
 def test_retries_racing_the_sweep_never_lose_a_live_run(prefix: str, client: Any) -> None:
@@ -367,3 +379,25 @@ def test_retention_s_is_seven_days_by_default_and_refuses_a_negative_or_endless_
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ConfigError, match="retention_s"):
             Settings(retention_s=bad)
+
+
+@pytest.mark.parametrize("store", ["redis", "sqlite"])
+def test_a_child_stays_while_its_parent_lives_and_goes_once_it_ended(prefix: str, tmp_path: Any, store: str) -> None:
+    """A live parent (here waiting on an event, not on its child) may look its child up again
+    by id: the child stays until the parent is gone or ended; then both go."""
+    overrides: dict[str, Any] = {"retention_s": 0.001}
+    if store == "sqlite":
+        overrides["store_url"] = f"sqlite:///{tmp_path}/runs.db"
+    driver = _driver(prefix, **overrides)
+    parent = driver.start_run("hold", dispatch=False)
+    driver.tick(parent)
+    [child] = _finished(driver, 1)
+    run = driver.run_store.load(child)
+    run.parent_run_id = parent
+    driver.run_store.save(run)
+    time.sleep(0.01)
+    for _ in range(2):
+        sweep(driver, force=True)
+    assert driver.load(child).status == RunStatus.COMPLETED and driver.load(parent).status == RunStatus.WAITING
+    assert driver.control.cancel(parent).status == RunStatus.CANCELLED
+    _sweep_until(driver, lambda: driver.run_store.load(child) is None and driver.run_store.load(parent) is None)

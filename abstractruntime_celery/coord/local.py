@@ -283,7 +283,7 @@ class LocalMarks:
         self._lock = threading.Lock()
         self._notes: dict[tuple[str, str], float] = {}
 
-    def add_attempt(self, run_id: str, fresh: bool = False) -> int:
+    def add_attempt(self, run_id: str, fresh: bool = False, run_key: str | None = None) -> int:
         with self._lock:
             self._notes[("attempts", run_id)] = (0 if fresh else self._notes.get(("attempts", run_id), 0)) + 1
             return int(self._notes[("attempts", run_id)])

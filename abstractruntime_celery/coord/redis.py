@@ -493,9 +493,15 @@ class RedisMarks:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self._add_if: Any = None  # lua/add_attempt.lua, registered on first use (a rare path)
 
-    def add_attempt(self, run_id: str, fresh: bool = False) -> int:
-        """Count one more failed tick; returns the count."""
+    def add_attempt(self, run_id: str, fresh: bool = False, run_key: str | None = None) -> int:
+        """Count one more failed tick; returns the count (0: ``run_key`` is gone, nothing counted)."""
+        if run_key is not None:
+            if self._add_if is None:
+                self._add_if = scripts.register(self.client, "add_attempt")
+            return int(self._add_if(keys=[self.keys.attempts(run_id), run_key], args=["1" if fresh else "", DAY_S],
+                                    client=self.client))
         key, pipe = self.keys.attempts(run_id), self.client.pipeline(transaction=True)
         if fresh:
             pipe.set(key, 1)

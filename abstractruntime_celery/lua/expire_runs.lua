@@ -7,17 +7,23 @@
 --     it leaves the index, the run stays);
 --   * no lease may be held on it (a tick, a control action or a retry under the lease);
 --   * no child of it may remain ({p}ix-parent:<id> empty): a parent goes after its children;
---   * its parent may not be waiting on it (a parent paused, or whose wake-up was lost, has
---     not taken its result yet: it reads the child's record when it does).
+--   * its parent must be gone or ended itself: a live parent (waiting on it, paused, or
+--     paused at the spawn node before its wait on the child was saved) may read the child's
+--     record again, or spawn it again under the same id, and must find it.
 --
--- ARGV[1] prefix   ARGV[2] cutoff (epoch s): runs ended at or before it expire
+-- The cutoff is Redis TIME minus retention_s: end times are Redis TIME too (save_run.lua),
+-- so one clock counts both sides, whatever the clocks of the workers and the sweeper say.
+--
+-- ARGV[1] prefix   ARGV[2] retention_s: runs ended at or before TIME - retention_s expire
 -- ARGV[3] the families of keys one run owns, comma-separated (keys.RUN_FAMILIES)
 -- ARGV[4..] run ids
 --
 -- Returns {deleted ids..., '', kept ids...}: the runs deleted, then (after an empty string)
--- those kept for now (a lease, a child, not due yet, or brought back).
+-- those kept for now (a lease, a child, a live parent, not due yet, or brought back).
 
-local P, cutoff = ARGV[1], tonumber(ARGV[2])
+local P = ARGV[1]
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) + tonumber(now[2]) / 1000000 - tonumber(ARGV[2])
 local families = {}
 for name in string.gmatch(ARGV[3], '[^,]+') do families[#families + 1] = name end
 local ended = {completed = true, failed = true, cancelled = true}
@@ -41,14 +47,13 @@ local function drop_indexes(id, rk)
   end
 end
 
--- Is the parent of run `id` still waiting on it? (Waiting on a child with no id in its wait
--- key counts as waiting on this one: kept a little longer, never lost.)
-local function awaited(id, parent)
+-- Is the parent of run `id` still live (in the store and not ended)? Then the child stays.
+local function parent_live(parent)
   if not parent or parent == '' then return false end
-  local p = redis.call('HMGET', P .. 'run:' .. parent, 'status', 'reason', 'wkey')
-  if p[1] ~= 'waiting' or p[2] ~= 'subworkflow' then return false end
-  local wkey = p[3] or ''
-  return wkey == 'subworkflow:' .. id or string.sub(wkey, 1, 12) ~= 'subworkflow:'
+  local pk = P .. 'run:' .. parent
+  if redis.call('TYPE', pk)['ok'] ~= 'hash' then return false end
+  local status = redis.call('HGET', pk, 'status')
+  return not (status and ended[status])
 end
 
 for i = 4, #ARGV do
@@ -67,8 +72,8 @@ for i = 4, #ARGV do
     redis.call('ZREM', P .. 'ended', id)      -- a stale entry: the run is live, it stays
     kept[#kept + 1] = id
   elseif redis.call('EXISTS', P .. 'lease:' .. id) == 1
-      or redis.call('ZCARD', P .. 'ix-parent:' .. id) > 0 or awaited(id, parent) then
-    kept[#kept + 1] = id                      -- someone holds it, a child remains, or its parent waits
+      or redis.call('ZCARD', P .. 'ix-parent:' .. id) > 0 or parent_live(parent) then
+    kept[#kept + 1] = id                      -- someone holds it, a child remains, or its parent lives
   else
     if kind == 'hash' then drop_indexes(id, rk) end
     redis.call('ZREM', P .. 'ix-all', id)

@@ -25,7 +25,8 @@
 -- ARGV[5]  fields JSON: status, paused, wf, reason, until, due, parent, created, updated,
 --          wk (event wait key, for the event index), wkey (any wait key), sid,
 --          mbox (list of events_mailbox names), row (index row JSON),
---          ended ("1": the run is completed, failed or cancelled: {p}ended, by `updated`)
+--          ended ("1": the run is completed, failed or cancelled: {p}ended, scored with Redis
+--          TIME when this save ends it; a save of a run already ended keeps its end time)
 --
 -- Returns {1, new_version} written | {0, version, doc} exists (create mode)
 --         {-1} lease lost | {-2, version} version conflict
@@ -57,6 +58,7 @@ if kind == 'hash' and leased and type(control) == 'table' then
 end
 local drop_lease = o.mode == 'create' and o.drop_lease == '1' and leased
 local cur = 0
+local ended_at = nil  -- the end time of a run already ended, kept by a save that leaves it ended
 if kind == 'hash' then
   cur = tonumber(redis.call('HGET', rk, 'v') or '0') or 0
   if o.mode == 'create' then
@@ -77,6 +79,7 @@ if kind == 'hash' then
   local old = redis.call('HMGET', rk, 'status', 'wf', 'reason', 'parent', 'wk', 'sid', 'mbox')
   if old[1] then redis.call('ZREM', P .. 'ix-status:' .. old[1], id) end
   if old[1] == 'completed' or old[1] == 'failed' or old[1] == 'cancelled' then
+    ended_at = redis.call('ZSCORE', P .. 'ended', id)
     redis.call('ZREM', P .. 'ended', id)  -- a run brought back (a retry) leaves retention's index
   end
   if old[2] then redis.call('ZREM', P .. 'ix-wf:' .. old[2], id) end
@@ -124,9 +127,12 @@ if type(f.mbox) == 'table' then
 end
 if str(f.due) ~= '' then redis.call('ZADD', P .. 'due', str(f.due), id) end
 if str(f.ended) == '1' then
-  -- retention counts from the end; a run with no readable updated_at counts from now
-  local ended_at = tonumber(updated) or 0
-  if ended_at <= 0 then ended_at = tonumber(redis.call('TIME')[1]) end
+  -- retention counts from the end, on Redis's clock (one clock for every worker and sweeper,
+  -- not updated_at, the ending worker's); a run brought back and ended again counts anew
+  if not ended_at then
+    local now = redis.call('TIME')
+    ended_at = string.format('%d.%06d', tonumber(now[1]), tonumber(now[2]))
+  end
   redis.call('ZADD', P .. 'ended', ended_at, id)
 end
 
