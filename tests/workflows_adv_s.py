@@ -1,0 +1,31 @@
+"""Workflows of the adversarial tests in tests/test_adv_s_*.py (every workflow of
+tests/workflows.py too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from abstractruntime import RunState, StepPlan, WorkflowSpec
+
+from tests.workflows import WORKFLOWS, bump
+from abstractruntime_celery.registry import WorkflowRegistry
+
+
+# as-own-redis: "write" counts a try ("tries") and writes to the node's own Redis
+# (vars.url: not the store's); that Redis refusing the write fails the node, then it completes.
+def own_redis_write(run: RunState, ctx: Any) -> StepPlan:
+    bump(run, "tries")
+    redis.Redis.from_url(str(run.vars["url"]), socket_connect_timeout=1.0).set("node-own-key", "1")
+    return StepPlan(node_id="write", complete_output={"written": True})
+
+
+def build_registry() -> WorkflowRegistry:
+    reg = WorkflowRegistry()
+    for spec in WORKFLOWS:
+        reg.register(spec)
+    reg.register(WorkflowSpec("as-own-redis", "write", {"write": own_redis_write}))
+    return reg
+
+
+registry = build_registry()
