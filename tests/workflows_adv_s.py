@@ -20,10 +20,20 @@ def own_redis_write(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="write", complete_output={"written": True})
 
 
+# as-steps: vars.n steps, each counting a side effect ("step"); completes with {"i": n}.
+def counted_step(run: RunState, ctx: Any) -> StepPlan:
+    bump(run, "step")
+    run.vars["i"] = int(run.vars.get("i", 0)) + 1
+    if run.vars["i"] >= int(run.vars.get("n", 3)):
+        return StepPlan(node_id="step", complete_output={"i": run.vars["i"]})
+    return StepPlan(node_id="step", next_node="step")
+
+
 def build_registry() -> WorkflowRegistry:
     reg = WorkflowRegistry()
     for spec in WORKFLOWS:
         reg.register(spec)
+    reg.register(WorkflowSpec("as-steps", "step", {"step": counted_step}))
     reg.register(WorkflowSpec("as-own-redis", "write", {"write": own_redis_write}))
     return reg
 
