@@ -119,12 +119,12 @@ def proxy(store: PrivateRedis) -> Iterator[CutProxy]:
     p.close()
 
 
-def _runtime(settings: Any, url: str) -> Any:
+def _runtime(settings: Any, url: str, **overrides: Any) -> Any:
     from abstractruntime_celery.app import make_app as plain_app
     from abstractruntime_celery.tasks import install
 
     settings = replace(settings, store_url=url, retry_backoff_s=0.1, retry_backoff_max_s=0.2, lease_ttl_s=2.0,
-                       orphan_grace_s=0.5)
+                       orphan_grace_s=0.5, **overrides)
     app = install(plain_app(BROKER_URL, name=f"arc-{settings.queue}", config_module=None),
                   registry=registry, settings=settings)
     return app, create_scheduled_runtime(app=app, settings=settings, registry=registry, auto_start=False)
@@ -166,6 +166,33 @@ def test_a_write_whose_reply_was_lost_makes_one_run_and_loses_no_step(
         assert ledger == ["completed", "completed"], ledger  # (as the seed's Runtime records this loop)
         steps = fx_count(fx, task_id, "step")
         assert steps == 3, steps  # the cut write landed: nothing it committed runs again
+    finally:
+        sr.stop()
+        worker_sr.stop()
+
+
+def test_a_dropped_connection_on_a_commit_is_not_counted_as_the_nodes_failure(
+        settings: Any, store: PrivateRedis, proxy: CutProxy, fx: str) -> None:
+    """``tick_max_attempts=1``: one node failure fails the run. No node fails here: the
+    connection of step 1's commit is cut after the send (the commit landed)."""
+    from celery.contrib.testing.worker import start_worker
+
+    app, worker_sr = _runtime(settings, proxy.url(0), tick_max_attempts=1)
+    _, sr = _runtime(settings, store.db_url(0), tick_max_attempts=1)
+    task_id = f"start-{uuid.uuid4().hex}"
+    try:
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, queues=[settings.queue],
+                          shutdown_timeout=10, loglevel="WARNING"):
+            worker_sr.driver.run_store.load("warm-up")
+            proxy.cut_after('"mode": "save"', task_id)
+            app.send_task(START_TASK, args=["as-steps", {"n": 3, "fx": fx}], task_id=task_id,
+                          queue=settings.queue)
+            ended = wait_for(lambda: (lambda r: r if r is not None and r.status in (
+                RunStatus.COMPLETED, RunStatus.FAILED) else None)(_settled(sr, task_id) or
+                                                                  sr.driver.run_store.load(task_id)),
+                TIMEOUT, "the run to end")
+        assert proxy.cuts == 1
+        assert ended.status == RunStatus.COMPLETED, ended.error
     finally:
         sr.stop()
         worker_sr.stop()

@@ -3,7 +3,7 @@ tests/workflows.py too)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from abstractruntime import RunState, StepPlan, WorkflowSpec
@@ -20,9 +20,16 @@ def own_redis_write(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="write", complete_output={"written": True})
 
 
+#: run id -> callable(step number), called by "as-steps" on every execution of a step, after its
+#: side effect is counted and before its commit (as another process would act at that moment).
+HOOKS: dict[str, Callable[[int], None]] = {}
+
+
 # as-steps: vars.n steps, each counting a side effect ("step"); completes with {"i": n}.
 def counted_step(run: RunState, ctx: Any) -> StepPlan:
     bump(run, "step")
+    if run.run_id in HOOKS:
+        HOOKS[run.run_id](int(run.vars.get("i", 0)) + 1)
     run.vars["i"] = int(run.vars.get("i", 0)) + 1
     if run.vars["i"] >= int(run.vars.get("n", 3)):
         return StepPlan(node_id="step", complete_output={"i": run.vars["i"]})
