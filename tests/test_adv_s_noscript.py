@@ -117,3 +117,55 @@ def test_script_flushes_at_any_point_of_ticks_lose_no_ledger_record_and_apply_no
         assert state.status == RunStatus.COMPLETED and state.output == {"event": {"v": i}}, (rid, state.output)
         ledger = [str(r.get("status", "")).lower() for r in driver.runtime.get_ledger(rid)]
         assert ledger == ["started", "waiting", "completed", "completed", "completed"], (rid, ledger)
+
+
+def test_script_flushes_while_parents_and_children_tick_start_one_child_and_join_it_once(
+        server: PrivateRedis, prefix: str) -> None:
+    """The same flush loop while parents start children (async, and ticked inline) and are
+    resumed with their output; messages are delivered by hand from the recording dispatcher."""
+    import threading
+
+    from tests.conftest import fx_count
+    from tests.workflows_adv_s import registry as adv_registry
+
+    rec = Recorder()
+    settings = make_settings(prefix, store_url=server.db_url(0), retry_backoff_s=0.0, retry_backoff_max_s=0.0,
+                             tick_max_attempts=50)
+    driver = build(settings, adv_registry, rec, distributed=True)
+    flusher, stop = server.client(), threading.Event()
+
+    def flush_forever() -> None:
+        while not stop.is_set():
+            flusher.script_flush()
+            stop.wait(0.02)
+
+    def again(call: Any) -> Any:
+        for _ in range(20):
+            try:
+                return call()
+            except NoScriptError:
+                pass
+        raise AssertionError("twenty calls in a row met a flush after each reload")
+
+    fx = f"{prefix}fx"
+    thread = threading.Thread(target=flush_forever, daemon=True)
+    thread.start()
+    try:
+        parents = [again(lambda: driver.start_run("as-parent", vars={"fx": fx, "async": i % 2 == 0, "child_n": 2}))
+                   for i in range(12)]
+        for _ in range(1000):
+            if not rec.sent:
+                break
+            rid = rec.sent.pop(0)[0]
+            again(lambda: driver.tick(rid))
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not rec.sent
+    runs = driver.run_store.list_runs(limit=100)
+    for rid in parents:
+        state = driver.load(rid)
+        children = [r for r in runs if getattr(r, "parent_run_id", None) == rid]
+        assert state.status == RunStatus.COMPLETED and state.output["child"]["output"] == {"i": 2}, state.output
+        assert fx_count(fx, rid, "joined") == 1
+        assert len(children) == 1 and fx_count(fx, children[0].run_id, "step") == 2, children

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import redis
-from abstractruntime import RunState, StepPlan, WorkflowSpec
+from abstractruntime import Effect, EffectType, RunState, StepPlan, WorkflowSpec
 
 from tests.workflows import WORKFLOWS, bump
 from abstractruntime_celery.registry import WorkflowRegistry
@@ -36,11 +36,26 @@ def counted_step(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="step", next_node="step")
 
 
+# as-parent: starts an "as-steps" child (vars.child_n steps; vars.async: async or ticked inline),
+# waits for it, then counts "joined" and completes with the child's output.
+def spawn_steps(run: RunState, ctx: Any) -> StepPlan:
+    payload = {"workflow_id": "as-steps", "vars": {"n": run.vars.get("child_n", 2), "fx": run.vars.get("fx")},
+               "async": bool(run.vars.get("async", True)), "wait": True}
+    return StepPlan(node_id="spawn", effect=Effect(EffectType.START_SUBWORKFLOW, payload, result_key="child"),
+                    next_node="joined")
+
+
+def joined(run: RunState, ctx: Any) -> StepPlan:
+    bump(run, "joined")
+    return StepPlan(node_id="joined", complete_output={"child": run.vars.get("child")})
+
+
 def build_registry() -> WorkflowRegistry:
     reg = WorkflowRegistry()
     for spec in WORKFLOWS:
         reg.register(spec)
     reg.register(WorkflowSpec("as-steps", "step", {"step": counted_step}))
+    reg.register(WorkflowSpec("as-parent", "spawn", {"spawn": spawn_steps, "joined": joined}))
     reg.register(WorkflowSpec("as-own-redis", "write", {"write": own_redis_write}))
     return reg
 
