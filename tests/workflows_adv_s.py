@@ -61,3 +61,20 @@ def build_registry() -> WorkflowRegistry:
 
 
 registry = build_registry()
+
+
+class FlakyCatalogue(WorkflowRegistry):
+    """A registry that looks its workflows up somewhere else at call time (a catalogue
+    service, files deployed next to the worker) and whose first ``fails`` lookups fail."""
+
+    def __init__(self, fails: int = 1) -> None:
+        super().__init__()
+        self.fails = fails
+        for spec in WORKFLOWS:
+            self.register(spec)
+
+    def get(self, workflow_id: str) -> Any:
+        if self.fails > 0:
+            self.fails -= 1
+            raise RuntimeError("workflow catalogue unreachable")
+        return super().get(workflow_id)
