@@ -10,6 +10,7 @@ id, so a retried start still makes exactly one run (its id is the task id).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from typing import Any, Iterator, Optional
 
@@ -45,14 +46,20 @@ def _is_down(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in SQLITE_BUSY)
 
 
+#: Error codes of a Redis that answers but takes no write for now (redis-py has no class for
+#: them; its pipeline errors put "Command # n (...) of pipeline caused error: " first).
+REFUSING = re.compile(r"(?:^|error: )(?:MISCONF|BUSY|MASTERDOWN|NOREPLICAS) ")
+
+
 def _refuses_writes(exc: BaseException) -> bool:
     """A Redis that answers but takes no write: out of memory (``noeviction``), a replica
-    (a master demoted by a failover), or one that cannot persist (``MISCONF``)."""
+    (a master demoted by a failover), one that cannot persist (``MISCONF``), one busy
+    running a script past ``busy-reply-threshold`` (``BUSY``)."""
     import redis
 
     if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
         return True
-    return isinstance(exc, redis.exceptions.ResponseError) and "MISCONF" in str(exc)
+    return isinstance(exc, redis.exceptions.ResponseError) and REFUSING.search(str(exc)) is not None
 
 
 #: The key a write probe names: ``SET ... XX`` writes nothing (it never exists), but a Redis

@@ -2,8 +2,9 @@
 
 ``outage.find_outage`` counts only connection errors and timeouts as "the store is down"
 (and then only if a PING fails). A Redis that is up but refuses every write answers PING:
-out of memory (``maxmemory`` reached, ``noeviction``: ``OOM command not allowed``), or a
-master demoted to a replica by a failover (``READONLY``). A start message meeting it is not
+out of memory (``maxmemory`` reached, ``noeviction``: ``OOM command not allowed``), a
+master demoted to a replica by a failover (``READONLY``), or one running another client's
+script past ``busy-reply-threshold`` (``BUSY``). A start message meeting it is not
 retried: its create fails, ``_start_failed`` finds no run and raises, the task fails and
 the message is acknowledged. Once the store takes writes again, no run exists for it: the
 start is lost (the caller holds a task id, i.e. a run id, that never comes to be).
@@ -49,22 +50,43 @@ def store(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 def _refuse_writes(server: PrivateRedis, how: str) -> None:
     client = server.client()
-    if how == "oom":
+    if how == "busy":  # another client's script runs on past busy-reply-threshold
+        client.config_set("busy-reply-threshold", "50")
+        looping = threading.Thread(target=_loop_forever, args=(server,), daemon=True)
+        looping.start()
+        wait_for(lambda: "BUSY" in _ping_reply(server), TIMEOUT, "the store to answer BUSY")
+    elif how == "oom":
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", "1")
     else:  # a failover demoted it: a replica of a master that is not there
         client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
 
 
+def _loop_forever(server: PrivateRedis) -> None:
+    try:
+        server.client().eval("while true do end", 0)
+    except Exception:  # noqa: BLE001 - SCRIPT KILL ends it with an error
+        pass
+
+
+def _ping_reply(server: PrivateRedis) -> str:
+    try:
+        return str(server.client().set("busy-probe", "1", xx=True))
+    except Exception as exc:  # noqa: BLE001 - the reply we wait for is an error
+        return str(exc)
+
+
 def _take_writes(server: PrivateRedis, how: str) -> None:
     client = server.client()
-    if how == "oom":
+    if how == "busy":
+        client.script_kill()
+    elif how == "oom":
         client.config_set("maxmemory", "0")
     else:
         client.execute_command("REPLICAOF", "NO", "ONE")
 
 
-@pytest.mark.parametrize("how", ["oom", "readonly"])
+@pytest.mark.parametrize("how", ["oom", "readonly", "busy"])
 def test_a_start_meeting_a_store_that_refuses_writes_makes_its_run_once_writes_are_taken_again(
         settings: Any, store: PrivateRedis, how: str) -> None:
     from celery.contrib.testing.worker import start_worker
