@@ -38,6 +38,7 @@ from .errors import (
     LeaseLostError,
     RunControlledError,
     RunExistsError,
+    StoreUnavailableError,
     UnknownRunError,
     UnknownWorkflowError,
 )
@@ -331,6 +332,8 @@ class Ticker:
                 more = True  # more input than one tick applies: yield, and go on in another tick
         except (LeaseLostError, RunControlledError, RunExistsError):
             raise  # a refused write, not a failing node
+        except StoreUnavailableError:
+            raise  # the store dropped our own write (a blip, an outage): the task retries, no attempt counts
         except Exception as exc:
             self._failed(ctx, run.run_id, exc)
             raise
