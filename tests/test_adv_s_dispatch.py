@@ -7,7 +7,8 @@ raised ``ConnectionError`` (the most common retry rule there is, and the one a
 a second event is stored, and ``resume_event`` has no idempotency key to say it is the
 same one. A run with two waits on one key (``twice``) takes the first for its first wait
 and the retry for its second: one answer applied twice. Starts are safe here (``run_id=``
-finds the run); events are not.
+finds the run); events are not. (The README's Errors section says the caller "must not send
+the event again"; nothing enforces it, and the error's type invites the retry.)
 
 Real broker (a private redis-server that is down, then started on its port), real store,
 a real in-process Celery worker.
@@ -34,7 +35,8 @@ TIMEOUT = 20.0
 
 
 @pytest.mark.xfail(strict=True, reason="resume_event has no idempotency key: a caller retrying it after "
-                                       "DispatchError (a ConnectionError) stores and applies the event twice")
+                                       "DispatchError (a ConnectionError) stores and applies the event twice "
+                                       "(the README says 'must not send the event again')")
 def test_a_resume_event_retried_after_dispatch_error_is_applied_once(settings: Any, tmp_path: Path) -> None:
     from celery.contrib.testing.worker import start_worker
 
