@@ -191,3 +191,26 @@ def test_a_node_meeting_another_stores_outage_is_a_node_failure_and_its_run_ends
         assert fx_count(fx, run_id, "tries") == 2
     finally:
         sr.stop()
+
+
+def test_a_store_busy_with_another_clients_script_is_unavailable_not_corrupt(
+        settings: Any, store: PrivateRedis) -> None:
+    """While the store's Redis answers BUSY, reading a run said "Run ... has a corrupt record:
+    BUSY Redis is busy running a script" (``CorruptRunError``, a ValueError): a caller or an
+    operator told the data is broken when the server is only busy for a while."""
+    from abstractruntime_celery import CorruptRunError, StoreUnavailableError
+
+    settings = replace(settings, store_url=store.db_url(0))
+    sr = create_scheduled_runtime(app=make_app(settings), settings=settings, registry=registry, auto_start=False)
+    try:
+        run_id = sr.driver.start_run("steps", vars={"n": 1}, dispatch=False)
+        _refuse_writes(store, "busy")
+        try:
+            with pytest.raises(StoreUnavailableError) as caught:
+                sr.get_state(run_id)
+            assert not isinstance(caught.value, CorruptRunError)
+        finally:
+            _take_writes(store, "busy")
+        assert sr.get_state(run_id).status == RunStatus.RUNNING
+    finally:
+        sr.stop()
