@@ -150,15 +150,25 @@ class WriteQueue:
 
         Raises:
             Exception: the first refused write (LeaseLostError, RunControlledError, ...).
+            StoreUnavailableError: a Redis dropped, refused or timed out the send (the store's
+                fault, never counted as the node's: ``tick._step``).
         """
+        from .errors import StoreUnavailableError
+        from .stores.redis.connection import redis_errors
+
         self.check()
         while self.writes:
             client = self.writes[0].client
-            items = self.take(client)
-            pipe = client.pipeline(transaction=True)  # one atomic step: guards see one state
-            for item in items:
-                item.op(pipe)
-            self.settle(client, items, pipe.execute(raise_on_error=False))
+            try:
+                with redis_errors(client):
+                    items = self.take(client)
+                    pipe = client.pipeline(transaction=True)  # one atomic step: guards see one state
+                    for item in items:
+                        item.op(pipe)
+                    self.settle(client, items, pipe.execute(raise_on_error=False))
+            except StoreUnavailableError as exc:
+                exc.write_dropped = True  # (ours: not an error a node raised)
+                raise
 
     def settle(self, client: Any, items: list[Write], results: list[Any]) -> None:
         """``settle``, remembering a refusal (see ``refused``).

@@ -10,6 +10,7 @@ id, so a retried start still makes exactly one run (its id is the task id).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from typing import Any, Iterator, Optional
 
@@ -45,25 +46,67 @@ def _is_down(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in SQLITE_BUSY)
 
 
+#: Error codes of a Redis that answers but takes no write for now (redis-py has no class for
+#: them; its pipeline errors put "Command # n (...) of pipeline caused error: " first).
+REFUSING = re.compile(r"(?:^|error: )(?:MISCONF|BUSY|MASTERDOWN|NOREPLICAS) ")
+
+
+def _refuses_writes(exc: BaseException) -> bool:
+    """A Redis that answers but takes no write: out of memory (``noeviction``), a replica
+    (a master demoted by a failover), one that cannot persist (``MISCONF``), one busy
+    running a script past ``busy-reply-threshold`` (``BUSY``)."""
+    import redis
+
+    if isinstance(exc, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and REFUSING.search(str(exc)) is not None
+
+
+#: The key a write probe names: ``SET ... XX`` writes nothing (it never exists), but a Redis
+#: that refuses writes refuses it all the same.
+PROBE_KEY = "outage-probe"
+
+
+def _store_refuses_writes(driver: Any) -> bool:
+    """Does the store's or the coordination's Redis refuse a write now (or not answer)?"""
+    clients = [getattr(driver.run_store, "client", None), getattr(driver.coord, "client", None)]
+    key = f"{driver.settings.key_prefix}{PROBE_KEY}"
+    for client in dict.fromkeys(c for c in clients if c is not None):
+        try:
+            client.set(key, "1", xx=True, px=1000)
+        except Exception:  # noqa: BLE001 - refused or unreachable: the store cannot take our writes
+            return True
+    return False
+
+
 def find_outage(exc: BaseException, driver: Any = None) -> Optional[BaseException]:
     """The error in ``exc``'s chain that says the store or the coordination Redis is
     unavailable, or None. Our own ``StoreUnavailableError`` always counts (only our
     clients raise it); a raw redis-py or SQLite error counts only if the store does not
     answer a ping now (with ``driver``), so a node whose own Redis call failed stays a
-    node failure, counted and retried by the tick path. Raises nothing."""
-    found = [e for e in _chain(exc) if _is_down(e)]
+    node failure, counted and retried by the tick path. A Redis that answers but refuses
+    writes (OOM, READONLY, MISCONF) counts if the store's Redis refuses a write probe now:
+    its start, tick or resume waits it out instead of being dropped. Raises nothing."""
+    chain = list(_chain(exc))
+    found = [e for e in chain if _is_down(e)]
+    refusing = [e for e in chain if _refuses_writes(e)]
     ours = next((e for e in found if isinstance(e, StoreUnavailableError)), None)
-    if ours is not None or not found:
+    if ours is not None or not (found or refusing):
         return ours
     if driver is None:
-        return found[0]
-    from .startcheck import ping
+        return (found or refusing)[0]
+    if found:
+        from .startcheck import ping
 
-    try:
-        ping(driver)
-    except Exception:  # noqa: BLE001 - any failure to answer is the outage we suspected
-        return found[0]
-    return found[0] if isinstance(found[0], sqlite3.OperationalError) else None
+        try:
+            ping(driver)
+        except Exception:  # noqa: BLE001 - any failure to answer is the outage we suspected
+            return found[0]
+        if isinstance(found[0], sqlite3.OperationalError):
+            return found[0]
+    if refusing and _store_refuses_writes(driver):
+        return refusing[0]
+    return None
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -10,8 +10,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
 
-from redis.commands.core import Script
-
 
 @lru_cache(maxsize=None)
 def source(name: str) -> str:
@@ -24,31 +22,50 @@ def source(name: str) -> str:
 
 
 def register(client: Any, name: str) -> Any:
-    """A redis-py Script for ``lua/<name>.lua`` (EVALSHA; on NOSCRIPT, every script is loaded)."""
-    return _Script(client, source(name))
+    """A redis-py Script for ``lua/<name>.lua`` (EVALSHA; on NOSCRIPT every script is loaded)."""
+    return _script_class()(client, source(name))
 
 
-class _Script(Script):
-    """A redis-py Script that, when the server has forgotten it, loads *every* script of the
-    package at once (``preload``), never this one alone: a server that knows some of our
-    scripts and not others runs a pipeline's later scripts (a lease release, a save) after
-    an earlier one met NOSCRIPT, which then runs again out of order (after the release:
-    refused as "lease lost"; after the save: refused by its control guard)."""
+def sha_of(text: str) -> str:
+    """The SHA1 Redis knows a script by (no round trip)."""
+    import hashlib
 
-    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
-        from redis.client import Pipeline
-        from redis.exceptions import NoScriptError
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
-        target = self.registered_client if client is None else client
-        if isinstance(target, Pipeline):
-            return super().__call__(keys=keys, args=args, client=target)
-        flat = (*(keys or ()), *(args or ()))
-        try:
-            return target.evalsha(self.sha, len(keys or ()), *flat)
-        except NoScriptError:
-            preload(target)
-            self.sha = target.script_load(self.script)  # (as redis-py's own fallback: its sha, as loaded)
-            return target.evalsha(self.sha, len(keys or ()), *flat)
+
+#: How many times a script answered NOSCRIPT is loaded again and called (a flush can land
+#: between the load and the call).
+NOSCRIPT_TRIES = 3
+
+
+@lru_cache(maxsize=None)
+def _script_class() -> type:
+    from redis.commands.core import Script
+
+    class AllOrNone(Script):  # type: ignore[misc, valid-type]
+        """A script that, called on a client and answered NOSCRIPT, loads every script
+        (``preload``), not only itself as redis-py does. A server with some scripts cached
+        and some not runs a tick's MULTI of a ledger append then a save as the save alone:
+        the append, run again after it, finds the run moved on and is refused."""
+
+        def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+            from redis.client import Pipeline
+            from redis.exceptions import NoScriptError
+
+            target = client if client is not None else self.registered_client
+            if isinstance(target, Pipeline):
+                return super().__call__(keys, args, client)
+            keys, args = list(keys or []), list(args or [])
+            for attempt in range(NOSCRIPT_TRIES):
+                try:
+                    return target.evalsha(self.sha, len(keys), *keys, *args)
+                except NoScriptError:  # (flushed again between the load and the call: once more)
+                    if attempt == NOSCRIPT_TRIES - 1:
+                        raise
+                    preload(target)  # (never SCRIPT LOAD this one alone: see the class docstring)
+                    self.sha = sha_of(self.script)  # (an object made for another server's text)
+
+    return AllOrNone
 
 
 def call_in(target: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -103,7 +120,7 @@ def preload(client: Any) -> None:
     another process finds all of them or none (a NOSCRIPT reply after a server restart is
     still handled where each is called: all are loaded again, then the call is repeated)."""
     folder = resources.files(__package__) / "lua"
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=True)  # all at once: never some cached and some not
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".lua"):
             pipe.script_load(entry.read_text(encoding="utf-8"))

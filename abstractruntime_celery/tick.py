@@ -38,6 +38,7 @@ from .errors import (
     LeaseLostError,
     RunControlledError,
     RunExistsError,
+    StoreUnavailableError,
     UnknownRunError,
     UnknownWorkflowError,
 )
@@ -333,7 +334,10 @@ class Ticker:
         except (LeaseLostError, RunControlledError, RunExistsError):
             raise  # a refused write, not a failing node
         except Exception as exc:
-            self._failed(ctx, run.run_id, exc)
+            if not (isinstance(exc, StoreUnavailableError) and getattr(exc, "write_dropped", False)):
+                self._failed(ctx, run.run_id, exc)
+            # (else the store dropped the tick's own commit, a blip or an outage: the task
+            # retries, and no attempt counts; one a node raised, from any store, does)
             raise
         changed = _fingerprint(run) != before
         if changed and late_s is not None:

@@ -89,7 +89,7 @@ class RedisLeases:
                 break
             # The server forgot its scripts (a restart): the acquire ran nothing, but the reads
             # ran without the lease. Load the script and do it all again.
-            scripts.preload(self.client)  # all of them: never a server that knows only some
+            scripts.preload(self.client)  # all of them: a server with some cached runs a MULTI out of order
         if isinstance(got, Exception):
             raise got
         return (Lease(run_id, keys[0], token) if int(got) == 1 else None), results

@@ -188,12 +188,18 @@ def unavailable(client: Any, exc: BaseException) -> StoreUnavailableError:
 
 @contextmanager
 def redis_errors(client: Any) -> Iterator[None]:
-    """Turn redis-py connection/timeouts into ``StoreUnavailableError``.
+    """Turn redis-py connection/timeouts into ``StoreUnavailableError``, and a server busy
+    running another client's script past ``busy-reply-threshold`` (``BUSY``: it answers
+    nothing else for now; its data is fine).
 
     Raises:
-        StoreUnavailableError: Redis refused, dropped or timed out the call.
+        StoreUnavailableError: Redis refused, dropped or timed out the call, or is busy.
     """
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise unavailable(client, exc) from exc
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith("BUSY "):
+            raise
         raise unavailable(client, exc) from exc
