@@ -49,7 +49,7 @@ def test_a_users_suite_runs_without_sleeping(tmp_path: Path, redis_up: None, bro
     env = {**os.environ, "ARC_KIT_REDIS": REDIS, "ARC_KIT_AMQP": BROKER_URL if AMQP else "",
            "ARC_KIT_QUEUE_TYPE": QUEUE_TYPE,
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(_entry_point(tmp_path / "site"))])}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:celery", "-p", "celery.contrib.pytest",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "no:celery", "-p", "celery.contrib.pytest",
                            "-rA", "--timeout", "60", "-q"],
                           cwd=project, env=env, capture_output=True, text=True, timeout=170)
     out = proc.stdout + proc.stderr

@@ -28,7 +28,7 @@ def test_the_django_example_passes_its_tests_in_a_django_process(tmp_path: Path)
     env["ARC_DJANGO_INNER"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE)],
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-q", "-x", "-p", "no:cacheprovider", str(HERE)],
                               cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=170)
     finally:  # the inner session cleans up too; this covers a crash of it
         cleanup_broker(f"{REDIS}/9", f"{prefix}q")
