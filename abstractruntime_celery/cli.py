@@ -21,7 +21,7 @@ from rich.console import Console
 from .cli_ops import health, stats, sweep
 from .cli_runs import runs
 from .errors import AbstractRuntimeCeleryError
-from .metrics.serve import metrics as metrics_group
+from .metrics.cli import metrics as metrics_group
 from .redact import redact_url
 from .webhooks.cli import webhooks as webhooks_group
 

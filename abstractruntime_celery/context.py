@@ -327,6 +327,10 @@ class TickContext:
     in_node: int = 0
     #: A save of this tick's run that moved it (outside a node) has landed.
     moved: bool = False
+    #: The tracing of this tick while its span is open (``tracing.py``; None: off), and the
+    #: trace context its span would store for the run if the run has none yet.
+    tracing: Any = None
+    trace_unsaved: Optional[tuple[str, Any]] = None
 
     def moves(self, run_id: str) -> bool:
         """Does a save of ``run_id`` now move it (clear its failure notes if it lands)?"""

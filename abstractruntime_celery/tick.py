@@ -770,7 +770,7 @@ class _SavedFirst:
             """The node runs: a save it makes of its own run is a checkpoint, not a move."""
             ctx.in_node += 1
             try:
-                with tracing.node_span(run, node_id):
+                with tracing.node_span(ctx, run, node_id):
                     return handler(run, runtime_ctx)
             finally:
                 ctx.in_node -= 1

@@ -17,7 +17,6 @@ starts its span as a child of it. With tracing off nothing is read or written.
 
 from __future__ import annotations
 
-import contextvars
 import json
 from contextlib import contextmanager, nullcontext
 from typing import Any, ContextManager, Iterator, Optional
@@ -49,12 +48,6 @@ class Tracing:
         (embedded mode; with Redis, ``{p}trace:<id>`` goes with the run's other keys)."""
 
 
-#: The tracing of the tick running here, and the context its span would store (if new).
-_active: contextvars.ContextVar[Optional["OtelTracing"]] = contextvars.ContextVar("arc_tracing", default=None)
-_unsaved: contextvars.ContextVar[Optional[tuple[str, Any]]] = contextvars.ContextVar("arc_trace_unsaved",
-                                                                                      default=None)
-
-
 class OtelTracing(Tracing):
     """Spans through the OpenTelemetry API; trace contexts kept with each run."""
 
@@ -84,22 +77,21 @@ class OtelTracing(Tracing):
         attributes = {"abstractruntime.run_id": ctx.run_id, "abstractruntime.reason": reason}
         with self.tracer.start_as_current_span("abstractruntime.tick", context=parent,
                                                attributes=attributes) as span:
-            unsaved = None if parent is not None else (self._inject(span), span)
-            tokens = (_active.set(self), _unsaved.set(unsaved))
+            ctx.tracing = self  # (the tick's context carries it to the node wrapper and effects)
+            ctx.trace_unsaved = None if parent is not None else (self._inject(span), span)
             try:
                 yield span
             finally:
-                _unsaved.reset(tokens[1])
-                _active.reset(tokens[0])
+                ctx.tracing, ctx.trace_unsaved = None, None
 
     def adopt(self, ctx: TickContext, run: Any) -> None:
         span = self._trace.get_current_span()
         if span.is_recording():
             span.set_attribute("abstractruntime.workflow_id", str(getattr(run, "workflow_id", "")))
-        pending = _unsaved.get()
+        pending = ctx.trace_unsaved
         if pending is None:
             return
-        _unsaved.set(None)
+        ctx.trace_unsaved = None
         value, run_id = pending[0], ctx.run_id
         if self.client is None:
             self._local.setdefault(run_id, value)
@@ -146,15 +138,15 @@ class OtelTracing(Tracing):
         return json.dumps(carrier, separators=(",", ":"))
 
 
-def node_span(run: Any, node_id: str) -> ContextManager[Any]:
+def node_span(ctx: TickContext, run: Any, node_id: str) -> ContextManager[Any]:
     """A span around one node handler, inside the tick's span (nothing when tracing is off)."""
-    active = _active.get()
+    active = ctx.tracing
     return nullcontext() if active is None else active.node_span(run, node_id)
 
 
 def child_started(ctx: TickContext, child_id: str) -> None:
     """A node of the tick running here started run ``child_id`` (nothing when tracing is off)."""
-    active = _active.get()
+    active = ctx.tracing
     if active is not None:
         active.note_child(ctx, child_id)
 
