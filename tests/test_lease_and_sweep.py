@@ -99,17 +99,23 @@ def _redis_calls(client: redis.Redis) -> int:
     return sum(v["calls"] for v in client.info("commandstats").values())
 
 
-def test_sweep_with_nothing_due_is_a_handful_of_commands(prefix: str) -> None:
-    settings = make_settings(prefix, timer_horizon_s=60.0)
-    driver = build(settings, registry)
-    far = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
-    for _ in range(300):  # waiting a day: beyond the horizon, nothing to send
-        run_id = driver.start_run("timer", vars={"until": far}, dispatch=False)
-        driver.tick(run_id)
-    client = redis.Redis.from_url(STORE_URL)
-    before = _redis_calls(client)
-    report = sweep(driver, force=True)
-    used = _redis_calls(client) - before - 1  # minus our own INFO
+def test_sweep_with_nothing_due_is_a_handful_of_commands(prefix: str, tmp_path: Any) -> None:
+    from devkit.redisproc import PrivateRedis
+
+    server = PrivateRedis(tmp_path / "redis", aof=False).start()  # its own: INFO counts only ours
+    try:
+        settings = make_settings(prefix, timer_horizon_s=60.0, store_url=server.db_url(0))
+        driver = build(settings, registry)
+        far = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+        for _ in range(300):  # waiting a day: beyond the horizon, nothing to send
+            run_id = driver.start_run("timer", vars={"until": far}, dispatch=False)
+            driver.tick(run_id)
+        client = server.client()
+        before = _redis_calls(client)
+        report = sweep(driver, force=True)
+        used = _redis_calls(client) - before - 1  # minus our own INFO
+    finally:
+        server.stop()
     assert report.total == 0 and report.due_now == []
     assert used < 40, f"an idle sweep over 300 far waits used {used} Redis commands"
 
