@@ -698,12 +698,17 @@ class Ticker:
                 notices.publish(notices.message(kind, run_id, detail))
 
     def _send_all(self, sends: list[tuple[str, str, Any, Optional[str]]]) -> None:
-        """One message per (run, eta): a run noted twice gets one tick."""
-        seen: set[tuple[str, Any]] = set()
+        """One message per (run, eta): a run noted twice gets one tick. A timer is never
+        folded into another tick: its note says a timer message is in flight (none is armed
+        again while it lives), and only a ``timer`` delivery waits out a sub-second remainder
+        and clears the note. Folded into the run's own tick (both with no ETA: a timer under
+        a second, on native delayed delivery), the run would wait until the note expires."""
+        seen: set[tuple[str, Any, bool]] = set()
         for run_id, reason, eta, message_id in sends:
-            if (run_id, eta) in seen:
+            key = (run_id, eta, reason == "timer")
+            if key in seen:
                 continue
-            seen.add((run_id, eta))
+            seen.add(key)
             self.send(run_id, reason, eta, message_id)
 
     def _wait_out_short_remainder(self, run_id: str) -> None:

@@ -93,3 +93,31 @@ def test_timers_waiting_take_no_worker_slot_from_other_ticks(sr: Any, fx: str) -
     assert [sr.get_state(t).status for t in timers] == [RunStatus.WAITING] * 6
     for t in timers:
         sr.wait_for(t, timeout=20, until=lambda r: r.status == RunStatus.COMPLETED)
+
+
+@quorum_only
+def test_a_sub_second_timer_is_not_lost_to_a_tick_asked_meanwhile(sr: Any, celery_app: Any, settings: Any,
+                                                                   fx: str) -> None:
+    # A tick that ends waiting under a second sends its timer with no ETA (native delayed
+    # delivery refuses less than a second). When a tick was asked meanwhile (a delivery
+    # found the lease busy), the run's own tick also goes with no ETA: the timer message
+    # must not be merged into it, or the own tick runs before the deadline, the timer's
+    # note says one is in flight, and the run waits until that note expires (minutes).
+    import redis
+
+    from tests.conftest import FX_URL
+
+    run_id, _ = sr.run(registry.get("gated-timer"), vars={"delay": 0.3, "fx": fx}, wait=False)
+    deadline = time.monotonic() + 10
+    while fx_count(fx, run_id, "gate_reached") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fx_count(fx, run_id, "gate_reached") == 1
+    busy = sr.stats.lease_busy
+    sr.scheduler.app.send_task(TICK_TASK, args=[run_id], queue=settings.queue)  # finds the lease held
+    while sr.stats.lease_busy == busy and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sr.stats.lease_busy > busy
+    redis.Redis.from_url(FX_URL).hset(fx, f"{run_id}:open", 1)
+    done = sr.wait_for(run_id, timeout=10, until=lambda r: r.status == RunStatus.COMPLETED)
+    assert done.output["woke_at"] >= parse_until(done.vars["until"])
+    assert fx_count(fx, run_id, "done") == 1

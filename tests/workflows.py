@@ -221,3 +221,19 @@ def runtime_options() -> dict[str, Any]:
 
 
 registry.register(WorkflowSpec("tool", "tool", {"tool": use_tool, "tooled": tooled}))
+
+
+# gated-timer: the first node counts "gate_reached" and holds the tick (and its lease) until
+# the test opens the gate (fx field "<run>:open"), then waits vars.delay seconds from then.
+def gated_wait(run: RunState, ctx: Any) -> StepPlan:
+    if "until" not in run.vars:
+        bump(run, "gate_reached")
+        deadline = time.monotonic() + float(run.vars.get("gate_s", 10.0))
+        while not _fx().hexists(run.vars["fx"], f"{run.run_id}:open") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return timer_wait(run, ctx)
+
+
+GATED_TIMER = WorkflowSpec("gated-timer", "wait", {"wait": gated_wait, "done": timer_done})
+WORKFLOWS.append(GATED_TIMER)
+registry.register(GATED_TIMER)
