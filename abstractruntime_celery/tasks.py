@@ -60,7 +60,8 @@ def install(app: Celery, *, registry: Any = None, settings: Settings | None = No
     by default workers load ``abstractruntime_registry`` from the conf/environment.
 
     Raises:
-        ConfigError: the app accepts pickle, or a setting is malformed; ``app`` is not a
+        ConfigError: the app accepts pickle, a setting is malformed, or a quorum queue's name
+            holds a dot; ``app`` is not a
             Celery app, ``settings`` not a Settings, or ``registry`` not a registry.
     """
     if not isinstance(app, Celery):
@@ -113,7 +114,8 @@ def _typed(queue_type: str) -> dict[str, str] | None:
 
 
 def _consume_queue_by_default(app: Celery, queue: str, queue_type: str = "") -> None:
-    """Make a worker started without ``-Q`` consume our queue beside the default one.
+    """Make a worker started without ``-Q`` consume our queue beside the default one
+    (raises ``ConfigError`` for a quorum queue whose name holds a dot).
 
     Such a worker consumes only ``task_queues`` (by default the ``celery`` queue), while
     our tasks are routed to ``queue``: ``celery -A abstractruntime_celery worker`` ran and
@@ -133,6 +135,11 @@ def _consume_queue_by_default(app: Celery, queue: str, queue_type: str = "") -> 
         # queues need for ETAs) cannot route through a direct one, and would leave every timer
         # held in a worker, blocking its prefetch.
         kind = queue_type or celery_type
+        if kind == "quorum" and "." in queue:
+            raise ConfigError(
+                f"queue {queue!r} holds a dot: on quorum queues Celery's native delayed delivery binds each "
+                f"queue with '#.<name>', so a delayed tick for {queue!r} would also reach a queue named after "
+                "its last dotted part (another deployment's, in the same vhost). Name the queue without dots")
         queues.append(Queue(queue, Exchange(queue, "topic" if kind == "quorum" else "direct"), routing_key=queue,
                             queue_arguments=_typed(kind)))
     conf.task_queues = queues

@@ -62,3 +62,23 @@ def test_native_delayed_delivery_is_detected_from_the_queue_we_declare() -> None
 def test_an_unknown_queue_type_is_refused() -> None:
     with pytest.raises(ConfigError, match="queue_type must be classic or quorum"):
         Settings(queue_type="stream")
+
+
+def test_a_quorum_queue_named_with_a_dot_is_refused_at_install() -> None:
+    """kombu binds each quorum queue's exchange with '#.<queue>': a delayed tick for
+    'app.ticks' would also reach a queue named 'ticks' in the same vhost."""
+    import pytest
+    from celery import Celery
+
+    from abstractruntime_celery import Settings
+    from abstractruntime_celery.errors import ConfigError
+    from abstractruntime_celery.tasks import install
+
+    for name, ok in (("app.ticks", False), ("app-ticks", True)):
+        app = Celery(f"dots-{name}", broker="memory://", set_as_current=False)
+        settings = Settings(store_url="memory://", queue=name, queue_type="quorum")
+        if ok:
+            install(app, registry=[], settings=settings)
+        else:
+            with pytest.raises(ConfigError, match="dot"):
+                install(app, registry=[], settings=settings)
