@@ -219,8 +219,10 @@ class Driver:
             WaitKeyMismatchError: the run waits on an event under another key, or (strict) no key was given.
             RunBusyError: the run moved on under every one of ``ANSWER_TRIES`` checks, or (stores
                 without versions, ``answering``) a tick held it for ``control_timeout_s``.
-            DispatchError: the event is stored but its tick could not be sent (names the
-                event; the sweep re-sends it after ``event_redeliver_s``).
+
+        A broker that refuses the event's tick raises nothing: the event is stored, so
+        the call succeeded; a warning is logged and the sweep re-sends the tick after
+        ``event_redeliver_s`` (a caller that retried would store a second answer).
         """
         check_run_id(run_id)
         what = f"event for run '{run_id}'"
@@ -244,12 +246,20 @@ class Driver:
         if isinstance(self.coord.inbox, LocalInbox):
             self.coord.stats.incr("events_accepted")
         if dispatch:
-            try:
-                self.send(run_id, "event")
-            except DispatchError as exc:  # the event is stored: say which, for the caller to follow
-                exc.event_id = event.event_id
-                raise
+            self._send_event_tick(event)
         return event
+
+    def _send_event_tick(self, event: Event) -> None:
+        """Send the tick of a stored event. The event is durable already, so a broker that
+        refuses the message is not the caller's failure: an error here would invite a retry,
+        and a retried event is a second answer. Logged and counted; the sweep re-sends the
+        tick after ``event_redeliver_s``."""
+        try:
+            self.send(event.run_id, "event")
+        except DispatchError as exc:
+            self.coord.stats.incr("event_ticks_unsent")
+            log.warning("event %s for run %s is stored, but its tick was not sent (%s); the sweep "
+                        "re-sends it after event_redeliver_s", event.event_id, event.run_id, exc.cause)
 
     def _store_event(self, event: Event, body: bytes, answering: Optional[str],
                      delivery: Optional[Delivery] = None) -> None:

@@ -250,9 +250,10 @@ class Scheduler:
             RunNotWaitingError: the run has ended (a ValueError, as in the seed).
             WaitKeyMismatchError: the run waits on another key (a ValueError).
             RunWaitTimeout: ``wait`` and the event was not applied within ``timeout``.
-            DispatchError: distributed, the event is stored but the broker refused its tick
-                (a ConnectionError naming run and event; the sweep re-sends it after
-                ``event_redeliver_s``: do not send the event again).
+
+        A broker that refuses the event's tick raises nothing once the event is stored:
+        a warning is logged and the sweep re-sends the tick after ``event_redeliver_s``
+        (``wait`` then waits for that, up to ``timeout``).
         """
         return self.deliver(run_id, wait_key, payload, wait=wait, timeout=timeout)
 

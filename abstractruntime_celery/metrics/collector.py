@@ -43,6 +43,7 @@ COUNTER_HELP: dict[str, str] = {
     "events_quarantined": "Unreadable inbox entries moved aside.",
     "events_accepted": "Events accepted into an inbox.",
     "events_applied": "Events applied to their run.",
+    "event_ticks_unsent": "Stored events whose tick the broker refused (the sweep re-sends it).",
     "timers_armed": "Timer messages sent with a broker ETA.",
     "orphans_recovered": "RUNNING runs without a lease the sweep ticked again.",
     "parents_resumed": "Parents resumed with their child's result.",
