@@ -162,7 +162,7 @@ class WriteQueue:
             try:
                 with redis_errors(client):
                     items = self.take(client)
-                    pipe = client.pipeline(transaction=True)  # one atomic step: guards see one state
+                    pipe = client.pipeline(transaction=atomic(len(items)))
                     for item in items:
                         item.op(pipe)
                     self.settle(client, items, pipe.execute(raise_on_error=False))
@@ -197,7 +197,7 @@ class WriteQueue:
         items = self.take(client)
         if not items:
             return then(client) if then is not None else None
-        pipe = client.pipeline(transaction=True)  # one atomic step: guards see one state
+        pipe = client.pipeline(transaction=atomic(len(items) + (then is not None)))
         for item in items:
             item.op(pipe)
         if then is not None:
@@ -208,6 +208,13 @@ class WriteQueue:
         if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
             raise reply
         return reply
+
+
+def atomic(commands: int) -> bool:
+    """Whether a pipeline of ``commands`` needs MULTI/EXEC: several writes go as one atomic
+    step, so the guards in their scripts see one state; one command (a script) is atomic
+    on its own, and MULTI/EXEC around it is two commands and a reply parse for nothing."""
+    return commands > 1
 
 
 def settle(client: Any, items: list[Write], results: list[Any]) -> None:

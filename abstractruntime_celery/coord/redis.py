@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from redis.exceptions import NoScriptError
 
 from .. import scripts
-from ..context import Fence, Op, TickContext, settle
+from ..context import Fence, Op, TickContext, atomic, settle
 from ..errors import (DuplicateDeliveryError, InboxFullError, LeaseBusyError, LeaseLostError, RunNotWaitingError,
                       StoreError)
 from ..inbox import Delivery, Event, InboxRead, OneAnswer, RunMovedError, Unreadable
@@ -146,7 +146,7 @@ class RedisLeases:
         self._sent(lease.token)  # sent now at the latest (its check runs below)
         items = ctx.queue.take(self.client)
         after, ctx.queue.after, ctx.queue.counts = ctx.queue.after, [], {}
-        pipe = self.client.pipeline(transaction=True)  # one atomic step: guards see one state
+        pipe = self.client.pipeline(transaction=atomic(len(items) + 1 + len(after)))
         for item in items:
             item.op(pipe)
         scripts.call_in(pipe, self._release, keys, args)
