@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 from abstractruntime import RunState
 
@@ -54,6 +54,9 @@ class Write(NamedTuple):
     op: Op
     check: Optional[Check] = None
     commit: bool = False
+    #: Its guard needs no MULTI/EXEC around it and the writes it goes with: a start's lease
+    #: acquire and create (a run id nobody else can name yet; the create checks the lease).
+    alone: bool = False
 
 
 @dataclass
@@ -103,9 +106,10 @@ class WriteQueue:
         if self.refused is not None:
             raise self.refused
 
-    def add(self, client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> Write:
+    def add(self, client: Any, op: Op, check: Check | None = None, *, commit: bool = False,
+            alone: bool = False) -> Write:
         self.check()
-        item = Write(client, op, check, commit)
+        item = Write(client, op, check, commit, alone)
         self.writes.append(item)
         return item
 
@@ -162,7 +166,7 @@ class WriteQueue:
             try:
                 with redis_errors(client):
                     items = self.take(client)
-                    pipe = client.pipeline(transaction=atomic(len(items)))
+                    pipe = client.pipeline(transaction=atomic(len(items), items))
                     for item in items:
                         item.op(pipe)
                     self.settle(client, items, pipe.execute(raise_on_error=False))
@@ -197,7 +201,7 @@ class WriteQueue:
         items = self.take(client)
         if not items:
             return then(client) if then is not None else None
-        pipe = client.pipeline(transaction=atomic(len(items) + (then is not None)))
+        pipe = client.pipeline(transaction=atomic(len(items) + (then is not None), items))
         for item in items:
             item.op(pipe)
         if then is not None:
@@ -210,11 +214,14 @@ class WriteQueue:
         return reply
 
 
-def atomic(commands: int) -> bool:
-    """Whether a pipeline of ``commands`` needs MULTI/EXEC: several writes go as one atomic
-    step, so the guards in their scripts see one state; one command (a script) is atomic
-    on its own, and MULTI/EXEC around it is two commands and a reply parse for nothing."""
-    return commands > 1
+def atomic(commands: int, items: Sequence[Write] = ()) -> bool:
+    """Whether a pipeline of ``commands`` (``items`` among them) needs MULTI/EXEC: several
+    writes go as one atomic step, so the guards in their scripts see one state; one command
+    (a script) is atomic on its own, and so is a start's acquire and create (``alone``):
+    MULTI/EXEC around them is two commands and their replies for nothing."""
+    if commands <= 1:
+        return False
+    return not (len(items) == commands and all(w.alone for w in items))
 
 
 def settle(client: Any, items: list[Write], results: list[Any]) -> None:
