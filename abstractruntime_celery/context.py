@@ -190,7 +190,9 @@ class WriteQueue:
     def send_before(self, client: Any, then: Op | None = None) -> Any:
         """Send the queued writes in one pipeline with ``then`` (a read or write that must
         see them) last; returns ``then``'s reply (None without one). A NOSCRIPT reply is
-        returned as it is, for the caller's ``scripts.settle``.
+        returned as it is, for the caller's ``scripts.settle``. A read that went out behind
+        a write the server answered NOSCRIPT (it ran nothing, and ``settle`` runs it again
+        after the pipeline) saw the state before that write: it is read again after it.
 
         Raises:
             Exception: as ``settle``; or ``then``'s own Redis error.
@@ -204,11 +206,16 @@ class WriteQueue:
         pipe = client.pipeline(transaction=atomic(len(items) + (then is not None), items))
         for item in items:
             item.op(pipe)
+        scripted = False
         if then is not None:
+            queued = len(pipe.command_stack)
             then(pipe)
+            scripted = _scripts_in(pipe, queued)
         results = pipe.execute(raise_on_error=False)
         self.settle(client, items, results[:len(items)])
         reply = results[-1] if then is not None else None
+        if then is not None and not scripted and any(isinstance(r, NoScriptError) for r in results[:len(items)]):
+            reply = then(client)  # (the writes have run now: a read, so safe to run again)
         if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
             raise reply
         return reply
@@ -222,6 +229,12 @@ def atomic(commands: int, items: Sequence[Write] = ()) -> bool:
     if commands <= 1:
         return False
     return not (len(items) == commands and all(w.alone for w in items))
+
+
+def _scripts_in(pipe: Any, since: int) -> bool:
+    """Did the commands queued on ``pipe`` from index ``since`` on call a script? (A write of
+    ours is a script; a script is never run twice: its own NOSCRIPT is its caller's to settle.)"""
+    return any(str(args[0]).upper() in ("EVALSHA", "EVAL") for args, _ in pipe.command_stack[since:])
 
 
 def settle(client: Any, items: list[Write], results: list[Any]) -> None:
