@@ -155,17 +155,29 @@ class Target:
             raise BrokerUnreachable(f"broker {redact_url(self.broker_url)}: {_one_line(exc)}") from None
 
     def header(self) -> None:
-        """The human output's first line: what the command connected to."""
+        """The human output's first line: what the command connected to (and, on stderr, a
+        warning if the key prefix is one nothing has used)."""
         if not self.spec.as_json:
             parts = "  ".join(f"{k} {v}" for k, v in self.where().items())
             click.secho(parts, dim=True)
+            if self.unused_prefix():
+                click.secho(f"warning: {self.unused_prefix()}", fg="yellow", err=True)
+
+    def unused_prefix(self) -> str:
+        """A warning if no worker has started and no run was made under the key prefix (a
+        mistyped ``--prefix`` reads as an empty cluster); "" otherwise. Nothing is written."""
+        if self.scheduler is None or self.driver.coord.marked:
+            return ""
+        return (f"nothing under key prefix {self.settings.key_prefix!r} in {redact_url(self.settings.store_url)}: "
+                "no worker has started on it and no run was made there (are --store and --prefix the workers'?)")
 
 
 def emit(target: Target, data: dict[str, Any], human: Callable[[], None]) -> None:
     """Print a command's result: JSON (``{"ok": true, "target": ..., **data}``) or ``human()``
     after the header. Raises what ``human`` raises (nothing, for ours)."""
     if target.spec.as_json:
-        click.echo(json.dumps({"ok": True, "target": target.where(), **data}, default=str))
+        warning = {"warning": target.unused_prefix()} if target.unused_prefix() else {}
+        click.echo(json.dumps({"ok": True, "target": target.where(), **warning, **data}, default=str))
     else:
         target.header()
         human()

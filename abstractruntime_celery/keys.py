@@ -9,8 +9,9 @@ can never equal a global key, nor a key of another family: the family, read up
 to the first ``:``, names the owner kind of every key. ``owner_of`` does that
 reading, for tests and for operators.
 
-The layout has a version (``LAYOUT_VERSION``), stored at ``<prefix>layout``; a
-process refuses to start on a prefix that holds another one (``check_layout``).
+The layout has a version (``LAYOUT_VERSION``), stored at ``<prefix>layout`` by a worker's
+start and with the first run created; a process refuses to start on a prefix that holds
+another one (``check_layout``).
 """
 
 from __future__ import annotations
@@ -212,8 +213,12 @@ def owner_of(key: str, prefix: str) -> tuple[str, str | None]:
     raise ValueError(f"key {key!r}: {family!r} is not a key family of layout {LAYOUT_VERSION}")
 
 
-def check_layout(client: Any, keys: Keys, where: str) -> None:
-    """Record this package's key layout under the prefix, or refuse one written by another.
+def check_layout(client: Any, keys: Keys, where: str) -> bool:
+    """Refuse a prefix that holds data of another layout; True if it holds our layout's mark.
+
+    Reads only: a process that only looks (a CLI ``stats`` under a mistyped prefix) leaves
+    nothing behind. The mark is written by a worker's start (``record_layout``) and with the
+    first run created under the prefix (``lua/save_run.lua``, in the create's own step).
 
     Raises:
         ConfigError: the prefix holds data of another layout version (names both versions,
@@ -227,8 +232,23 @@ def check_layout(client: Any, keys: Keys, where: str) -> None:
     if stored is None and any(old):
         stored = "1"
     if stored is None:
+        return False
+    _refuse_other(stored, keys, where)
+    return True
+
+
+def record_layout(client: Any, keys: Keys, where: str) -> None:
+    """Write this layout's mark under the prefix unless one is there (a worker at start).
+
+    Raises:
+        ConfigError: the prefix holds another layout's mark (see ``check_layout``).
+    """
+    if not check_layout(client, keys, where):
         client.set(keys.layout, str(LAYOUT_VERSION), nx=True)
-        stored = client.get(keys.layout)
+        _refuse_other(client.get(keys.layout), keys, where)
+
+
+def _refuse_other(stored: Any, keys: Keys, where: str) -> None:
     if isinstance(stored, bytes):
         stored = stored.decode()
     if str(stored) != str(LAYOUT_VERSION):

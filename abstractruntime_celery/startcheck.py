@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ConfigError
+from .keys import record_layout
 from .redact import redact_url
 
 __all__ = ["check_retention", "check_worker", "describe", "ping", "redelivery_window_s", "store_kind"]
@@ -102,6 +103,20 @@ def ping(driver: Any) -> None:
             coord_client.ping()
 
 
+def _mark_layout(driver: Any) -> None:
+    """A worker marks the key layout of the prefix it serves (``keys.record_layout``).
+
+    Raises:
+        ConfigError: the prefix holds another layout's mark (written since the driver opened).
+        StoreUnavailableError: the coordination Redis does not answer.
+    """
+    from .stores.redis.connection import redis_errors
+
+    client = driver.coord.client
+    with redis_errors(client):
+        record_layout(client, driver.coord.keys, _redis_place(client))
+
+
 def redelivery_window_s(app: Any) -> float:
     """How long after a start the broker may deliver its message again: a Redis broker's
     ``visibility_timeout`` (transport option, 3600 s by default), else an hour. Raises nothing."""
@@ -143,8 +158,8 @@ def check_worker(driver: Any, app: Any = None) -> list[str]:
     store (checked against the lease just before each save, not in it).
 
     Raises:
-        ConfigError: the store or the coordination is in-process, the registry is empty, or
-            ``retention_s`` is too short.
+        ConfigError: the store or the coordination is in-process, the registry is empty,
+            ``retention_s`` is too short, or the prefix holds another key layout.
         StoreUnavailableError: the store's or the coordination's Redis does not answer.
     """
     settings = driver.settings
@@ -162,6 +177,7 @@ def check_worker(driver: Any, app: Any = None) -> list[str]:
             f"({redact_url(settings.store_url)}) and the broker are not Redis and coord_url is empty. Set "
             "ABSTRACTRUNTIME_CELERY_COORD_URL=redis://host:port/db (the same on every worker and caller)")
     ping(driver)
+    _mark_layout(driver)
     warnings: list[str] = []
     if kind in ("sqlite", "file"):
         warnings.append(

@@ -363,3 +363,24 @@ def test_a_dead_broker_changes_nothing_and_says_so(cli: Any, sr: Any) -> None:
     shown = cli("runs", "show", run_id, "--broker", secret_broker)
     assert shown.exit_code == 0, shown.stderr
     assert secret_broker.replace("s3cret", "***") in shown.stdout and "s3cret" not in shown.stdout
+
+
+def test_a_read_on_a_prefix_nothing_used_warns_and_writes_nothing(cli: Any, sr: Any, cli_settings: Any) -> None:
+    """A mistyped ``--prefix`` read as an empty cluster (stats all zeros) and left a layout
+    mark under it. Now reads leave no key, and say the prefix is unused; the first run
+    created under the prefix marks its layout (as a worker's start does)."""
+    from abstractruntime_celery.keys import LAYOUT_VERSION
+
+    client = redis.Redis.from_url(STORE_URL)
+    typo = f"{cli_settings.key_prefix}typo:"
+    for args in (("stats",), ("runs", "list"), ("health",)):
+        result = cli(*args, "--prefix", typo)
+        assert "nothing under key prefix" in result.stderr and typo in result.stderr, (args, result.stderr)
+    assert "nothing under key prefix" in as_json(cli("stats", "--json", "--prefix", typo))["warning"]
+    assert client.keys(f"{typo}*") == []  # a look leaves nothing behind
+
+    run_id = sr.start(workflow=sr.driver.registry.get("approval"), vars={})
+    assert client.get(f"{cli_settings.key_prefix}layout") == str(LAYOUT_VERSION).encode()
+    shown = cli("runs", "show", run_id)
+    assert shown.exit_code == 0 and "nothing under key prefix" not in shown.stderr
+    assert "warning" not in as_json(cli("stats", "--json"))

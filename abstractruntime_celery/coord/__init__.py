@@ -44,6 +44,9 @@ class Coordination:
     sweep_lock: SweepLock
     cursors: SweepCursors
     client: Any | None = None
+    #: The prefix held our layout's mark when this was opened: a worker or a created run has
+    #: used it (False on a mistyped prefix, or one nothing has run under yet).
+    marked: bool = True
 
 
 def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = None,
@@ -75,10 +78,10 @@ def open_coordination(url: str, keys: Keys, lease_ttl_s: float, client: Any = No
 
     client = client if client is not None else connect(url)
     with redis_errors(client):
-        check_layout(client, keys, redact_url(url))
+        marked = check_layout(client, keys, redact_url(url))
         preload(client)
     return Coordination(keys=keys, leases=backend.RedisLeases(client, keys, lease_ttl_s, lost_tick_after_s),
                         inbox=backend.RedisInbox(client, keys), timers=backend.RedisTimerBook(client, keys),
                         stats=backend.RedisStats(client, keys), marks=backend.RedisMarks(client, keys),
                         notices=Notices(client, keys), sweep_lock=backend.RedisSweepLock(client, keys.sweep_lock),
-                        cursors=backend.RedisSweepCursors(client, keys), client=client)
+                        cursors=backend.RedisSweepCursors(client, keys), client=client, marked=marked)

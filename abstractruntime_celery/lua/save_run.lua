@@ -21,6 +21,8 @@
 --            drop        event ids the run, now ended, never took: dropped if it lands
 --            notice      [channel, message] published if it lands (the "resumed" notice)
 --                        (the last three: ``if_saved.lua``'s work, riding the tick's last save)
+--            layout      the key layout version: a save that writes a new record sets
+--                        {p}layout if it is absent (the prefix's first run marks it)
 -- ARGV[4]  doc: the RunState JSON
 -- ARGV[5]  fields JSON: status, paused, wf, reason, until, due, parent, created, updated,
 --          wk (event wait key, for the event index), wkey (any wait key), sid,
@@ -145,6 +147,9 @@ if type(o.done) == 'table' and #o.done > 0 then
   end
   if redis.call('HLEN', inbox) == 0 then redis.call('ZREM', P .. 'inbox-runs', id) end
   redis.call('HINCRBY', P .. 'stats', 'events_applied', #o.done)
+end
+if kind == 'none' and str(o.layout) ~= '' then
+  redis.call('SET', P .. 'layout', str(o.layout), 'NX')
 end
 if o.mode == 'create' and o.started == '1' then
   redis.call('HINCRBY', P .. 'stats', 'runs_started', 1)

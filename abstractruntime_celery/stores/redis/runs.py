@@ -27,7 +27,7 @@ from abstractruntime.storage.base import RunStore
 from ... import scripts
 from ...context import QueuedSave, TickContext, current
 from ...errors import ConfigError, CorruptRunError, PayloadError, RunExistsError
-from ...keys import Keys
+from ...keys import LAYOUT_VERSION, Keys
 from .codec import control_of, decode, encode, refused
 from .connection import connect, decodes_replies, redis_errors
 from .queries import RunQueries
@@ -114,7 +114,8 @@ class RedisRunStore(RunQueries, RunStore):
         rid = str(run.run_id)
         doc, fields = encode(run, self._max_bytes)
         fence = ctx.fence(rid) if ctx is not None else None
-        options: dict[str, Any] = {"mode": mode, "expected": "" if expected_version is None else int(expected_version)}
+        options: dict[str, Any] = {"mode": mode, "expected": "" if expected_version is None else int(expected_version),
+                                   "layout": LAYOUT_VERSION}  # (a new record marks the prefix's key layout)
         keys = [self.keys.run(rid)]
         if fence is not None:
             keys.append(fence.key)
