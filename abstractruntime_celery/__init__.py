@@ -22,6 +22,7 @@ from .errors import (  # noqa: E402
     InboxFullError,
     LeaseLostError,
     PayloadError,
+    RegistryError,
     RetryRefusedError,
     RunBusyError,
     RunControlledError,
@@ -48,7 +49,7 @@ __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
     "RunHandle", "install", "Settings", "load_settings", "app", "RedisRunStore", "RedisLedgerStore",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "InboxFullError", "LeaseLostError",
-    "PayloadError", "RetryRefusedError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
+    "PayloadError", "RegistryError", "RetryRefusedError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
     "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
     "VersionConflictError", "WaitKeyMismatchError", "DispatchError",
 ]

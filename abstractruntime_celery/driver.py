@@ -43,7 +43,7 @@ from .keys import Keys
 from .lease import LeaseKeeper, wait_for_lease
 from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes
 from .redact import redact_url
-from .registry import WorkflowRegistry, require_workflow
+from .registry import WorkflowRegistry, lookup_workflow, require_workflow
 from .runstate import EVENT_WAITS, TERMINAL, is_pause_wait, paused, takes
 from .stores import is_redis_url, open_stores, require_queryable
 from .stores.fenced import FencedRunStore
@@ -115,6 +115,7 @@ class Driver:
         Raises:
             PayloadError: ``run_id`` is not a run id.
             UnknownRunError: no such run.
+            RegistryError: the registry's lookup of the run's workflow raised (nothing moved).
             Exception: a node handler's error (counted; the run stays RUNNING and is retried).
         """
         return self.ticker.tick(check_run_id(run_id), reason=reason, max_steps=max_steps, follow_up=follow_up,
@@ -144,6 +145,7 @@ class Driver:
 
         Raises:
             UnknownWorkflowError: ``workflow`` is an id this process does not know.
+            RegistryError: the registry's lookup of ``workflow`` raised.
             PayloadError: ``vars`` is not a JSON object under ``max_payload_bytes``, or
                 ``run_id`` is malformed or in the children's id space.
             RunIdentityConflict: ``run_id`` names a run with another creation identity.
@@ -212,6 +214,7 @@ class Driver:
                 ``InboxFullError`` (a PayloadError): the run's inbox is at its limit.
             UnknownRunError: no such run.
             UnknownWorkflowError: this process's registry lacks the run's workflow.
+            RegistryError: the registry's lookup of the run's workflow raised.
             RunNotWaitingError: the run has ended, or (strict) waits on something no event may
                 answer, or (seed mode, ``answering``) its wait already has its answer or the
                 run left it.
@@ -345,7 +348,7 @@ class Driver:
             raise RunNotWaitingError(run_id, run.status.value)
         if paused(run) or is_pause_wait(run):
             raise RunPausedError(run_id)
-        if self.registry.get(run.workflow_id) is None:
+        if lookup_workflow(self.registry, run.workflow_id) is None:
             raise UnknownWorkflowError(run.workflow_id, run_id)
         waiting = run.waiting if run.status == RunStatus.WAITING else None
         if self.strict:

@@ -40,6 +40,17 @@ class UnknownWorkflowError(AbstractRuntimeCeleryError, KeyError):
         return str(self.args[0])
 
 
+class RegistryError(AbstractRuntimeCeleryError, RuntimeError):
+    """The workflow registry raised when asked for ``workflow_id`` (a lazy catalogue whose
+    files or service failed). Unlike ``UnknownWorkflowError`` nothing is known about the
+    workflow: the lookup is asked again later, the message is never dropped for it."""
+
+    def __init__(self, workflow_id: str, cause: str) -> None:
+        super().__init__(f"the workflow registry failed to look up '{workflow_id:.120}': {cause}")
+        self.workflow_id = workflow_id
+        self.cause = cause
+
+
 class RunNotWaitingError(AbstractRuntimeCeleryError, ValueError):
     """An event was sent to a run that has ended, or that waits on nothing an answer can meet."""
 

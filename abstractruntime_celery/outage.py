@@ -10,6 +10,7 @@ id, so a retried start still makes exactly one run (its id is the task id).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sqlite3
 from typing import Any, Iterator, Optional
@@ -18,7 +19,7 @@ from .errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["find_outage", "one_line", "retry_later"]
+__all__ = ["find_outage", "one_line", "put_back_delay", "retry_later"]
 
 #: The most retries counted into the backoff (it is capped long before).
 MAX_COUNTED_RETRIES = 30
@@ -117,19 +118,30 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def retry_later(task: Any, settings: Any, outage: BaseException, what: str) -> BaseException:
-    """Send ``task``'s message again after a backoff (``retry_backoff_s`` doubling up to
-    ``retry_backoff_max_s``, capped at ``timer_horizon_s``, with jitter), with the same task id
-    and arguments, and log one line naming the cause. Returns the exception the task must
-    raise (Celery's ``Retry``), never sends the message twice.
+def retry_later(task: Any, settings: Any, outage: BaseException, what: str,
+                cause: str = "store unavailable") -> BaseException:
+    """Send ``task``'s message again after a backoff (``put_back_delay``), with the same task
+    id and arguments, and log one line naming the cause (``cause``, then ``outage`` in one
+    line). Returns the exception the task must raise (Celery's ``Retry``), never sends the
+    message twice.
 
     Raises:
         Exception: the broker's error, if the retry itself cannot be sent.
     """
+    retries = int(getattr(task.request, "retries", 0) or 0)
+    delay = put_back_delay(task, settings)
+    log.warning("%s: %s (%s); retried in %.1fs (retry %d)", what, cause, one_line(outage), delay, retries + 1)
+    return task.retry(countdown=delay, exc=outage, throw=False, max_retries=None)
+
+
+def put_back_delay(task: Any, settings: Any) -> float:
+    """Seconds before a message put back comes again: ``retry_backoff_s`` doubling with each
+    retry of the message up to ``retry_backoff_max_s`` (capped at ``timer_horizon_s``, with
+    jitter); whole seconds, at least one, where RabbitMQ's native delayed delivery carries it
+    (it refuses less than a second: ``dispatch.whole_seconds``). Raises nothing."""
+    from .dispatch import uses_native_delayed_delivery
     from .tick import retry_delay
 
     retries = int(getattr(task.request, "retries", 0) or 0)
     delay = retry_delay(settings, min(retries + 1, MAX_COUNTED_RETRIES))
-    log.warning("%s: store unavailable (%s); retried in %.1fs (retry %d)", what, one_line(outage), delay,
-                retries + 1)
-    return task.retry(countdown=delay, exc=outage, throw=False, max_retries=None)
+    return float(max(1, math.ceil(delay))) if uses_native_delayed_delivery(task.app) else delay

@@ -12,9 +12,9 @@ from typing import Any, Iterable
 from abstractruntime import WorkflowSpec
 from abstractruntime.scheduler.registry import WorkflowRegistry
 
-from .errors import ConfigError, UnknownWorkflowError
+from .errors import AbstractRuntimeCeleryError, ConfigError, RegistryError, UnknownWorkflowError
 
-__all__ = ["WorkflowRegistry", "load_registry", "as_registry", "require_workflow", "load_object"]
+__all__ = ["WorkflowRegistry", "load_registry", "as_registry", "require_workflow", "lookup_workflow", "load_object"]
 
 
 def as_registry(obj: Any) -> WorkflowRegistry:
@@ -81,8 +81,27 @@ def require_workflow(registry: WorkflowRegistry, workflow_id: str, run_id: str |
 
     Raises:
         UnknownWorkflowError: this process's registry does not know ``workflow_id``.
+        RegistryError: the registry's lookup raised (see ``lookup_workflow``).
     """
-    spec = registry.get(workflow_id)
+    spec = lookup_workflow(registry, workflow_id)
     if spec is None:
         raise UnknownWorkflowError(workflow_id, run_id)
     return spec
+
+
+def lookup_workflow(registry: WorkflowRegistry, workflow_id: str) -> WorkflowSpec | None:
+    """``registry.get(workflow_id)``, with a lookup that raises told apart from a workflow
+    the registry does not know: a lazy registry (files, a service, a database behind it)
+    can fail at call time, and a task must wait that out, not drop its message.
+
+    Raises:
+        RegistryError: the registry's ``get`` raised (the cause in one line).
+    """
+    try:
+        return registry.get(workflow_id)
+    except AbstractRuntimeCeleryError:
+        raise
+    except Exception as exc:
+        from .outage import one_line
+
+        raise RegistryError(str(workflow_id), one_line(exc)) from exc

@@ -7,7 +7,6 @@ Task names are stable and read well in Flower: ``abstractruntime.tick`` and so o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -18,9 +17,9 @@ from celery import Celery
 from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 
 from .config import Settings, load_settings
-from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher, uses_native_delayed_delivery
-from .errors import ConfigError, PayloadError, UnknownRunError, UnknownWorkflowError
-from .outage import find_outage, one_line, retry_later
+from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
+from .errors import ConfigError, PayloadError, RegistryError, UnknownRunError, UnknownWorkflowError
+from .outage import find_outage, one_line, put_back_delay, retry_later
 from .payloads import check_new_run_id
 from .registry import WorkflowRegistry, as_registry, load_object, load_registry
 from .startcheck import check_worker, describe
@@ -217,13 +216,16 @@ def set_driver(app: Celery, driver: Any) -> None:
 
 
 def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_id: str | None = None) -> str | None:
-    """Tick ``run_id`` for a delivered message. A store that cannot be reached sends the
-    message again after a backoff (``task``: the bound task), and is logged in one line.
+    """Tick ``run_id`` for a delivered message. A store that cannot be reached, or a
+    registry whose lookup raised, sends the message again after a backoff (``task``: the
+    bound task), and is logged in one line.
 
     A malformed message (not a run id) or an unknown run is dropped, with one line.
 
     Raises:
-        celery.exceptions.Retry: the store or coordination is unavailable (the message comes back).
+        celery.exceptions.Retry: the store or coordination is unavailable, or the registry
+            failed (the message comes back).
+        RegistryError: the registry failed and there is no task to retry.
     """
     try:
         driver = driver_for(app)
@@ -234,6 +236,11 @@ def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_i
     except PayloadError as exc:  # not a run id: a malformed message
         log.warning("tick message dropped: %s", exc)
         return None
+    except RegistryError as exc:  # a lazy registry failed: ask again later, never drop the tick
+        if task is None:
+            raise
+        raise retry_later(task, settings_for(app), exc.__cause__ or exc, f"tick of run {run_id}",
+                          f"registry lookup of '{exc.workflow_id:.120}' failed") from None
     except Exception as exc:  # a node handler raised (counted, retried by the tick path), or the store is down
         outage = find_outage(exc, _built_driver(app))
         if outage is not None and task is not None:
@@ -338,8 +345,6 @@ def keep_start(task: Any, driver: Any, exc: UnknownWorkflowError, since: Any) ->
     the new one took it): the message goes back to the queue after a backoff, for a worker
     that knows it, until ``unknown_workflow_grace_s`` has passed since it was first seen.
     Returns the exception to raise (Celery's Retry, or ``exc`` once the grace is over)."""
-    from .tick import retry_delay
-
     now = time.time()
     first = float(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else now
     stats, grace = driver.coord.stats, driver.settings.unknown_workflow_grace_s
@@ -351,10 +356,8 @@ def keep_start(task: Any, driver: Any, exc: UnknownWorkflowError, since: Any) ->
         return exc
     if since is None:
         stats.error(f"{exc}; the start message is sent again until a worker that knows it takes it")
-    delay: float = retry_delay(driver.settings, min(task.request.retries + 1, 30))
-    if uses_native_delayed_delivery(task.app):
-        delay = max(1, math.ceil(delay))  # whole seconds, at least one (see dispatch.whole_seconds)
-    return task.retry(kwargs={**(task.request.kwargs or {}), "unknown_since": first}, countdown=delay,
+    return task.retry(kwargs={**(task.request.kwargs or {}), "unknown_since": first},
+                      countdown=put_back_delay(task, driver.settings),
                       exc=exc, throw=False)
 
 
@@ -417,14 +420,17 @@ def _register_tasks(app: Celery) -> None:
         the sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
         create its run fails the task; a node's error is the tick path's (counted, retried).
         A start for a workflow this worker lacks is sent again later (``keep_start``), and so
-        is one that meets a store that is down (``retry_later``: same task id, so still one
-        run); a malformed one (bad vars or run id) fails the task and is dropped."""
+        is one that meets a store that is down or a registry lookup that raises
+        (``retry_later``: same task id, so still one run); a malformed one (bad vars or run id) fails the task and is dropped."""
         run_id = run_id if run_id is not None else start_run_id(self.request.id)
         try:
             driver = driver_for(app)
             driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
         except UnknownWorkflowError as exc:
             raise keep_start(self, driver, exc, unknown_since) from exc
+        except RegistryError as exc:  # (before the create, or in the first tick: same task id, one run)
+            raise retry_later(self, settings_for(app), exc.__cause__ or exc, f"start of run {run_id}",
+                              f"registry lookup of '{exc.workflow_id:.120}' failed") from None
         except PayloadError:
             raise  # a malformed message (vars, run id): the task fails, the message is dropped
         except Exception as exc:

@@ -148,6 +148,7 @@ class Ticker:
 
         Raises:
             UnknownRunError: no such run (and no ``start``).
+            RegistryError: the registry's lookup of the run's workflow raised (nothing moved).
             RunIdentityConflict: ``start`` names an existing run of another identity.
             Exception: a node handler's error (after counting it and sending a retry).
         """
