@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Optional
 
+from .identity import HEADER as IDENTITY_HEADER
 from .timers import MIN_ETA_S
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,14 @@ BROKER_ERRORS = _broker_errors()
 
 
 class CeleryDispatcher:
-    """Sends tick messages through a Celery app."""
+    """Sends tick messages through a Celery app. Each names the sender's store in a header
+    (``identity.HEADER``: ``identity``, set by ``driver.build``), so a worker reading another
+    store puts it back instead of dropping it; older workers ignore the header."""
 
-    def __init__(self, app: Any, queue: str) -> None:
+    def __init__(self, app: Any, queue: str, identity: Optional[str] = None) -> None:
         self.app = app
         self.queue = queue
+        self.identity = identity
         self.min_eta_s = MIN_ETA_S if uses_native_delayed_delivery(app) else 0.0
 
     def send(self, run_id: str, reason: str = "tick", eta: Optional[datetime] = None,
@@ -63,7 +67,8 @@ class CeleryDispatcher:
             countdown, eta = whole_seconds(eta, reason), None
         try:
             self.app.send_task(TICK_TASK, args=[run_id], kwargs={"reason": reason}, queue=self.queue, eta=eta,
-                               countdown=countdown, task_id=message_id)
+                               countdown=countdown, task_id=message_id,
+                               headers={IDENTITY_HEADER: self.identity} if self.identity else None)
         except BROKER_ERRORS as exc:
             from .errors import DispatchError
             from .redact import redact_url

@@ -39,6 +39,7 @@ from .errors import (
 )
 from .coord.local import LocalInbox
 from .inbox import Delivery, Event, OneAnswer, RunMovedError, new_event_id
+from .identity import identity_of, redis_place
 from .keys import Keys
 from .lease import LeaseKeeper, wait_for_lease
 from .payloads import check_new_run_id, check_object, check_run_id, check_start_vars, check_wait_key, payload_bytes
@@ -96,6 +97,8 @@ class Driver:
     control: Control
     #: Events answer only EVENT/USER/JOB waits under their exact key (``wait_key_mode``).
     strict: bool
+    #: The store this driver reads, as its tick messages name it (``identity.py``).
+    identity: str = ""
 
     @property
     def run_store(self) -> Any:
@@ -473,8 +476,11 @@ def build(settings: Settings, registry: WorkflowRegistry, dispatcher: Optional[D
     ticker = Ticker(settings=settings, runtime=runtime, registry=registry, coord=coord, keeper=keeper,
                     send=lambda r, why, eta, mid: dispatcher.send(r, why, eta, mid), min_eta_s=dispatcher.min_eta_s,
                     strict=strict, on_cancelled=lambda r: control.cancel_tree(r))
+    identity = identity_of(settings.key_prefix, runtime.run_store, coord.client, settings.store_url)
+    if getattr(dispatcher, "identity", "") is None:  # a CeleryDispatcher: its messages name this store
+        dispatcher.identity = identity  # type: ignore[attr-defined]
     return Driver(settings=settings, registry=registry, runtime=runtime, coord=coord, keeper=keeper,
-                  dispatcher=dispatcher, ticker=ticker, control=control, strict=strict)
+                  dispatcher=dispatcher, ticker=ticker, control=control, strict=strict, identity=identity)
 
 
 def _runtime(settings: Settings, registry: WorkflowRegistry, coord: Coordination, run_store: Any,
@@ -508,7 +514,7 @@ def _check_one_redis(settings: Settings, coord_url: str, run_store: Any) -> None
     """
     store_where = _redis_place(settings.store_url) if is_redis_url(settings.store_url) else None
     if isinstance(run_store, RedisRunStore):
-        store_where = _place_of(run_store.client.connection_pool.connection_kwargs)
+        store_where = redis_place(run_store.client.connection_pool.connection_kwargs)
     if store_where is None or not is_redis_url(coord_url):
         return
     if _redis_place(coord_url) != store_where:
@@ -543,18 +549,6 @@ def _redis_place(url: str) -> tuple[Any, ...]:
     import redis
 
     try:
-        return _place_of(redis.ConnectionPool.from_url(url).connection_kwargs)
+        return redis_place(redis.ConnectionPool.from_url(url).connection_kwargs)
     except ValueError as exc:
         raise ConfigError(f"Malformed Redis URL {redact_url(url)}: {exc}") from exc
-
-
-def _place_of(kw: dict[str, Any]) -> tuple[Any, ...]:
-    """(address, port, db, path): a host name resolved, so ``localhost`` and ``127.0.0.1`` meet."""
-    import socket
-
-    host = kw.get("host") or "localhost"
-    try:
-        host = socket.gethostbyname(host)
-    except OSError:
-        pass  # unresolvable here: compare the name as written
-    return host, int(kw.get("port") or 6379), int(kw.get("db") or 0), kw.get("path")

@@ -51,8 +51,9 @@ def _redis_place(client: Any) -> str:
 
 def describe(driver: Any, registry_source: str = "") -> list[str]:
     """Lines for the worker's log: the registry's workflow ids, and where the store and the
-    coordination (leases, inboxes, timers) live, with their key prefix. Passwords are
-    masked; host, port and database are shown. Raises nothing."""
+    coordination (leases, inboxes, timers) live, with their key prefix, and the store
+    identity its messages carry (``identity.py``). Passwords are masked; host, port and
+    database are shown. Raises nothing."""
     settings = driver.settings
     ids = _workflow_ids(driver.registry)
     source = registry_source or settings.registry or ("given in code" if ids else "not set")
@@ -72,6 +73,10 @@ def describe(driver: Any, registry_source: str = "") -> list[str]:
         shares = getattr(store, "shares_connection", None)
         shared = " (the store's own Redis)" if callable(shares) and shares(coord_client) else ""
         lines.append(f"coordination: redis at {_redis_place(coord_client)}{shared}, key prefix {settings.key_prefix!r}")
+    identity = getattr(driver, "identity", "")
+    if identity:
+        lines.append(f"store identity {identity!r}: named in the tick messages sent from here; a tick "
+                     "naming another is put back for a worker of that store (stats: wrong_store)")
     return lines
 
 

@@ -42,6 +42,7 @@ class SchedulerStats(_SeedStats):
     orphans_recovered: int = 0
     parents_resumed: int = 0
     unknown_workflow: int = 0
+    wrong_store: int = 0  # tick messages put back: sent for another store than this worker's
     tick_errors: int = 0
     sweeps: int = 0
     sweeps_skipped: int = 0

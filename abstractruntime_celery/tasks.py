@@ -19,6 +19,7 @@ from celery.app.defaults import DEFAULTS as CELERY_DEFAULTS
 from .config import Settings, load_settings
 from .dispatch import RESUME_TASK, START_TASK, SWEEP_TASK, TICK_TASK, CeleryDispatcher
 from .errors import ConfigError, PayloadError, RegistryError, UnknownRunError, UnknownWorkflowError
+from .identity import WrongStoreError, mismatch, put_back, sender_of
 from .outage import find_outage, one_line, put_back_delay, retry_later
 from .payloads import check_new_run_id
 from .registry import WorkflowRegistry, as_registry, load_object, load_registry
@@ -220,18 +221,29 @@ def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_i
     registry whose lookup raised, sends the message again after a backoff (``task``: the
     bound task), and is logged in one line.
 
-    A malformed message (not a run id) or an unknown run is dropped, with one line.
+    A malformed message (not a run id) or an unknown run is dropped, with one line; but a
+    message naming another store than this worker's (``identity.py``: another key prefix, or
+    another place when the run is missing here) is put back for a worker of that store.
 
     Raises:
         celery.exceptions.Retry: the store or coordination is unavailable, or the registry
             failed (the message comes back).
         RegistryError: the registry failed and there is no task to retry.
     """
+    theirs, differs = sender_of(task.request) if task is not None else None, None
     try:
         driver = driver_for(app)
+        differs = mismatch(driver.identity, theirs)
+        if differs == "prefix":  # another deployment's run (or a typo): never tick our namesake
+            raise WrongStoreError(run_id, str(theirs), driver.identity)
         outcome = driver.tick(run_id, reason=str(reason)[:40], message_id=message_id)
-    except UnknownRunError:
-        log.warning("tick for unknown run %s dropped", run_id)
+    except (UnknownRunError, WrongStoreError):
+        if differs is None:
+            log.warning("tick for unknown run %s dropped", run_id)
+            return None
+        kept = put_back(task, driver, str(run_id), str(theirs))  # for a worker of the sender's store
+        if kept is not None:
+            raise kept from None
         return None
     except PayloadError as exc:  # not a run id: a malformed message
         log.warning("tick message dropped: %s", exc)

@@ -48,6 +48,7 @@ COUNTER_HELP: dict[str, str] = {
     "orphans_recovered": "RUNNING runs without a lease the sweep ticked again.",
     "parents_resumed": "Parents resumed with their child's result.",
     "unknown_workflow": "Ticks of a run whose workflow the worker does not know.",
+    "wrong_store": "Tick messages put back: sent for another key prefix or store than this worker's.",
     "tick_errors": "Ticks whose node raised.",
     "sweeps": "Sweeps started.",
     "sweeps_skipped": "Sweeps skipped (another held the interval's lock).",
