@@ -14,7 +14,8 @@ It holds:
   dropped with it;
 * ``control``: the cancel/pause state the tick last confirmed for its run;
 * ``applying``: the inbox events the next save of the run commits (the save
-  script drops them from the inbox in the same atomic step);
+  script drops them from the inbox in the same atomic step, and counts
+  ``applying_hist``, their resume latency, only then);
 * ``listeners`` and ``children``: runs the tick must send ticks to when it is done;
 * ``handoff``: the run as read with the lease, for the Runtime's first load;
 * ``notices``: what to tell ``on_run_resumed``/``on_run_failed`` after the release.
@@ -302,6 +303,8 @@ class TickContext:
     done_empty: bool = False
     done: dict[str, str] = field(default_factory=dict)
     applying: list[str] = field(default_factory=list)
+    #: ``{p}hist`` fields the save committing ``applying`` adds if it lands (the resume latency).
+    applying_hist: dict[str, int] = field(default_factory=dict)
     listeners: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
     #: Messages to send once the lease is released: (run id, reason, eta, message id or None).

@@ -382,13 +382,16 @@ class Ticker:
         if not self.shared:
             self.coord.inbox.mark_applying(event, run.updated_at or "", ctx.fence(run.run_id))
         ctx.applying = [event.event_id]
+        latency = time.time() - event.accepted_at
+        if self.shared:  # counted by the save that applies it, only if that save lands
+            ctx.applying_hist = histograms.observation(histograms.RESUME_LATENCY, latency)
         try:
             resumed = self.runtime.resume(workflow=workflow, run_id=run.run_id, wait_key=run.waiting.wait_key,
                                           payload=payload, max_steps=0)
         finally:
-            ctx.applying = []
-        self.histograms.observe(ctx, histograms.RESUME_LATENCY, time.time() - event.accepted_at)
+            ctx.applying, ctx.applying_hist = [], {}
         if not self.shared:  # after the commit (a crash in between: the mark tells)
+            self.histograms.observe(ctx, histograms.RESUME_LATENCY, latency)
             self.coord.inbox.done(run.run_id, [event.event_id])
             self.coord.stats.incr("events_applied", ctx=ctx)
         events.remove(event)

@@ -14,6 +14,7 @@
 --            drop_lease  "1": a create queued behind a reserved lease; if the run exists
 --                        after all, drop KEYS[2] so every fenced write queued behind fails
 --            done        event ids this save commits: dropped from the run's inbox here
+--            hist        {field: amount} added to {p}hist with them (their resume latency)
 --            started     "1": count a created run in {p}stats runs_started
 --            clear       "1": a tick's save moves the run: its failure notes ({p}attempts,
 --                        {p}unknown, {p}backoff) go in this step, only if it lands
@@ -147,6 +148,11 @@ if type(o.done) == 'table' and #o.done > 0 then
   end
   if redis.call('HLEN', inbox) == 0 then redis.call('ZREM', P .. 'inbox-runs', id) end
   redis.call('HINCRBY', P .. 'stats', 'events_applied', #o.done)
+  if type(o.hist) == 'table' then
+    for name, amount in pairs(o.hist) do
+      redis.call('HINCRBY', P .. 'hist', name, amount)
+    end
+  end
 end
 if kind == 'none' and str(o.layout) ~= '' then
   redis.call('SET', P .. 'layout', str(o.layout), 'NX')

@@ -3,7 +3,9 @@
 A tick records what it measured (its duration, a timer's lateness, an event's resume
 latency) as counts in the same Counter its stats counters go in; they all leave with
 its lease release, inside the release script that carries its counters already
-(``lua/lease_release.lua``, any number of hashes). So observing adds no round trip and
+(``lua/lease_release.lua``, any number of hashes); an event's resume latency rides the save
+that applies the event instead (``lua/save_run.lua`` option ``hist``), so an apply refused
+(a pause or cancel landed first) is not counted. So observing adds no round trip and
 no command to the tick path (only HINCRBYs inside that script). Each observation is three increments of the ``{p}hist``
 hash: its bucket (non-cumulative; the collector accumulates), ``count``, and the sum
 in whole microseconds (integers: the counts are HINCRBYs).
@@ -63,11 +65,17 @@ class Histograms:
         Negative values (clock skew between workers) count as 0."""
         if self.client is None or self.key is None:
             return
-        seconds = max(0.0, float(seconds))
-        queue = ctx.queue
-        queue.count(self.client, self.key, histogram.bucket_of(seconds))
-        queue.count(self.client, self.key, f"{histogram.name}:count")
-        queue.count(self.client, self.key, f"{histogram.name}:sum_us", int(round(seconds * 1e6)))
+        for name, amount in observation(histogram, seconds).items():
+            ctx.queue.count(self.client, self.key, name, amount)
+
+
+def observation(histogram: Histogram, seconds: float) -> dict[str, int]:
+    """The ``{p}hist`` increments of one observation: its bucket, ``count`` and ``sum_us``
+    (negative values, clock skew between workers, count as 0). A save that must carry it
+    (an event's resume latency, only if the save applying it lands) takes these. Raises nothing."""
+    seconds = max(0.0, float(seconds))
+    return {histogram.bucket_of(seconds): 1, f"{histogram.name}:count": 1,
+            f"{histogram.name}:sum_us": int(round(seconds * 1e6))}
 
 
 def for_coordination(coord: Any) -> Histograms:

@@ -130,6 +130,8 @@ class RedisRunStore(RunQueries, RunStore):
         if own and mode == "save" and ctx is not None and ctx.applying:
             # the inbox events this save commits leave the inbox with it
             options["done"], ctx.applying = list(ctx.applying), []
+            if ctx.applying_hist:  # (the resume latency: observed only if this save lands)
+                options["hist"], ctx.applying_hist = dict(ctx.applying_hist), {}
         return keys, [self.prefix, rid, json.dumps(options), doc, json.dumps(fields)], fields
 
     def _write(self, run: RunState, mode: str, expected_version: Optional[int]) -> list:
