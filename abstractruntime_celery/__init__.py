@@ -49,8 +49,8 @@ __all__ = [
     "WorkflowRegistry", "Scheduler", "SchedulerStats", "ScheduledRuntime", "create_scheduled_runtime",
     "RunHandle", "install", "Settings", "load_settings", "app", "RedisRunStore", "RedisLedgerStore",
     "AbstractRuntimeCeleryError", "ConfigError", "CorruptRunError", "InboxFullError", "LeaseLostError",
-    "PayloadError", "RegistryError", "RetryRefusedError", "RunBusyError", "RunControlledError", "RunNotWaitingError", "RunPausedError",
-    "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
+    "PayloadError", "RegistryError", "RetryRefusedError", "RunBusyError", "RunControlledError",
+    "RunNotWaitingError", "RunPausedError", "RunWaitTimeout", "StoreError", "StoreUnavailableError", "UnknownRunError", "UnknownWorkflowError",
     "VersionConflictError", "WaitKeyMismatchError", "DispatchError",
 ]
 

@@ -18,7 +18,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Optional
 
-from .identity import HEADER as IDENTITY_HEADER
 from .timers import MIN_ETA_S
 
 log = logging.getLogger(__name__)
@@ -28,6 +27,8 @@ START_TASK = "abstractruntime.start"
 #: Kept registered for messages of earlier versions; new events are sent as ticks.
 RESUME_TASK = "abstractruntime.resume"
 SWEEP_TASK = "abstractruntime.sweep"
+#: The message header naming the sender's store (``identity.py``); older workers ignore it.
+IDENTITY_HEADER = "arc_store"
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from .dispatch import IDENTITY_HEADER
 from .errors import AbstractRuntimeCeleryError
 from .redact import redact_url
 
@@ -33,7 +34,7 @@ __all__ = ["HEADER", "SINCE", "WrongStoreError", "identity_of", "mismatch", "put
            "sender_of"]
 
 #: The message header naming the sender's store.
-HEADER = "arc_store"
+HEADER = IDENTITY_HEADER
 #: The header a put-back message carries: when a worker of another store first saw it (epoch s).
 SINCE = "arc_refused_since"
 #: Longest identity read from a message (a prefix is short; anything longer is not ours).
@@ -110,8 +111,8 @@ def mismatch(mine: str, theirs: Optional[str]) -> Optional[str]:
     return "prefix" if theirs.rpartition("@")[0] != mine.rpartition("@")[0] else "store"
 
 
-def put_back(task: Any, driver: Any, run_id: str, theirs: str) -> Optional[BaseException]:
-    """Send the message back for a worker of its store, after a backoff, with one ERROR
+def put_back(task: Any, driver: Any, run_id: str, theirs: str, delay: float) -> Optional[BaseException]:
+    """Send the message back for a worker of its store, after ``delay`` s, with one ERROR
     line (per sender identity and minute) and the ``wrong_store`` counter. Returns the
     exception the task must raise (Celery's ``Retry``), or None once the message has been
     put back for ``unknown_workflow_grace_s`` (then it is dropped, recorded in ``stats.errors``).
@@ -119,8 +120,6 @@ def put_back(task: Any, driver: Any, run_id: str, theirs: str) -> Optional[BaseE
     Raises:
         Exception: the broker's error, if the retry itself cannot be sent.
     """
-    from .outage import put_back_delay
-
     settings, stats, mine = driver.settings, driver.coord.stats, driver.identity
     headers = dict(getattr(task.request, "headers", None) or {})
     since = headers.get(SINCE)
@@ -134,7 +133,6 @@ def put_back(task: Any, driver: Any, run_id: str, theirs: str) -> Optional[BaseE
         log.error("abstractruntime_celery: %s; no worker of that store took it in %.0fs: dropped", error,
                   settings.unknown_workflow_grace_s)
         return None
-    delay = put_back_delay(task, settings)
     if _say_now(theirs):
         stats.error(str(error))
         log.error("abstractruntime_celery: %s. Put back for a worker of that store (in %.1fs); check "

@@ -102,6 +102,5 @@ def lookup_workflow(registry: WorkflowRegistry, workflow_id: str) -> WorkflowSpe
     except AbstractRuntimeCeleryError:
         raise
     except Exception as exc:
-        from .outage import one_line
-
-        raise RegistryError(str(workflow_id), one_line(exc)) from exc
+        cause = " ".join(str(exc).split())[:300]
+        raise RegistryError(str(workflow_id), f"{type(exc).__name__}: {cause}") from exc

@@ -241,7 +241,7 @@ def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_i
         if differs is None:
             log.warning("tick for unknown run %s dropped", run_id)
             return None
-        kept = put_back(task, driver, str(run_id), str(theirs))  # for a worker of the sender's store
+        kept = put_back(task, driver, str(run_id), str(theirs), put_back_delay(task, driver.settings))
         if kept is not None:
             raise kept from None
         return None
@@ -251,8 +251,7 @@ def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_i
     except RegistryError as exc:  # a lazy registry failed: ask again later, never drop the tick
         if task is None:
             raise
-        raise retry_later(task, settings_for(app), exc.__cause__ or exc, f"tick of run {run_id}",
-                          f"registry lookup of '{exc.workflow_id:.120}' failed") from None
+        raise registry_later(task, app, f"tick of run {run_id}", exc) from None
     except Exception as exc:  # a node handler raised (counted, retried by the tick path), or the store is down
         outage = find_outage(exc, _built_driver(app))
         if outage is not None and task is not None:
@@ -373,6 +372,17 @@ def keep_start(task: Any, driver: Any, exc: UnknownWorkflowError, since: Any) ->
                       exc=exc, throw=False)
 
 
+def registry_later(task: Any, app: Celery, what: str, exc: RegistryError) -> BaseException:
+    """A lookup of the registry raised (a lazy catalogue): the message comes back after a
+    backoff, with one line naming the cause (``retry_later``). Returns Celery's Retry.
+
+    Raises:
+        Exception: the broker's error, if the retry itself cannot be sent.
+    """
+    return retry_later(task, settings_for(app), exc.__cause__ or exc, what,
+                       f"registry lookup of '{exc.workflow_id:.120}' failed")
+
+
 def _start_failed(task: Any, app: Celery, run_id: Any, exc: Exception) -> None:
     """A start's create or first tick raised. A store that is down: the message comes back
     later. A node's error once the run exists: the tick path counted it and sent a retry,
@@ -425,24 +435,21 @@ def _register_tasks(app: Celery) -> None:
     @app.task(name=START_TASK, bind=True, **opts)  # (unknown workflows: bounded by the grace, keep_start)
     def start(self: Any, workflow_id: str, vars: dict[str, Any] | None = None, run_id: str | None = None,
               unknown_since: float | None = None) -> str:
-        """Create a run and tick it here, under one lease: one message per started run,
-        not two. Without a ``run_id`` the run's id is derived from the message's task id,
-        so a start delivered twice (a killed worker's message comes back) makes one run:
-        the second delivery ticks the run the first created. If this worker dies first,
-        the sweep finds the RUNNING run (an orphan) and ticks it. A start that could not
-        create its run fails the task; a node's error is the tick path's (counted, retried).
-        A start for a workflow this worker lacks is sent again later (``keep_start``), and so
-        is one that meets a store that is down or a registry lookup that raises
-        (``retry_later``: same task id, so still one run); a malformed one (bad vars or run id) fails the task and is dropped."""
+        """Create a run and tick it here, under one lease (one message per run). Without a
+        ``run_id`` the run's id is the message's task id, so a start delivered twice makes one
+        run: the second delivery ticks the run the first created (an orphan, if this worker died
+        first, is ticked by the sweep). A start that could not create its run fails the task; a
+        node's error is the tick path's. One for a workflow this worker lacks (``keep_start``), or
+        meeting a store that is down or a registry lookup that raises (``retry_later``), is sent
+        again later (same task id: one run); a malformed one (bad vars, run id) fails and is dropped."""
         run_id = run_id if run_id is not None else start_run_id(self.request.id)
         try:
             driver = driver_for(app)
             driver.start_and_tick(workflow_id, vars=vars, run_id=run_id)
         except UnknownWorkflowError as exc:
             raise keep_start(self, driver, exc, unknown_since) from exc
-        except RegistryError as exc:  # (before the create, or in the first tick: same task id, one run)
-            raise retry_later(self, settings_for(app), exc.__cause__ or exc, f"start of run {run_id}",
-                              f"registry lookup of '{exc.workflow_id:.120}' failed") from None
+        except RegistryError as exc:  # (before the create, or in its first tick: same task id, one run)
+            raise registry_later(self, app, f"start of run {run_id}", exc) from None
         except PayloadError:
             raise  # a malformed message (vars, run id): the task fails, the message is dropped
         except Exception as exc:
