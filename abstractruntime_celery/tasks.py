@@ -226,8 +226,8 @@ def _run_tick(app: Celery, run_id: str, reason: str, task: Any = None, message_i
     another place when the run is missing here) is put back for a worker of that store.
 
     Raises:
-        celery.exceptions.Retry: the store or coordination is unavailable, or the registry
-            failed (the message comes back).
+        celery.exceptions.Retry: the store or coordination is unavailable, the registry
+            failed, or the message names another store (the message comes back).
         RegistryError: the registry failed and there is no task to retry.
     """
     theirs, differs = sender_of(task.request) if task is not None else None, None

@@ -125,6 +125,31 @@ def test_runs_bounced_between_a_wrong_and_a_right_worker_take_each_step_once(set
         caller.stop()
 
 
+def test_a_wrong_worker_killed_while_it_holds_put_back_ticks_loses_no_run(settings: Any, fx: str,
+                                                                          tmp_path: Path, request: Any) -> None:
+    """The wrong worker SIGKILLed while it holds put-back ticks (reserved, waiting for their
+    ETA) and originals not yet acknowledged: the sweep of the callers' store (beat, a right
+    worker) brings every run forward, and no step runs twice."""
+    settings = replace(settings, retry_backoff_s=0.5, retry_backoff_max_s=1.0, tick_max_steps=1,
+                       lost_tick_after_s=3.0, timer_horizon_s=3.0, orphan_grace_s=2.0,
+                       sweep_interval_s=1.0)
+    caller = create_scheduled_runtime(app=_app(settings), settings=settings, registry=registry, auto_start=False)
+    try:
+        with _clusters(settings, tmp_path, request) as (wrong, right):
+            killed = wrong.worker("wrong")
+            runs = [caller.start(workflow=registry.get("as-steps"), vars={"n": 3, "fx": fx}) for _ in range(8)]
+            wait_for(lambda: _put_back(wrong) >= 8, 30.0, "the wrong worker to put ticks back", wrong)
+            killed.kill()  # (its whole process group: main process and pool children)
+            right.worker("right")
+            right.beat()
+            for run_id in runs:
+                state = caller.wait_for(run_id, timeout=60.0, until=lambda r: r.status != RunStatus.RUNNING)
+                assert state.status == RunStatus.COMPLETED and state.output == {"i": 3}, state
+            assert [fx_count(fx, r, "step") for r in runs] == [3] * len(runs)
+    finally:
+        caller.stop()
+
+
 def test_a_message_without_the_header_is_taken_as_before(settings: Any, prefix: str) -> None:
     """An older sender's tick (no header) for a run of another store: dropped, as before,
     and not counted as a put-back."""
