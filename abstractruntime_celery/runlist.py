@@ -106,7 +106,7 @@ def _redis_page(store: RedisRunStore, filters: Filters, limit: int, cursor: Opti
     else:
         candidates = [keys.index(f, v) for f, v in (("ix-status", filters.status), ("ix-wf", filters.workflow),
                                                      ("ix-reason", filters.reason)) if v is not None]
-        key = store._smallest(candidates) if candidates else keys.all_runs
+        key = store.smallest_index(candidates) if candidates else keys.all_runs
     rows: list[RunRow] = []
     scanned = 0
     with redis_errors(client):

@@ -105,7 +105,12 @@ class RunQueries:
                             return out
         return out
 
-    def _smallest(self, keys: List[str]) -> str:
+    def smallest_index(self, keys: List[str]) -> str:
+        """The index of ``keys`` with the fewest members: the one a filtered walk reads.
+
+        Raises:
+            StoreUnavailableError: Redis cannot be reached.
+        """
         if len(keys) == 1:
             return keys[0]
         with redis_errors(self._r):
@@ -140,7 +145,7 @@ class RunQueries:
                     and (workflow_id is None or run.workflow_id == workflow_id)
                     and (wr is None or (run.waiting is not None and value_of(run.waiting.reason) == wr)))
 
-        key = self._smallest(keys) if keys else self.keys.all_runs
+        key = self.smallest_index(keys) if keys else self.keys.all_runs
         return self._walk(key, accept=accept, limit=max(1, int(limit or 100)))
 
     def list_due_wait_until(self, *, now_iso: str, limit: int = 100) -> List[RunState]:
@@ -308,7 +313,7 @@ class RunQueries:
                 return False
             return row_matches(row, automation_id=automation_id, role=role, session_kind=session_kind)
 
-        key = self._smallest(keys) if keys else self.keys.all_runs
+        key = self.smallest_index(keys) if keys else self.keys.all_runs
         return self._walk(key, accept=accept, limit=max(1, int(limit or 100)), desc=not oldest_first,
                           field="row", parse=_parse_row)
 
