@@ -29,7 +29,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 from abstractruntime import RunState
 
@@ -55,9 +55,6 @@ class Write(NamedTuple):
     op: Op
     check: Optional[Check] = None
     commit: bool = False
-    #: Its guard needs no MULTI/EXEC around it and the writes it goes with: a start's lease
-    #: acquire and create (a run id nobody else can name yet; the create checks the lease).
-    alone: bool = False
 
 
 @dataclass
@@ -107,10 +104,9 @@ class WriteQueue:
         if self.refused is not None:
             raise self.refused
 
-    def add(self, client: Any, op: Op, check: Check | None = None, *, commit: bool = False,
-            alone: bool = False) -> Write:
+    def add(self, client: Any, op: Op, check: Check | None = None, *, commit: bool = False) -> Write:
         self.check()
-        item = Write(client, op, check, commit, alone)
+        item = Write(client, op, check, commit)
         self.writes.append(item)
         return item
 
@@ -167,7 +163,7 @@ class WriteQueue:
             try:
                 with redis_errors(client):
                     items = self.take(client)
-                    pipe = client.pipeline(transaction=atomic(len(items), items))
+                    pipe = client.pipeline(transaction=atomic(len(items)))
                     for item in items:
                         item.op(pipe)
                     self.settle(client, items, pipe.execute(raise_on_error=False))
@@ -204,7 +200,7 @@ class WriteQueue:
         items = self.take(client)
         if not items:
             return then(client) if then is not None else None
-        pipe = client.pipeline(transaction=atomic(len(items) + (then is not None), items))
+        pipe = client.pipeline(transaction=atomic(len(items) + (then is not None)))
         for item in items:
             item.op(pipe)
         scripted = False
@@ -222,14 +218,14 @@ class WriteQueue:
         return reply
 
 
-def atomic(commands: int, items: Sequence[Write] = ()) -> bool:
-    """Whether a pipeline of ``commands`` (``items`` among them) needs MULTI/EXEC: several
-    writes go as one atomic step, so the guards in their scripts see one state; one command
-    (a script) is atomic on its own, and so is a start's acquire and create (``alone``):
-    MULTI/EXEC around them is two commands and their replies for nothing."""
-    if commands <= 1:
-        return False
-    return not (len(items) == commands and all(w.alone for w in items))
+def atomic(commands: int) -> bool:
+    """Whether a pipeline of ``commands`` needs MULTI/EXEC: several writes go as one atomic
+    step (all or none, and the guards in their scripts see one state); one command (a
+    script) is atomic on its own, and MULTI/EXEC around it is two commands for nothing.
+    (A start's lease acquire and create stay in MULTI: sent apart, a connection cut or a
+    script reload between them left a lease without a run, and the start was lost:
+    ``tests/test_adv_u_split_*.py``.)"""
+    return commands > 1
 
 
 def _scripts_in(pipe: Any, since: int) -> bool:

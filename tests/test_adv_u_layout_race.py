@@ -1,7 +1,7 @@
 """A create under a prefix whose layout mark was written by another version since we opened it
 (adversarial, round U).
 
-Since 47413b1 opening a prefix only reads its layout mark (``keys.check_layout``); the first
+Found: since 47413b1 opening a prefix only reads its layout mark (``keys.check_layout``); the first
 run's create writes it with ``SET NX`` (``lua/save_run.lua``, option ``layout``). A caller
 process (no worker start: ``build`` then ``start_run``) that opened an unused prefix claims
 nothing. Window: between that open and its first create, a process of layout 2 opens the same
@@ -9,7 +9,8 @@ prefix and writes its own mark (``SET <p>layout 2``, what a layout-2 version did
 caller's create then finds the mark taken: ``SET NX`` does nothing, and the create writes a
 layout-3 run record under a prefix marked layout 2, with no error: the two versions now share
 a prefix each thinks is its own. Before 47413b1 the caller's open wrote '3' (so the layout-2
-process refused to start) or saw '2' and refused itself.
+process refused to start) or saw '2' and refused itself. Fixed: a new record's save reads
+the mark in its script and is refused (``ConfigError``, nothing written) under another one.
 
 Real Redis, in-process driver, a recording dispatcher.
 """
@@ -28,16 +29,15 @@ from tests.workflows_adv_i import registry
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(strict=True, reason="the create's SET NX finds another layout's mark and writes the run anyway "
-                                       "(save_run.lua option layout does not check the mark it found)")
 def test_a_create_under_another_layouts_mark_written_since_open_is_refused(prefix: str) -> None:
     driver = build(make_settings(prefix), registry, Recorder(), distributed=True)
     r = redis.Redis.from_url(STORE_URL)
     assert r.get(f"{prefix}layout") is None  # (opening wrote nothing)
     r.set(f"{prefix}layout", "2", nx=True)  # a layout-2 process opens the prefix now
     try:
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match="layout 2"):
             driver.start_run("timer", vars={"delay": 0.05}, dispatch=False)
+        assert r.get(f"{prefix}layout") == b"2" and list(r.scan_iter(f"{prefix}run:*")) == []  # nothing written
     finally:
         stored = r.get(f"{prefix}layout")
         runs = [k for k in r.scan_iter(f"{prefix}run:*")]

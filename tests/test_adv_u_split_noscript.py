@@ -1,7 +1,7 @@
 """A start's acquire answered NOSCRIPT, its create ran (adversarial, round U).
 
-Since b5211b1 a start task's lease acquire and its run's create go in one pipeline without
-MULTI/EXEC, so another client's command can run between them. Redis runs the complete
+Found: b5211b1 sent a start task's lease acquire and its run's create in one pipeline without
+MULTI/EXEC, so another client's command could run between them (fixed: MULTI/EXEC again). Redis runs the complete
 commands it has read from a client, then serves others: a pipeline split across reads (a
 create with large vars is over the server's 16 KB read; here a TCP proxy forwards the
 acquire's bytes, waits for its reply, then the create's) lets another process's work land
@@ -91,9 +91,6 @@ def store(tmp_path: Any) -> Iterator[PrivateRedis]:
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="without MULTI/EXEC another worker's preload lands between a NOSCRIPT'd "
-                                       "acquire and its create: the create is refused (no lease), the run is "
-                                       "never created and the start ends as 'lease lost'")
 def test_a_start_whose_acquire_met_noscript_and_whose_create_ran_makes_one_run(
         settings: Any, store: PrivateRedis, fx: str) -> None:
     from celery.contrib.testing.worker import start_worker

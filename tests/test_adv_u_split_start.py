@@ -1,7 +1,8 @@
 """A start's lease acquire landed, its create did not (adversarial, round U).
 
-Since b5211b1 a start task's lease acquire and its run's create go in one pipeline without
-MULTI/EXEC (``Write.alone``). Window: a TCP proxy forwards the chunk that holds both only up to
+Found: b5211b1 sent a start task's lease acquire and its run's create in one pipeline without
+MULTI/EXEC (``Write.alone``), and a cut between them lost the start (the lease outlived a short
+outage; the redelivered start found it held and ended). Fixed: they go in MULTI/EXEC again. Window: a TCP proxy forwards the chunk that holds both only up to
 the first byte of the create command, then closes both sides: the server ran the acquire (the
 lease is held under the tick's token) and never saw the create; with MULTI/EXEC it ran neither
 (no EXEC). The invariants: exactly one run per start message, it completes, each step once.
@@ -131,9 +132,6 @@ def test_a_start_whose_acquire_landed_without_its_create_makes_one_run(
         worker_sr.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="the acquire ran without its create (no MULTI/EXEC since b5211b1) and the "
-                                       "release did not reach Redis: the retried start finds the lease busy and "
-                                       "is dropped as a duplicate; the run is never created")
 def test_a_start_whose_acquire_landed_without_its_create_then_a_short_outage_makes_one_run(
         settings: Any, store: PrivateRedis, proxy: SplitProxy, fx: str) -> None:
     """As above, and the store is unreachable for half a second after the cut (longer than

@@ -110,7 +110,7 @@ class RedisLeases:
 
         with self._unsent_lock:
             self._unsent.add(token)
-        ctx.queue.add(self.client, lambda target: scripts.call_in(target, script, keys, args), taken, alone=True)
+        ctx.queue.add(self.client, lambda target: scripts.call_in(target, script, keys, args), taken)
         return Lease(run_id, keys[0], token)
 
     def _sent(self, token: str) -> None:

@@ -23,7 +23,8 @@
 --            notice      [channel, message] published if it lands (the "resumed" notice)
 --                        (the last three: ``if_saved.lua``'s work, riding the tick's last save)
 --            layout      the key layout version: a save that writes a new record sets
---                        {p}layout if it is absent (the prefix's first run marks it)
+--                        {p}layout if it is absent (the prefix's first run marks it), and
+--                        is refused if it holds another version
 -- ARGV[4]  doc: the RunState JSON
 -- ARGV[5]  fields JSON: status, paused, wf, reason, until, due, parent, created, updated,
 --          wk (event wait key, for the event index), wkey (any wait key), sid,
@@ -35,6 +36,7 @@
 --         {-1} lease lost | {-2, version} version conflict
 --         {-3} key holds a non-hash value (create mode refuses to overwrite it)
 --         {-4, status, paused} the stored control fields are not the expected ones
+--         {-5, mark} a new record under another key layout's mark (nothing written)
 
 local P, id, rk = ARGV[1], ARGV[2], KEYS[1]
 local o = cjson.decode(ARGV[3])
@@ -75,6 +77,16 @@ end
 
 if str(o.expected) ~= '' and tonumber(o.expected) ~= cur then
   return {-2, cur}
+end
+
+-- A new record claims the prefix for this key layout, or is refused (nothing written) under
+-- another layout's mark, however recent: two versions never share a prefix.
+if kind == 'none' and str(o.layout) ~= '' then
+  local mark = redis.call('GET', P .. 'layout')
+  if mark and mark ~= str(o.layout) then
+    return {-5, mark}
+  end
+  if not mark then redis.call('SET', P .. 'layout', str(o.layout)) end
 end
 
 -- Drop the index entries of the previous version of this run.
@@ -153,9 +165,6 @@ if type(o.done) == 'table' and #o.done > 0 then
       redis.call('HINCRBY', P .. 'hist', name, amount)
     end
   end
-end
-if kind == 'none' and str(o.layout) ~= '' then
-  redis.call('SET', P .. 'layout', str(o.layout), 'NX')
 end
 if o.mode == 'create' and o.started == '1' then
   redis.call('HINCRBY', P .. 'stats', 'runs_started', 1)

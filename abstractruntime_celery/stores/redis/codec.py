@@ -15,8 +15,9 @@ from abstractruntime.core.models import RunState, RunStatus, WaitReason, WaitSta
 
 from ...codec import check_text, encode_text
 from ...context import Control
-from ...errors import CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
+from ...errors import ConfigError, CorruptRunError, LeaseLostError, PayloadError, RunControlledError, VersionConflictError
 from ...isotime import to_epoch
+from ...keys import LAYOUT_VERSION
 
 try:  # compact, by-reference serializer; same bytes the built-in stores write
     from abstractruntime.storage.serialize import dumps_compact as dumps, runstate_to_dict as _to_dict
@@ -241,7 +242,8 @@ def refused(run_id: str, reply: Any, expected_version: Optional[int]) -> None:
     """Raise what a refusing reply of ``save_run.lua`` means; nothing for a write.
 
     Raises:
-        LeaseLostError, VersionConflictError, CorruptRunError, RunControlledError.
+        LeaseLostError, VersionConflictError, CorruptRunError, RunControlledError;
+        ConfigError: a new record under another key layout's mark.
     """
     code = int(reply[0])
     if code == -1:
@@ -252,3 +254,8 @@ def refused(run_id: str, reply: Any, expected_version: Optional[int]) -> None:
         raise CorruptRunError(run_id, "the key holds a non-hash value; create refused")
     if code == -4:
         raise RunControlledError(run_id, str(reply[1]), str(reply[2]) == "1")
+    if code == -5:
+        mark = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        raise ConfigError(f"run '{run_id}' not written: the key prefix now holds data of key layout {mark}, "
+                          f"and this version of abstractruntime-celery uses layout {LAYOUT_VERSION} (another "
+                          "version opened the prefix): use another key_prefix")

@@ -257,7 +257,7 @@ class RedisRunStore(RunQueries, RunStore):
                 ctx.on_created()
 
         ctx.queued_create = ctx.queue.add(self._r, lambda target: scripts.call_in(target, script, keys, args),
-                                          created, commit=True, alone=True)
+                                          created, commit=True)
         ctx.created_run = run
         ctx.confirm((fields["status"], fields["paused"] == "1"))
         ctx.last_saved_updated = fields["updated"]
