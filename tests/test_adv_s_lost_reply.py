@@ -12,12 +12,10 @@ Real Redis (a private redis-server behind the proxy), a real in-process Celery w
 
 from __future__ import annotations
 
-import socket
-import threading
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import pytest
 from abstractruntime import RunStatus
@@ -27,6 +25,7 @@ from abstractruntime_celery.dispatch import START_TASK
 from abstractruntime_celery.scripts import sha_of, source
 from abstractruntime_celery.sweep import sweep
 from devkit.procs import wait_for
+from devkit.proxy import CutProxy
 from devkit.redisproc import PrivateRedis
 from tests.conftest import BROKER_URL, fx_count
 from tests.workflows_adv_s import registry
@@ -34,73 +33,6 @@ from tests.workflows_adv_s import registry
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 20.0
-
-
-class CutProxy:
-    """Forwards bytes both ways; ``cut_after(needles)``: the next outbound chunk holding every
-    needle is forwarded, then the connection is closed before any reply comes back."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._needles: Optional[list[bytes]] = None
-        self._lock = threading.Lock()
-        self.cuts = 0
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def cut_after(self, *needles: str) -> None:
-        with self._lock:
-            self._needles = [n.encode() for n in needles]
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self._socks += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
-        try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
-                    break
-                cut = False
-                if outbound:
-                    with self._lock:
-                        if self._needles is not None and all(n in data for n in self._needles):
-                            self._needles, cut = None, True
-                            self.cuts += 1
-                dst.sendall(data)
-                if cut:
-                    # the server has it; the reply never comes back
-                    src.shutdown(socket.SHUT_RDWR)
-                    break
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ Real Redis (a private redis-server behind the proxy), a real in-process Celery w
 from __future__ import annotations
 
 import socket
-import threading
 import uuid
 from typing import Any, Iterator
 
@@ -32,7 +31,8 @@ from abstractruntime_celery.scripts import preload
 from devkit.procs import wait_for
 from devkit.redisproc import PrivateRedis
 from tests.conftest import fx_count
-from tests.test_adv_s_lost_reply import TIMEOUT, CutProxy, _runtime, _settled
+from devkit.proxy import CutProxy, before_last_evalsha
+from tests.test_adv_s_lost_reply import TIMEOUT, _runtime, _settled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,41 +45,18 @@ class SplitProxy(CutProxy):
     def __init__(self, upstream: tuple[str, int], before: Any, between: Any) -> None:
         super().__init__(upstream)
         self.before, self.between = before, between
-        self.replied = threading.Event()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
-        try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
-                    break
-                if not outbound:
-                    self.replied.set()
-                    dst.sendall(data)
-                    continue
-                cut = -1
-                with self._lock:
-                    if self._needles is not None and all(n in data for n in self._needles):
-                        at = data.find(self._needles[0])
-                        cut = data.rfind(b"*", 0, data.rfind(b"EVALSHA", 0, at))
-                        self._needles = None
-                        self.cuts += 1
-                if cut > 0:
-                    self.before()
-                    self.replied.clear()
-                    dst.sendall(data[:cut])
-                    self.replied.wait(10)  # (the acquire ran and answered)
-                    self.between()
-                    data = data[cut:]
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+    def on_cut(self, data: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        cut = before_last_evalsha(data, self.cut_needles[0])
+        if cut > 0:
+            self.before()
+            self.replied.clear()
+            dst.sendall(data[:cut])
+            self.replied.wait(10)  # (the acquire ran and answered)
+            self.between()
+            data = data[cut:]
+        dst.sendall(data)
+        return False
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ Real Redis (a private redis-server behind the proxy), a real in-process Celery w
 from __future__ import annotations
 
 import socket
-import threading
-import time
 import uuid
 from typing import Any, Iterator
 
@@ -25,7 +23,8 @@ from abstractruntime_celery.dispatch import START_TASK
 from devkit.procs import wait_for
 from devkit.redisproc import PrivateRedis
 from tests.conftest import fx_count
-from tests.test_adv_s_lost_reply import TIMEOUT, CutProxy, _runtime, _settled
+from devkit.proxy import CutProxy, before_last_evalsha
+from tests.test_adv_s_lost_reply import TIMEOUT, _runtime, _settled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,59 +36,16 @@ class SplitProxy(CutProxy):
     (a Redis failover: the data stays)."""
 
     outage_s = 0.0
-    down_until = 0.0
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if time.monotonic() < self.down_until:
-                client.close()
-                continue
-            server = socket.create_connection(self.upstream)
-            self._socks += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _down(self) -> None:
-        self.down_until = time.monotonic() + self.outage_s
-        for s in list(self._socks):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
-        try:
-            while True:
-                data = src.recv(1 << 16)
-                if not data:
-                    break
-                cut = -1
-                if outbound:
-                    with self._lock:
-                        if self._needles is not None and all(n in data for n in self._needles):
-                            at = data.find(self._needles[0])
-                            cut = data.rfind(b"*", 0, data.rfind(b"EVALSHA", 0, at))
-                            self._needles = None
-                            self.cuts += 1
-                if cut >= 0:
-                    dst.sendall(data[:cut])
-                    src.shutdown(socket.SHUT_RDWR)
-                    if self.outage_s:
-                        self._down()
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+    def on_cut(self, data: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        cut = before_last_evalsha(data, self.cut_needles[0])
+        if cut < 0:  # (no script ahead of it: forwarded as it is)
+            dst.sendall(data)
+            return False
+        dst.sendall(data[:cut])
+        if self.outage_s:
+            self.go_down(self.outage_s)
+        return True
 
 
 @pytest.fixture
