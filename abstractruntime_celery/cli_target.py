@@ -160,8 +160,9 @@ class Target:
         if not self.spec.as_json:
             parts = "  ".join(f"{k} {v}" for k, v in self.where().items())
             click.secho(parts, dim=True)
-            if self.unused_prefix():
-                click.secho(f"warning: {self.unused_prefix()}", fg="yellow", err=True)
+            warning = self.unused_prefix()
+            if warning:
+                click.secho(f"warning: {warning}", fg="yellow", err=True)
 
     def unused_prefix(self) -> str:
         """A warning if no worker has started and no run was made under the key prefix (a
@@ -176,8 +177,9 @@ def emit(target: Target, data: dict[str, Any], human: Callable[[], None]) -> Non
     """Print a command's result: JSON (``{"ok": true, "target": ..., **data}``) or ``human()``
     after the header. Raises what ``human`` raises (nothing, for ours)."""
     if target.spec.as_json:
-        warning = {"warning": target.unused_prefix()} if target.unused_prefix() else {}
-        click.echo(json.dumps({"ok": True, "target": target.where(), **warning, **data}, default=str))
+        warning = target.unused_prefix()
+        said = {"warning": warning} if warning else {}
+        click.echo(json.dumps({"ok": True, "target": target.where(), **said, **data}, default=str))
     else:
         target.header()
         human()
